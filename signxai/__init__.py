@@ -1,0 +1,13 @@
+"""signxai: SIGN, LRP and gradient explanations with identical results on Keras 3 (TensorFlow) and PyTorch."""
+from importlib.util import find_spec
+
+from signxai.api import calculate_relevancemap, calculate_relevancemaps
+from signxai.methods import list_methods
+
+__version__ = "2.0.0.dev0"
+
+# Frameworks importable here; a backend is imported only when a model of its type is explained.
+_AVAILABLE_BACKENDS = tuple(name for name, module in (("tensorflow", "tensorflow"), ("pytorch", "torch"))
+                            if find_spec(module) is not None)
+
+__all__ = ["calculate_relevancemap", "calculate_relevancemaps", "list_methods", "_AVAILABLE_BACKENDS"]

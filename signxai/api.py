@@ -1,0 +1,120 @@
+"""``calculate_relevancemap``: argument handling shared by both backends (SPEC §2)."""
+from __future__ import annotations
+
+import numpy as np
+
+from signxai.core.explain import explain
+from signxai.core.targets import resolve_targets
+from signxai.methods import resolve_method
+
+_ALIASES = {"neuron_selection": "target", "batchmode": "batched", "last_conv_layer_name": "layer"}
+_DTYPES = ("float32", "float64")
+
+
+def _backend_for(model):
+    """The backend module for a model's type: Keras 3 or PyTorch (imported only when such a model is given)."""
+    module = type(model).__module__
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            from signxai.torch_signxai.backend import BACKEND
+            return BACKEND
+    if "keras" in sys.modules:
+        import keras
+
+        if isinstance(model, keras.Model):
+            from signxai.tf_signxai.backend import BACKEND
+            return BACKEND
+    raise TypeError(f"model of type {module}.{type(model).__name__} is neither a keras.Model (Keras 3) nor a "
+                    f"torch.nn.Module")
+
+
+def _to_numpy(x, backend):
+    """The caller's input as a fresh float32 array (never a view of the caller's memory)."""
+    if hasattr(x, "detach"):  # torch tensor on any device
+        x = x.detach().cpu().numpy()
+    elif hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # tf tensor
+        x = x.numpy()
+    array = np.asarray(x)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"x must be a numeric array or tensor, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise ValueError("x must be real-valued, got a complex array")
+    array = np.array(array, dtype=np.float32, copy=True)
+    if not np.isfinite(array).all():
+        raise ValueError(f"x contains {int((~np.isfinite(array)).sum())} non-finite value(s) (NaN or inf); "
+                         f"explanations need finite inputs")
+    return array
+
+
+def _merge_aliases(kwargs):
+    for alias, primary in _ALIASES.items():
+        if alias in kwargs:
+            if primary in kwargs:
+                raise ValueError(f"give either {primary}= or its alias {alias}=, not both")
+            kwargs[primary] = kwargs.pop(alias)
+    return kwargs
+
+
+def _is_batched(backend, model, x, batched):
+    rank = backend.sample_rank(model, x)
+    if rank is None:  # PyTorch model without a leading convolution: batched unless x is 1-D
+        inferred = x.ndim != 1
+    elif x.ndim == rank + 1:
+        inferred = True
+    elif x.ndim == rank:
+        inferred = False
+    else:
+        raise ValueError(f"x has {x.ndim} axes, but the model takes samples with {rank} axes: give one sample "
+                         f"of rank {rank} or a batch of rank {rank + 1}")
+    if batched is None:
+        return inferred
+    if not isinstance(batched, (bool, np.bool_)):
+        raise ValueError(f"batched must be True, False or None, got {batched!r}")
+    if rank is not None and bool(batched) != inferred:
+        raise ValueError(f"batched={batched} contradicts the model: it takes samples with {rank} axes and x has "
+                         f"{x.ndim}")
+    if rank is None and batched and x.ndim < 2:
+        raise ValueError(f"batched=True needs x with a batch axis, but x has shape {x.shape}")
+    return bool(batched)
+
+
+def calculate_relevancemap(model, x, method, *, target=None, batched=None, **params):
+    """The relevance map of ``method`` for input ``x``: a NumPy array with exactly the shape and layout of ``x``.
+
+    ``model`` is a Keras 3 ``keras.Model`` or a ``torch.nn.Module`` that outputs logits. ``target`` is None /
+    ``'max_activation'`` (argmax per sample), a class index, or one index per sample. ``dtype='float64'`` computes
+    the whole explanation in float64 on a private copy of the model. Further parameters as in SPEC §3.3.
+    """
+    kwargs = _merge_aliases(dict(params, target=target, batched=batched))
+    target, batched = kwargs.pop("target"), kwargs.pop("batched")
+    dtype = kwargs.pop("dtype", "float32")
+    if dtype not in _DTYPES and getattr(dtype, "__name__", None) not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    dtype = dtype if isinstance(dtype, str) else dtype.__name__
+    resolved = resolve_method(method, **kwargs)
+    backend = _backend_for(model)
+    array = _to_numpy(x, backend)
+    backend.check(model)
+    is_batched = _is_batched(backend, model, array, batched)
+    batch = array if is_batched else array[None]
+    if len(batch) == 0:
+        raise ValueError("x is an empty batch; give at least one sample")
+    work_model = backend.model_for(model, dtype)
+    batch = batch.astype(dtype)
+    logits = backend.logits(work_model, batch)
+    if logits.ndim != 2:
+        raise ValueError(f"the model output has shape {logits.shape}; it must be (N, K) logits")
+    targets = resolve_targets(target, logits, unbatched=not is_batched)
+    result = explain(backend, work_model, batch, resolved, targets)
+    return result if is_batched else result[0]
+
+
+def calculate_relevancemaps(model, X, method, **kwargs):
+    """``calculate_relevancemap`` for a batch ``X`` (the batch axis is required)."""
+    if "batchmode" in kwargs or "batched" in kwargs:
+        raise ValueError("calculate_relevancemaps always treats X as a batch; do not pass batched=/batchmode=")
+    return calculate_relevancemap(model, X, method, batched=True, **kwargs)

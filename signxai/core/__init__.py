@@ -1,0 +1,1 @@
+"""Framework-neutral parts of signxai: numerics, targets, the layer graph, LRP rules and the method drivers."""

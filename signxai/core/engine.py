@@ -1,0 +1,35 @@
+"""The backward pass over a captured graph (SPEC §7.1), shared by LRP, guided backprop and DeconvNet."""
+from __future__ import annotations
+
+
+def record(graph, x, upto=None, on_value=None):
+    """Forward pass: the value of every node up to ``upto`` (default: all), node 0 being ``x``.
+
+    ``on_value(index, value)`` may replace each value as it is produced (e.g. to watch it for autodiff).
+    """
+    values = [x]
+    for index, node in enumerate(graph.nodes[1:(upto if upto is not None else len(graph.nodes) - 1) + 1], 1):
+        value = node.forward(*[values[p] for p in node.parents])
+        values.append(on_value(index, value) if on_value else value)
+    return values
+
+
+def propagate(ops, graph, values, start, signal, mapping):
+    """Send ``signal`` from node ``start`` to the input, summing over consumers; returns the input's share.
+
+    ``mapping(ops, index, node, inputs, output, R)`` returns one tensor per parent of the node.
+    """
+    pending = {start: signal}
+    for index in range(start, 0, -1):
+        if index not in pending:
+            continue
+        node = graph.nodes[index]
+        inputs = [values[p] for p in node.parents]
+        shares = mapping(ops, index, node, inputs, values[index], pending.pop(index))
+        for parent, share in zip(node.parents, shares):
+            if share is None:  # a non-tensor parent, e.g. a shape computation
+                continue
+            pending[parent] = pending[parent] + share if parent in pending else share
+    if 0 not in pending:
+        return ops.zeros_like(values[0])
+    return pending[0]

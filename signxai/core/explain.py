@@ -1,0 +1,110 @@
+"""Method drivers: every catalog family expressed through a backend's few primitives (SPEC §5–7).
+
+A backend supplies ``logits``, ``gradients`` (∂y_c/∂x of a batch), ``graph_backward`` (a signal sent through the
+captured graph with a per-node mapping), ``cam_activations`` (a layer's output and its gradient) and
+``channels_first``. Arrays here are batched NumPy arrays in the caller's layout.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from signxai.core import numerics
+from signxai.core.layout import from_canonical, to_canonical
+from signxai.core.rules import LRP, GuidedBackprop
+
+# IG/SmoothGrad points are evaluated as batches of at most this many samples.
+CHUNK = 64
+
+
+def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.ndarray:
+    """The relevance map of ``method`` for the batch ``x`` (dtype float32 or float64) and per-sample targets."""
+    base = method.base
+    if base == "random_uniform":
+        return _random_uniform(backend, x, method)
+    if base == "gradient":
+        result = backend.gradients(model, x, targets)
+    elif base in ("guided_backprop", "deconvnet"):
+        result = backend.graph_backward(model, x, targets, 
+                                        lambda graph: GuidedBackprop(base == "deconvnet"), lrp_head=False)
+    elif base == "integrated_gradients":
+        result = _integrated_gradients(backend, model, x, targets, method.params)
+    elif base in ("smoothgrad", "vargrad"):
+        result = _noise_tunnel(backend, model, x, targets, method.params, variance=(base == "vargrad"))
+    elif base in ("grad_cam", "guided_grad_cam"):
+        result = _grad_cam(backend, model, x, targets, method)
+    elif base == "lrp":
+        result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True)
+    else:
+        raise ValueError(f"unknown method family {base!r}")
+    return _apply_product(result, x, method).astype(x.dtype)
+
+
+def _apply_product(result, x, method):
+    """``B ⊙ x`` or ``B ⊙ s_mu(x)`` in float64 (exact for float32 factors), cast once by the caller."""
+    if method.product is None:
+        return result
+    factor = x if method.product == "input" else numerics.sign_mu(x, method.params.get("mu", 0.0))
+    return result.astype(np.float64) * factor.astype(np.float64)
+
+
+def _random_uniform(backend, x, method):
+    canonical = to_canonical(x, backend.channels_first)
+    plane = numerics.random_uniform_plane(method.params.get("seed", 1), canonical.shape[1:])
+    stacked = np.broadcast_to(plane, canonical.shape)
+    return from_canonical(np.ascontiguousarray(stacked), backend.channels_first).astype(x.dtype)
+
+
+def _chunked_gradients(backend, model, points, targets):
+    """Gradients of many points (N, m, ...) with per-sample targets, evaluated in batches of ``CHUNK``."""
+    n, m = points.shape[:2]
+    flat = points.reshape((n * m,) + points.shape[2:])
+    flat_targets = np.repeat(targets, m)
+    grads = [backend.gradients(model, flat[i:i + CHUNK], flat_targets[i:i + CHUNK])
+             for i in range(0, len(flat), CHUNK)]
+    return np.concatenate(grads).reshape(points.shape)
+
+
+def _integrated_gradients(backend, model, x, targets, params):
+    reference = params.get("reference", 0.0)
+    if hasattr(reference, "shape") and np.shape(reference) == x.shape[1:] and x.shape[1:] != ():
+        reference = np.asarray(reference, dtype=x.dtype)[None]
+    points = numerics.integrated_gradient_points(x, reference, params.get("steps", 50))
+    mean = _chunked_gradients(backend, model, points, targets).astype(np.float64).mean(axis=1)
+    difference = (x - np.broadcast_to(np.asarray(reference, dtype=x.dtype), x.shape)).astype(x.dtype)
+    return difference.astype(np.float64) * mean
+
+
+def _noise_tunnel(backend, model, x, targets, params, variance):
+    n = params.get("num_samples", 50)
+    canonical = to_canonical(x, backend.channels_first)
+    noisy = np.empty((len(x), n) + canonical.shape[1:], dtype=x.dtype)
+    for i, sample in enumerate(canonical):
+        noise = numerics.noise_stream(params.get("seed", 0), n, params.get("noise_level", 0.2), sample.shape)
+        noisy[i] = (sample.astype(np.float64) + noise).astype(x.dtype)
+    if backend.channels_first and x.ndim > 2:
+        noisy = np.moveaxis(noisy, -1, 2)
+    grads = _chunked_gradients(backend, model, noisy, targets).astype(np.float64)
+    mean = grads.mean(axis=1)
+    return ((grads - mean[:, None]) ** 2).mean(axis=1) if variance else mean
+
+
+def _grad_cam(backend, model, x, targets, method):
+    activation, gradient = backend.cam_activations(model, x, targets, method.params.get("layer"))
+    if activation.ndim < 3:
+        raise ValueError(f"the Grad-CAM layer output has shape {activation.shape[1:]} per sample: it needs at "
+                         f"least one spatial axis; pass layer= a convolution layer")
+    if method.timeseries and activation.ndim != 3:
+        raise ValueError(f"grad_cam_timeseries needs a layer with exactly one spatial axis, but its output has "
+                         f"{activation.ndim - 2}; use grad_cam for images")
+    canonical = to_canonical(x, backend.channels_first)
+    spatial = canonical.shape[1:-1] if canonical.ndim > 2 else canonical.shape[1:]
+    if len(spatial) != activation.ndim - 2:
+        raise ValueError(f"the Grad-CAM layer has {activation.ndim - 2} spatial axes but the input has "
+                         f"{len(spatial)}; choose a layer whose output keeps the input's spatial axes")
+    cam = numerics.resize_linear(numerics.grad_cam_map(activation, gradient), spatial)
+    cam = np.broadcast_to(cam[..., None], canonical.shape) if canonical.ndim > 2 else cam
+    cam = from_canonical(np.ascontiguousarray(cam), backend.channels_first)
+    if method.base == "guided_grad_cam":
+        guided = backend.graph_backward(model, x, targets, lambda graph: GuidedBackprop(False), lrp_head=False)
+        return guided.astype(np.float64) * cam
+    return cam

@@ -1,0 +1,197 @@
+"""LRP and guided-backprop rules (SPEC §5.1–5.2, §7.5–7.7), written once against a small tensor-ops interface.
+
+``ops`` is a backend's :class:`signxai.core.ops.TensorOps`. Tensors support ``+ - * /`` and comparisons natively in
+both frameworks; everything else goes through ``ops``. Every kernel rule has the signature
+``rule(ops, kernel, a, z, R) -> R_in`` where ``a`` is the layer input, ``z = W a + b`` its recorded output and ``R``
+the relevance at the output.
+"""
+from __future__ import annotations
+
+from signxai.core import graph as g
+
+STABILIZER = 1e-7
+
+
+def identity(t):
+    return t
+
+
+def safe_divide(ops, p, q):
+    """``SD(p, q) = p / (q + 1e-7·[q == 0])``."""
+    return p / (q + STABILIZER * ops.as_float(q == 0, q))
+
+
+def sign0(ops, z):
+    """+1 where ``z ≥ 0``, else −1."""
+    return ops.as_float(z >= 0, z) * 2 - 1
+
+
+def _weighted_backward(ops, kernel, a, s, kernel_map=identity):
+    """``(W')ᵀ s`` as the vector-Jacobian product of the bias-free layer with kernel ``kernel_map(W)``."""
+    return ops.vjp(lambda t: kernel.apply(t, kernel_map, None), [a], s)[0]
+
+
+# --- kernel rules ---------------------------------------------------------------------------------------------
+
+def z_rule(ops, kernel, a, z, R):
+    return a * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
+
+
+def epsilon_rule(epsilon):
+    def rule(ops, kernel, a, z, R):
+        return a * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+    return rule
+
+
+def stdx_epsilon_rule(stdfactor):
+    def rule(ops, kernel, a, z, R):
+        epsilon = stdfactor * ops.std_per_sample(a, like=z)
+        return a * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+    return rule
+
+
+def sign_rule(mu):
+    """SIGN (mu = 0) and SIGNmu: the Z denominator with bias, no epsilon, times ``s_mu(a)``."""
+    def rule(ops, kernel, a, z, R):
+        signs = 1 - 2 * ops.as_float(a < mu, a)
+        return signs * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
+    return rule
+
+
+def _constant_kernel_rule(kernel_map):
+    def rule(ops, kernel, a, z, R):
+        ones = ops.ones_like(a)
+        denominator = kernel.apply(ones, kernel_map, None)
+        return _weighted_backward(ops, kernel, a, safe_divide(ops, R, denominator), kernel_map)
+    return rule
+
+
+w_square_rule = _constant_kernel_rule(lambda w: w * w)
+flat_rule = _constant_kernel_rule(lambda w: w * 0 + 1)
+
+
+def zb_rule(low, high):
+    """Z^B with bounds given as NumPy-broadcastable values in the layer input's layout (SPEC §7.5, D1)."""
+    def rule(ops, kernel, a, z, R):
+        lo = ops.ones_like(a) * ops.constant(low, a)
+        hi = ops.ones_like(a) * ops.constant(high, a)
+        positive, negative = ops.positive, ops.negative
+        denominator = (kernel.apply(a, identity, None) - kernel.apply(lo, positive, None)
+                       - kernel.apply(hi, negative, None))
+        s = safe_divide(ops, R, denominator)
+        return (a * _weighted_backward(ops, kernel, a, s)
+                - lo * _weighted_backward(ops, kernel, a, s, positive)
+                - hi * _weighted_backward(ops, kernel, a, s, negative))
+    return rule
+
+
+def alpha_beta_rule(alpha, beta):
+    """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (SPEC §7.5)."""
+    def rule(ops, kernel, a, z, R):
+        positive, negative = ops.positive, ops.negative
+        a_pos, a_neg = positive(a), negative(a)
+
+        def part(w_for_pos, w_for_neg):
+            denominator = (kernel.apply(a_pos, w_for_pos, w_for_pos) + kernel.apply(a_neg, w_for_neg, w_for_neg))
+            s = safe_divide(ops, R, denominator)
+            return (a_pos * _weighted_backward(ops, kernel, a, s, w_for_pos)
+                    + a_neg * _weighted_backward(ops, kernel, a, s, w_for_neg))
+
+        activator = part(positive, negative)
+        if beta == 0:
+            return alpha * activator
+        return alpha * activator - beta * part(negative, positive)
+    return rule
+
+
+def input_layer_rule(method):
+    """The rule of a name's prefix (SPEC §7.4), or None for the plain ``lrp_`` prefix."""
+    params = method.params
+    factories = {
+        "sign": lambda: sign_rule(params.get("mu", 0.0)),
+        "z": lambda: z_rule,
+        "zb": lambda: zb_rule(params["low"], params["high"]),
+        "w2": lambda: w_square_rule,
+        "flat": lambda: flat_rule,
+    }
+    return None if method.input_rule is None else factories[method.input_rule]()
+
+
+def base_rule(method, kernel):
+    """The base rule of SPEC §7.6 for a non-input kernel layer."""
+    params = method.params
+    if method.rule == "z":
+        return z_rule
+    if method.rule == "epsilon":
+        return epsilon_rule(params["epsilon"])
+    if method.rule == "stdx_epsilon":
+        return stdx_epsilon_rule(params["stdfactor"])
+    if method.rule == "alpha_beta":
+        return alpha_beta_rule(params["alpha"], params["beta"])
+    if method.rule in ("composite_a", "composite_b"):
+        if kernel.is_dense:
+            return epsilon_rule(params.get("epsilon", 0.1))
+        return alpha_beta_rule(1.0, 0.0) if method.rule == "composite_a" else alpha_beta_rule(2.0, 1.0)
+    raise ValueError(f"unknown LRP rule {method.rule!r}")
+
+
+# --- non-kernel rules -----------------------------------------------------------------------------------------
+
+def batchnorm_rule(ops, node, a, y, R):
+    """iNNvestigate's BN rule: ``SD(a ⊙ (y − β) ⊙ R, d + 1e-7·sign0(d))`` with ``d = (a − μ) ⊙ y``."""
+    stats = node.batchnorm
+    d = (a - stats.mean) * y
+    return safe_divide(ops, a * (y - stats.beta) * R, d + STABILIZER * sign0(ops, d))
+
+
+def add_rule(ops, inputs, y, R):
+    s = safe_divide(ops, R, y)
+    return [a * s for a in inputs]
+
+
+def avgpool_rule(ops, node, a, y, R):
+    return a * ops.vjp(node.forward, [a], safe_divide(ops, R, y))[0]
+
+
+class LRP:
+    """Per-node relevance mappings of one LRP method on one graph."""
+
+    def __init__(self, method, graph):
+        self.graph = graph
+        input_layers = graph.input_layers()
+        if method.input_rule is not None and not input_layers:
+            raise ValueError(f"method {method.name!r} applies an input-layer rule, but the model has no kernel "
+                             f"layer (Dense/Conv); use an 'lrp_' name instead")
+        prefix_rule = input_layer_rule(method)
+        self.kernel_rules = {}
+        for i, node in enumerate(graph.nodes):
+            if node.kind == g.KERNEL:
+                use_prefix = prefix_rule is not None and i in input_layers
+                self.kernel_rules[i] = prefix_rule if use_prefix else base_rule(method, node.kernel)
+
+    def __call__(self, ops, index, node, inputs, output, R):
+        kind = node.kind
+        if kind == g.KERNEL:
+            return [self.kernel_rules[index](ops, node.kernel, inputs[0], output, R)]
+        if kind == g.BATCHNORM:
+            return [batchnorm_rule(ops, node, inputs[0], output, R)]
+        if kind == g.AVGPOOL:
+            return [avgpool_rule(ops, node, inputs[0], output, R)]
+        if kind == g.ADD:
+            return add_rule(ops, inputs, output, R)
+        if kind in (g.RELU, g.ACTIVATION, g.PASS):
+            return [R]
+        return ops.vjp(node.forward, inputs, R)
+
+
+class GuidedBackprop:
+    """Exact VJPs everywhere except ReLU-family activations: GBP ``φ'(z)⊙g⁺``, DeconvNet ``g⁺`` (SPEC §5.1–5.2)."""
+
+    def __init__(self, deconvnet: bool):
+        self.deconvnet = deconvnet
+
+    def __call__(self, ops, index, node, inputs, output, R):
+        if node.kind == g.RELU:
+            positive = ops.positive(R)
+            return [positive] if self.deconvnet else ops.vjp(node.forward, inputs, positive)
+        return ops.vjp(node.forward, inputs, R)

@@ -1,0 +1,312 @@
+"""The Keras 3 / TensorFlow backend: graph capture of Functional, Sequential and nested models, tensor ops, VJPs."""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+import tensorflow as tf
+import keras
+from keras import layers as L
+
+from signxai.core import graph as g
+from signxai.core.engine import propagate, record
+from signxai.core.rules import identity
+
+_ACT = keras.activations
+_RELU_FAMILY = {_ACT.relu, _ACT.relu6, _ACT.leaky_relu}
+_SOFTMAX = {_ACT.softmax, _ACT.log_softmax}
+_KERNEL_TYPES = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D,
+                 L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+_CONV_TYPES = _KERNEL_TYPES[1:]
+_PASS_TYPES = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
+               L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity, L.InputLayer,
+               L.LayerNormalization, L.GroupNormalization, L.Rescaling, L.Normalization)
+_AVGPOOL_TYPES = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
+                  L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
+_GRADIENT_TYPES = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
+                   L.GlobalMaxPooling3D, L.Flatten, L.Reshape, L.Permute, L.ZeroPadding1D, L.ZeroPadding2D,
+                   L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D,
+                   L.UpSampling3D, L.Concatenate)
+
+
+class TensorOps:
+    """The tensor operations the framework-neutral rules need, for TensorFlow."""
+
+    @staticmethod
+    def vjp(fn, inputs, cotangent):
+        with tf.GradientTape() as tape:
+            for t in inputs:
+                tape.watch(t)
+            out = fn(*inputs)
+        grads = tape.gradient(out, list(inputs), output_gradients=cotangent)
+        return [tf.zeros_like(t) if grad is None else grad for t, grad in zip(inputs, grads)]
+
+    @staticmethod
+    def as_float(condition, like):
+        return tf.cast(condition, like.dtype)
+
+    ones_like = staticmethod(tf.ones_like)
+    zeros_like = staticmethod(tf.zeros_like)
+
+    @staticmethod
+    def positive(t):
+        return tf.maximum(t, tf.zeros((), t.dtype))
+
+    @staticmethod
+    def negative(t):
+        return tf.minimum(t, tf.zeros((), t.dtype))
+
+    @staticmethod
+    def constant(value, like):
+        return tf.constant(np.asarray(value), dtype=like.dtype)
+
+    @staticmethod
+    def std_per_sample(a, like):
+        axes = list(range(1, len(a.shape)))
+        std = tf.math.reduce_std(tf.cast(a, tf.float64), axis=axes, keepdims=True)
+        return tf.reshape(tf.cast(std, like.dtype), [-1] + [1] * (len(like.shape) - 1))
+
+
+OPS = TensorOps()
+
+
+def _activation_kind(fn):
+    if fn in _SOFTMAX:
+        return None
+    if fn in _RELU_FAMILY:
+        return g.RELU
+    return None if fn is _ACT.linear else g.ACTIVATION
+
+
+def _is_softmax_layer(layer):
+    return isinstance(layer, L.Softmax) or getattr(layer, "activation", None) in _SOFTMAX
+
+
+def check_model(model):
+    """Single input/output of shape (N, K), built, no softmax (SPEC §2.4)."""
+    if not model.built or not hasattr(model, "inputs") or model.inputs is None:
+        raise ValueError(f"the Keras model {model.name!r} has not been built: give it a keras.Input or call it "
+                         f"once on data before explaining it")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                         f"signxai explains single-input, single-output models")
+    if len(model.outputs[0].shape) != 2:
+        raise ValueError(f"the model output has shape {tuple(model.outputs[0].shape)}; it must be (N, K) logits")
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if _is_softmax_layer(layer):
+            raise ValueError(f"layer {layer.name!r} applies a softmax: explanations need logits. Remove it with "
+                             f"signxai.utils.utils.remove_softmax(model), which returns a copy")
+
+
+def _functional(model):
+    return model._functional if isinstance(model, keras.Sequential) else model
+
+
+class _Capture:
+    """Builds a :class:`signxai.core.graph.Graph` by walking the Keras graph, inlining nested models."""
+
+    def __init__(self, model):
+        self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
+        self.names = {}
+        outputs = self.inline(_functional(model), [0])
+        self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
+
+    def add(self, node, layer_name=None):
+        self.nodes.append(node)
+        index = len(self.nodes) - 1
+        if layer_name is not None:
+            self.names.setdefault(layer_name, index)
+        return index
+
+    def inline(self, functional, input_indices):
+        tensor_index = {id(t): i for t, i in zip(functional.inputs, input_indices)}
+        for depth in sorted(functional._nodes_by_depth, reverse=True):
+            for node in functional._nodes_by_depth[depth]:
+                if node.is_input or not node.operation:
+                    continue
+                parents = [tensor_index[id(t)] for t in node.input_tensors]
+                op = node.operation
+                if isinstance(op, keras.Model):
+                    outs = self.inline(_functional(op), parents)
+                else:
+                    outs = [self.layer_node(op, node, parents)]
+                for t, i in zip(node.output_tensors, outs):
+                    tensor_index[id(t)] = i
+        return [tensor_index[id(t)] for t in functional.outputs]
+
+    def layer_node(self, op, node, parents):
+        name, type_name = op.name, type(op).__name__
+        if isinstance(op, _KERNEL_TYPES) and not isinstance(op, (L.SeparableConv1D, L.SeparableConv2D)):
+            index = self.add(g.Node(name, g.KERNEL, tuple(parents), None, type_name, kernel=_kernel(op)), name)
+            self.nodes[index].forward = self.nodes[index].kernel.apply
+            kind = _activation_kind(op.activation)
+            if kind is not None:
+                self.add(g.Node(f"{name}/activation", kind, (index,), op.activation, op.activation.__name__))
+            return len(self.nodes) - 1
+        forward = _layer_forward(op, node)
+        if isinstance(op, L.BatchNormalization):
+            kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
+        else:
+            kind, extra = _classify(op), {}
+        return self.add(g.Node(name, kind, tuple(parents), forward, type_name,
+                               reason="" if kind != g.UNSUPPORTED else "no LRP rule for this layer type", **extra),
+                        name)
+
+
+def _classify(op):
+    if isinstance(op, (L.ReLU, L.LeakyReLU, L.PReLU)):
+        return g.RELU
+    if isinstance(op, L.ELU):
+        return g.ACTIVATION
+    if isinstance(op, L.Activation):
+        return _activation_kind(op.activation) or g.PASS
+    if isinstance(op, _PASS_TYPES):
+        return g.PASS
+    if isinstance(op, _AVGPOOL_TYPES):
+        return g.AVGPOOL
+    if isinstance(op, L.Add) or (type(op).__name__ == "Add" and type(op).__module__.startswith("keras.src.ops")):
+        return g.ADD
+    if isinstance(op, _GRADIENT_TYPES):
+        return g.GRADIENT
+    return g.UNSUPPORTED
+
+
+def _layer_forward(op, node):
+    keras_inputs = node.input_tensors
+    takes_training = getattr(op, "_call_has_training_arg", False)
+
+    def forward(*values):
+        args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(keras_inputs, values)})
+        if takes_training:
+            kwargs["training"] = False
+        return op(*args, **kwargs)
+    return forward
+
+
+def _kernel(layer):
+    """``W' a + b'`` of a Dense/Conv layer with a transformed kernel and bias, without the fused activation."""
+    if isinstance(layer, L.Dense):
+        def linear(a, w):
+            return keras.ops.matmul(a, w)
+        spatial_rank = 0
+    elif isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        def linear(a, w):
+            return keras.ops.depthwise_conv(a, w, strides=layer.strides, padding=layer.padding,
+                                            data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        spatial_rank = layer.rank
+    elif isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        def linear(a, w):
+            return keras.ops.conv_transpose(a, w, strides=layer.strides, padding=layer.padding,
+                                            output_padding=layer.output_padding, data_format=layer.data_format,
+                                            dilation_rate=layer.dilation_rate)
+        spatial_rank = layer.rank
+    else:
+        linear = layer.convolution_op
+        spatial_rank = layer.rank
+    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
+
+    def apply(a, kernel_map=identity, bias_map=identity):
+        out = linear(a, kernel_map(layer.kernel))
+        if bias_map is not None and getattr(layer, "bias", None) is not None:
+            bias = bias_map(tf.convert_to_tensor(layer.bias))
+            if channels_first:
+                bias = tf.reshape(bias, [1, -1] + [1] * (len(out.shape) - 2))
+            out = out + bias
+        return out
+    return g.Kernel(apply, isinstance(layer, L.Dense), spatial_rank)
+
+
+def _bn_stats(layer, node):
+    rank = len(node.input_tensors[0].shape)
+    axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+    shape = [1] * rank
+    for axis in axes:
+        shape[axis % rank] = node.input_tensors[0].shape[axis]
+    mean = tf.reshape(tf.convert_to_tensor(layer.moving_mean), shape)
+    beta = tf.reshape(tf.convert_to_tensor(layer.beta), shape) if layer.center else tf.zeros(shape, mean.dtype)
+    return g.BatchNormStats(mean, beta)
+
+
+def _float64_copy(model):
+    """A float64 clone (layers and Input) with the model's weights; nested models are cloned too."""
+    def clone_layer(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
+        config = layer.get_config()
+        config["dtype"] = "float64"
+        return layer.__class__.from_config(config)
+
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype="float64")
+    clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
+    return clone
+
+
+class KerasBackend:
+    """Explains ``keras.Model``s. Results are NumPy arrays in the caller's (channels-last) layout."""
+
+    name = "tensorflow"
+    channels_first = False
+    ops = OPS
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._float64 = weakref.WeakKeyDictionary()
+        self._graphs = weakref.WeakKeyDictionary()
+
+    # --- model handling ---------------------------------------------------------------------------------------
+    def check(self, model):
+        check_model(model)
+
+    def sample_rank(self, model, x=None):
+        return len(model.inputs[0].shape) - 1
+
+    def model_for(self, model, dtype):
+        if dtype == "float32":
+            return model
+        with self._lock:
+            copy = self._float64.get(model)
+            if copy is None:
+                copy = self._float64[model] = _float64_copy(model)
+        copy.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
+        return copy
+
+    def graph(self, model):
+        with self._lock:
+            graph = self._graphs.get(model)
+            if graph is None:
+                graph = self._graphs[model] = _Capture(model).graph
+        return graph
+
+    # --- primitives -------------------------------------------------------------------------------------------
+    def logits(self, model, x):
+        return np.asarray(model(tf.constant(x), training=False))
+
+    def gradients(self, model, x, targets):
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x, training=False)
+            selected = tf.reduce_sum(y * tf.one_hot(targets, y.shape[-1], dtype=y.dtype))
+        return tape.gradient(selected, x).numpy()
+
+    def graph_backward(self, model, x, targets, mapping_factory, lrp_head):
+        graph = self.graph(model)
+        graph.check_supported(graph.output)
+        values = record(graph, tf.constant(x))
+        start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
+        onehot = tf.one_hot(targets, values[graph.output].shape[-1], dtype=values[start].dtype)
+        signal = values[start] * onehot if lrp_head else onehot
+        return propagate(OPS, graph, values, start, signal, mapping_factory(graph)).numpy()
+
+    def cam_activations(self, model, x, targets, layer):
+        graph = self.graph(model)
+        index = graph.cam_node(layer if layer is None or isinstance(layer, str) else layer.name)
+        with tf.GradientTape() as tape:
+            values = record(graph, tf.constant(x), on_value=lambda i, v: (tape.watch(v), v)[1] if i == index else v)
+            y = values[graph.output]
+            selected = tf.reduce_sum(y * tf.one_hot(targets, y.shape[-1], dtype=y.dtype))
+        return values[index].numpy(), tape.gradient(selected, values[index]).numpy()
+
+
+BACKEND = KerasBackend()
