@@ -32,13 +32,6 @@ class Kernel:
 
 
 @dataclass
-class BatchNormStats:
-    """Running mean and beta of a BN layer, shaped to broadcast against its input."""
-    mean: Any
-    beta: Any
-
-
-@dataclass
 class Node:
     name: str                    # layer name or module path, for messages
     kind: str
@@ -46,7 +39,7 @@ class Node:
     forward: Callable[..., Any]  # (*parent values) -> value
     layer_type: str = ""         # class or op name, for messages
     kernel: Optional[Kernel] = None
-    batchnorm: Optional[BatchNormStats] = None
+    batchnorm: Optional[Callable[[Any], tuple]] = None  # BN input -> (running mean, beta), broadcastable
     reason: str = ""             # why a node is unsupported
 
     def describe(self) -> str:

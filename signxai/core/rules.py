@@ -139,9 +139,9 @@ def base_rule(method, kernel):
 
 def batchnorm_rule(ops, node, a, y, R):
     """iNNvestigate's BN rule: ``SD(a ⊙ (y − β) ⊙ R, d + 1e-7·sign0(d))`` with ``d = (a − μ) ⊙ y``."""
-    stats = node.batchnorm
-    d = (a - stats.mean) * y
-    return safe_divide(ops, a * (y - stats.beta) * R, d + STABILIZER * sign0(ops, d))
+    mean, beta = node.batchnorm(a)
+    d = (a - mean) * y
+    return safe_divide(ops, a * (y - beta) * R, d + STABILIZER * sign0(ops, d))
 
 
 def add_rule(ops, inputs, y, R):

@@ -225,7 +225,7 @@ def _bn_stats(layer, node):
         shape[axis % rank] = node.input_tensors[0].shape[axis]
     mean = tf.reshape(tf.convert_to_tensor(layer.moving_mean), shape)
     beta = tf.reshape(tf.convert_to_tensor(layer.beta), shape) if layer.center else tf.zeros(shape, mean.dtype)
-    return g.BatchNormStats(mean, beta)
+    return lambda a: (mean, beta)
 
 
 def _float64_copy(model):

@@ -1,0 +1,491 @@
+"""Keras 3 → PyTorch, layer by layer, into a structurally equivalent channels-first module (SPEC §7.3, §8).
+
+Layout convention: every Keras tensor with a per-sample rank ≥ 2 is channels-last, and its PyTorch twin is the same
+tensor with the channel axis moved to position 1. So a Keras input of shape ``(N, H, W, C)`` becomes ``(N, C, H, W)``,
+``(N, T, C)`` becomes ``(N, C, T)`` — and a ``(N, 28, 28)`` input without a channel axis becomes ``(N, 28, 28)`` with
+the last two axes swapped (``np.moveaxis(x, -1, 1)``), as in ``spec_models.build_torch_model``. Flat tensors keep
+their shape. Outputs follow the same rule.
+
+Flatten: PyTorch flattens ``(C, H, W)``, Keras ``(H, W, C)``. The converter keeps the PyTorch order and permutes the
+input rows of the Dense layer(s) that consume it (through Dropout/activation/BN/PReLU, whose per-feature parameters
+are permuted alike); a consumer that needs the Keras order (Reshape, Concatenate, the model output, …) first gets an
+explicit re-ordering module (``KerasReshape``).
+
+Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises ValueError (SPEC §2.4: no method
+explains a softmax model); remove it first.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from signxai.converters.spec_models import _flatten_permutation
+
+__all__ = ["convert_tf_to_torch_direct", "KerasReshape", "Permute", "Crop"]
+
+TORCH_ACTIVATIONS = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU,
+    "selu": nn.SELU, "celu": nn.CELU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+    "hard_sigmoid": nn.Hardsigmoid, "hard_tanh": nn.Hardtanh, "silu": nn.SiLU, "hard_silu": nn.Hardswish,
+    "softplus": nn.Softplus, "softsign": nn.Softsign, "mish": nn.Mish,
+}
+"""Keras activation name → PyTorch module factory (same function, Keras default parameters)."""
+
+_SOFTMAX_HINT = "remove the softmax first (the explanation methods need logits; SPEC §2.4)"
+
+
+class KerasReshape(nn.Module):
+    """Keras ``Reshape`` between PyTorch-layout tensors: view as ``input_shape`` (channels-first), move channels
+    last, reshape to the Keras ``target_shape``, move channels first again."""
+
+    def __init__(self, input_shape, target_shape):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.target_shape = tuple(target_shape)
+
+    def forward(self, x):
+        x = x.reshape(-1, *self.input_shape)
+        rank = len(self.input_shape)
+        if rank > 1:
+            x = x.permute(0, *range(2, rank + 1), 1)
+        x = x.reshape(-1, *self.target_shape)
+        rank = len(self.target_shape)
+        if rank > 1:
+            x = x.permute(0, rank, *range(1, rank))
+        return x
+
+    def extra_repr(self):
+        return f"input_shape={self.input_shape}, target_shape={self.target_shape}"
+
+
+class Permute(nn.Module):
+    """``x.permute(*dims)`` (``dims`` includes the batch axis)."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = tuple(dims)
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+    def extra_repr(self):
+        return f"dims={self.dims}"
+
+
+class Crop(nn.Module):
+    """Keras ``Cropping*D`` on a channels-first tensor: ``crops`` holds one ``(start, end)`` pair per spatial axis."""
+
+    def __init__(self, crops):
+        super().__init__()
+        self.crops = tuple(tuple(pair) for pair in crops)
+
+    def forward(self, x):
+        return x[(slice(None), slice(None)) + tuple(slice(a, -b if b else None) for a, b in self.crops)]
+
+    def extra_repr(self):
+        return f"crops={self.crops}"
+
+
+def convert_tf_to_torch_direct(keras_model) -> nn.Module:
+    """A channels-first PyTorch module computing the same function as ``keras_model`` (which is left untouched).
+
+    A model whose graph is a chain becomes an ``nn.Sequential`` whose children carry the Keras layer names (fused
+    activations and explicit paddings get ``<layer>_<activation>`` / ``<layer>_pad``); any other graph becomes a
+    ``torch.fx.GraphModule`` whose forward uses ``+`` and ``torch.cat`` (symbolically traceable). Nested models are
+    inlined. The result is in eval mode, in the dtype of the Keras input. Raises ValueError naming the first
+    unsupported layer (name and class).
+    """
+    import keras
+
+    return _Converter(keras).convert(keras_model)
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """A converted tensor: its fx node, its per-sample Keras shape, and — for a flat tensor still in PyTorch's
+    flatten order — the channels-last shape it was flattened from."""
+
+    node: fx.Node
+    shape: tuple
+    flat_from: tuple | None = None
+
+
+def _channels_first(shape):
+    return (shape[-1], *shape[:-1]) if len(shape) > 1 else tuple(shape)
+
+
+def _torch_axis(keras_axis, rank):
+    """Per-sample PyTorch axis of per-sample Keras axis ``keras_axis`` for a tensor of per-sample rank ``rank``."""
+    if rank < 2:
+        return keras_axis
+    return 0 if keras_axis == rank - 1 else keras_axis + 1
+
+
+def _same_padding(size, kernel, stride, dilation=1):
+    """TensorFlow's ``'same'`` padding ``(before, after)`` along one axis."""
+    k = (kernel - 1) * dilation + 1
+    if size is None:
+        if stride != 1:
+            raise ValueError("'same' padding with stride > 1 needs a static input size")
+        total = k - 1
+    else:
+        total = max((-(-size // stride) - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def _torch_pad(pairs):
+    """``F.pad`` order (last axis first) of per-axis ``(before, after)`` pairs."""
+    return tuple(v for pair in reversed(pairs) for v in pair)
+
+
+def _parameter(array):
+    return nn.Parameter(torch.tensor(np.array(array)))
+
+
+def _conv_weight(kernel):
+    """Keras ``(k..., in, out)`` conv kernel (or ``(k..., out, in)`` transposed kernel) → PyTorch ``(out, in, k...)``
+    (or ``(in, out, k...)``)."""
+    return np.moveaxis(kernel, (-1, -2), (0, 1))
+
+
+class _Converter:
+    def __init__(self, keras):
+        self.keras = keras
+        self.graph = fx.Graph()
+        self.modules = OrderedDict()
+        L = keras.layers
+        handlers = {
+            L.Dense: self._dense, L.BatchNormalization: self._batchnorm, L.Flatten: self._flatten,
+            L.Reshape: self._reshape, L.Permute: self._permute, L.Activation: self._activation_layer,
+            L.ReLU: self._relu, L.LeakyReLU: self._leaky_relu, L.ELU: self._elu, L.PReLU: self._prelu,
+            L.Add: self._add, L.Concatenate: self._concatenate, L.Softmax: self._softmax,
+        }
+        for cls in (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D,
+                    L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
+            handlers[cls] = self._conv
+        for cls in (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+                    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D):
+            handlers[cls] = self._pool
+        for cls in (L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+                    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D):
+            handlers[cls] = self._global_pool
+        for cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.AlphaDropout,
+                    L.GaussianNoise, L.GaussianDropout, L.ActivityRegularization, L.Identity):
+            handlers[cls] = self._dropout
+        for cls in (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D):
+            handlers[cls] = self._zero_padding
+        for cls in (L.Cropping1D, L.Cropping2D, L.Cropping3D):
+            handlers[cls] = self._cropping
+        for cls in (L.UpSampling1D, L.UpSampling2D, L.UpSampling3D):
+            handlers[cls] = self._upsampling
+        self.handlers = handlers
+
+    # ----------------------------------------------------------------------------------------------- graph walk
+    def convert(self, model):
+        functional = self._functional(model)
+        if len(functional.inputs) != 1 or len(functional.outputs) != 1:
+            raise ValueError(f"model {model.name!r} must have one input and one output")
+        (keras_input,) = functional.inputs
+        x = _Tensor(self.graph.placeholder("x"), tuple(keras_input.shape[1:]))
+        (y,) = self._inline(functional, [x])
+        self.graph.output(self._keras_order(y, "output").node)
+        module = self._finish()
+        return module.to(getattr(torch, str(keras_input.dtype))).eval()
+
+    def _functional(self, model):
+        if isinstance(model, self.keras.Sequential):
+            if getattr(model, "_functional", None) is None:
+                raise ValueError(f"Sequential model {model.name!r} is not built; build it with an input shape first")
+            return model._functional
+        return model
+
+    def _inline(self, functional, inputs):
+        """Convert every node of a Functional graph (in Keras's own replay order), nested models inlined."""
+        tensors = {id(kt): t for kt, t in zip(functional.inputs, inputs)}
+        for depth in sorted(functional._nodes_by_depth, reverse=True):
+            for node in functional._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                operation = node.operation
+                args = [tensors[id(kt)] for kt in node.input_tensors]
+                if isinstance(operation, self.keras.Model):
+                    outputs = self._inline(self._functional(operation), args)
+                else:
+                    outputs = [self._layer(operation, args, tuple(node.outputs[0].shape[1:]))]
+                for kt, t in zip(node.outputs, outputs):
+                    tensors[id(kt)] = t
+        return [tensors[id(kt)] for kt in functional.outputs]
+
+    def _layer(self, layer, inputs, out_shape):
+        handler = self.handlers.get(type(layer))
+        if handler is None and type(layer).__name__ == "Add" and type(layer).__module__ == "keras.src.ops.numpy":
+            handler = self._add  # `a + b` / keras.ops.add between model tensors
+        if handler is None:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not supported by the Keras → PyTorch "
+                             f"converter (see SPEC §7.3)")
+        if handler not in (self._add, self._concatenate):
+            if len(inputs) != 1:
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) must have exactly one input")
+            inputs = inputs[0]
+        data_format = getattr(layer, "data_format", "channels_last")
+        if data_format != "channels_last":
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): only channels_last is supported")
+        return handler(layer, inputs, out_shape)
+
+    def _finish(self):
+        """``nn.Sequential`` for a chain of modules, else a GraphModule."""
+        nodes = list(self.graph.nodes)
+        chain = all(node.op == "call_module" and node.args == (previous,) and not node.kwargs
+                    for previous, node in zip(nodes, nodes[1:-1]))
+        if chain and nodes[-1].args == (nodes[-2],):
+            return nn.Sequential(self.modules)
+        root = nn.Module()
+        for name, module in self.modules.items():
+            root.add_module(name, module)
+        self.graph.lint()
+        return fx.GraphModule(root, self.graph, class_name="ConvertedKerasModel")
+
+    # ------------------------------------------------------------------------------------------------- emitters
+    def _emit(self, name, module, t, shape, flat_from=None):
+        name = re.sub(r"\W", "_", name)
+        unique, i = name, 0
+        while unique in self.modules:
+            i += 1
+            unique = f"{name}_{i}"
+        self.modules[unique] = module
+        return _Tensor(self.graph.call_module(unique, (t.node,)), tuple(shape), flat_from)
+
+    def _keras_order(self, t, name):
+        """``t`` in Keras's element order (undoes a pending PyTorch flatten order)."""
+        if t.flat_from is None:
+            return t
+        return self._emit(f"{name}_keras_order", KerasReshape(_channels_first(t.flat_from), t.shape), t, t.shape)
+
+    def _activation(self, layer, t, activation, name):
+        """Append the module for a Keras activation function (nothing for ``linear``)."""
+        keras = self.keras
+        key = getattr(activation, "__name__", None)
+        if key is None or getattr(keras.activations, key, None) is not activation:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): custom activation {activation!r} "
+                             f"is not supported")
+        if key == "linear":
+            return t
+        if key in ("softmax", "log_softmax"):
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has a {key} activation; {_SOFTMAX_HINT}")
+        if key not in TORCH_ACTIVATIONS:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): activation {key!r} is not supported; "
+                             f"supported: {sorted(TORCH_ACTIVATIONS)}")
+        return self._emit(name or f"{layer.name}_{key}", TORCH_ACTIVATIONS[key](), t, t.shape, t.flat_from)
+
+    # ---------------------------------------------------------------------------------------------- layer types
+    def _dense(self, layer, t, out_shape):
+        kernel = self.keras.ops.convert_to_numpy(layer.kernel)
+        if t.flat_from is not None:
+            kernel = _flatten_permutation(t.flat_from, kernel)
+        linear = nn.Linear(kernel.shape[0], kernel.shape[1], bias=layer.use_bias)
+        linear.weight = _parameter(kernel.T)
+        if layer.use_bias:
+            linear.bias = _parameter(self.keras.ops.convert_to_numpy(layer.bias))
+        rank = len(t.shape)
+        if rank == 1:
+            t = self._emit(layer.name, linear, t, out_shape)
+        else:  # Dense acts on the channel axis: move it last and back
+            t = self._emit(f"{layer.name}_channels_last", Permute((0, *range(2, rank + 1), 1)), t, t.shape)
+            t = self._emit(layer.name, linear, t, out_shape)
+            t = self._emit(f"{layer.name}_channels_first", Permute((0, rank, *range(1, rank))), t, out_shape)
+        return self._activation(layer, t, layer.activation, None)
+
+    def _conv(self, layer, t, out_shape):
+        L = self.keras.layers
+        n = layer.rank
+        to_numpy = self.keras.ops.convert_to_numpy
+        transposed = isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose))
+        depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D))
+        kernel = to_numpy(layer.kernel)
+        size, stride, dilation = t.shape[:-1], layer.strides, layer.dilation_rate
+        in_channels = t.shape[-1]
+        if transposed:
+            conv_padding, output_padding = self._transposed_padding(layer)
+            module = getattr(nn, f"ConvTranspose{n}d")(in_channels, kernel.shape[-2], layer.kernel_size, stride=stride,
+                                                       padding=conv_padding, output_padding=output_padding,
+                                                       bias=layer.use_bias)
+        else:
+            if layer.padding == "valid":
+                pads = [(0, 0)] * n
+            elif layer.padding == "same":
+                pads = [_same_padding(*args) for args in zip(size, layer.kernel_size, stride, dilation)]
+            else:  # causal (Conv1D)
+                pads = [((layer.kernel_size[0] - 1) * dilation[0], 0)]
+            if all(a == b for a, b in pads):
+                conv_padding = tuple(a for a, _ in pads)
+            else:  # asymmetric: an explicit zero pad, then a 'valid' conv (SPEC §8)
+                conv_padding = 0
+                padded = tuple(d + a + b for d, (a, b) in zip(size, pads))
+                t = self._emit(f"{layer.name}_pad", getattr(nn, f"ZeroPad{n}d")(_torch_pad(pads)), t,
+                               (*padded, in_channels))
+            if depthwise:
+                kernel = kernel.reshape(*kernel.shape[:-2], 1, -1)
+            groups = in_channels if depthwise else layer.groups
+            module = getattr(nn, f"Conv{n}d")(in_channels, kernel.shape[-1], layer.kernel_size, stride=stride,
+                                              padding=conv_padding, dilation=dilation, groups=groups,
+                                              bias=layer.use_bias)
+        module.weight = _parameter(_conv_weight(kernel))
+        if layer.use_bias:
+            module.bias = _parameter(to_numpy(layer.bias))
+        t = self._emit(layer.name, module, t, out_shape)
+        return self._activation(layer, t, layer.activation, None)
+
+    @staticmethod
+    def _transposed_padding(layer):
+        """``(padding, output_padding)`` of the PyTorch twin of a Keras ConvTranspose layer."""
+        if layer.output_padding is not None or any(d != 1 for d in layer.dilation_rate):
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): output_padding and dilation are not "
+                             f"supported")
+        padding, output_padding = [], []
+        for k, s in zip(layer.kernel_size, layer.strides):
+            crop = max(k - s, 0) if layer.padding == "same" else 0  # cropped from the full (n-1)·s + k output
+            if crop % 2:
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): asymmetric 'same' padding is not "
+                                 f"supported")
+            padding.append(crop // 2)
+            output_padding.append(max(s - k, 0))
+        return tuple(padding), tuple(output_padding)
+
+    def _batchnorm(self, layer, t, out_shape):
+        rank = len(t.shape)
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        if [a % (rank + 1) for a in axes] != [rank]:
+            raise ValueError(f"layer {layer.name!r} (BatchNormalization): only the channel (last) axis is supported")
+        to_numpy = self.keras.ops.convert_to_numpy
+        mean, var = to_numpy(layer.moving_mean), to_numpy(layer.moving_variance)
+        gamma = to_numpy(layer.gamma) if layer.scale else np.ones_like(mean)
+        beta = to_numpy(layer.beta) if layer.center else np.zeros_like(mean)
+        if t.flat_from is not None:
+            mean, var, gamma, beta = (_flatten_permutation(t.flat_from, a) for a in (mean, var, gamma, beta))
+        module = getattr(nn, f"BatchNorm{max(rank - 1, 1)}d")(mean.shape[0], eps=layer.epsilon)
+        module.weight, module.bias = _parameter(gamma), _parameter(beta)
+        module.running_mean.data, module.running_var.data = torch.tensor(mean), torch.tensor(var)
+        return self._emit(layer.name, module, t, out_shape, t.flat_from)
+
+    def _pool(self, layer, t, out_shape):
+        n = len(layer.pool_size)
+        average = "Average" in type(layer).__name__
+        if layer.padding == "valid":
+            padding = 0
+        else:
+            pads = [_same_padding(*args) for args in zip(t.shape[:-1], layer.pool_size, layer.strides)]
+            if any(a != b or 2 * a > k for (a, b), k in zip(pads, layer.pool_size)):
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): this 'same' padding is asymmetric "
+                                 f"and has no exact PyTorch form")
+            padding = tuple(a for a, _ in pads)
+        if average:
+            module = getattr(nn, f"AvgPool{n}d")(layer.pool_size, layer.strides, padding, count_include_pad=False)
+        else:
+            module = getattr(nn, f"MaxPool{n}d")(layer.pool_size, layer.strides, padding)
+        return self._emit(layer.name, module, t, out_shape)
+
+    def _global_pool(self, layer, t, out_shape):
+        n = len(t.shape) - 1
+        kind = "Avg" if "Average" in type(layer).__name__ else "Max"
+        module = getattr(nn, f"Adaptive{kind}Pool{n}d")(1)
+        if not layer.keepdims:
+            module = nn.Sequential(module, nn.Flatten())
+        return self._emit(layer.name, module, t, out_shape)
+
+    def _flatten(self, layer, t, out_shape):
+        flat_from = t.flat_from if len(t.shape) == 1 else t.shape
+        return self._emit(layer.name, nn.Flatten(), t, out_shape, flat_from)
+
+    def _reshape(self, layer, t, out_shape):
+        t = self._keras_order(t, layer.name)
+        return self._emit(layer.name, KerasReshape(_channels_first(t.shape), out_shape), t, out_shape)
+
+    def _permute(self, layer, t, out_shape):
+        rank = len(t.shape)
+        if rank == 1:
+            return self._emit(layer.name, nn.Identity(), t, out_shape, t.flat_from)
+        keras_of_torch = [rank - 1, *range(rank - 1)]  # per-sample Keras axis of each PyTorch axis
+        dims = [0] + [1 + _torch_axis(layer.dims[k] - 1, rank) for k in keras_of_torch]
+        return self._emit(layer.name, Permute(dims), t, out_shape)
+
+    def _activation_layer(self, layer, t, out_shape):
+        if layer.activation is self.keras.activations.linear:
+            return self._emit(layer.name, nn.Identity(), t, out_shape, t.flat_from)
+        return self._activation(layer, t, layer.activation, layer.name)
+
+    def _relu(self, layer, t, out_shape):
+        if layer.threshold == 0 and layer.negative_slope == 0 and layer.max_value in (None, 6):
+            module = nn.ReLU() if layer.max_value is None else nn.ReLU6()
+        elif layer.threshold == 0 and layer.max_value is None:
+            module = nn.LeakyReLU(float(layer.negative_slope))
+        else:
+            raise ValueError(f"layer {layer.name!r} (ReLU): threshold / this max_value are not supported")
+        return self._emit(layer.name, module, t, out_shape, t.flat_from)
+
+    def _leaky_relu(self, layer, t, out_shape):
+        return self._emit(layer.name, nn.LeakyReLU(float(layer.negative_slope)), t, out_shape, t.flat_from)
+
+    def _elu(self, layer, t, out_shape):
+        return self._emit(layer.name, nn.ELU(float(layer.alpha)), t, out_shape, t.flat_from)
+
+    def _prelu(self, layer, t, out_shape):
+        alpha = self.keras.ops.convert_to_numpy(layer.alpha)
+        if len(t.shape) == 1:
+            if t.flat_from is not None:
+                alpha = _flatten_permutation(t.flat_from, alpha)
+        elif any(d != 1 for d in alpha.shape[:-1]):
+            raise ValueError(f"layer {layer.name!r} (PReLU): only a per-channel or shared alpha is supported; "
+                             f"set shared_axes to all spatial axes")
+        alpha = alpha.reshape(-1)
+        module = nn.PReLU(alpha.shape[0])
+        module.weight = _parameter(alpha)
+        return self._emit(layer.name, module, t, out_shape, t.flat_from)
+
+    def _dropout(self, layer, t, out_shape):
+        L = self.keras.layers
+        rate = getattr(layer, "rate", 0.0)
+        kinds = {L.Dropout: nn.Dropout, L.SpatialDropout1D: nn.Dropout1d, L.SpatialDropout2D: nn.Dropout2d,
+                 L.SpatialDropout3D: nn.Dropout3d, L.AlphaDropout: nn.AlphaDropout}
+        module = kinds[type(layer)](rate) if type(layer) in kinds else nn.Identity()
+        return self._emit(layer.name, module, t, out_shape, t.flat_from)
+
+    def _zero_padding(self, layer, t, out_shape):
+        pads = [layer.padding] if isinstance(layer.padding[0], int) else layer.padding
+        return self._emit(layer.name, getattr(nn, f"ZeroPad{len(pads)}d")(_torch_pad(pads)), t, out_shape)
+
+    def _cropping(self, layer, t, out_shape):
+        crops = [layer.cropping] if isinstance(layer.cropping[0], int) else layer.cropping
+        return self._emit(layer.name, Crop(crops), t, out_shape)
+
+    def _upsampling(self, layer, t, out_shape):
+        if getattr(layer, "interpolation", "nearest") != "nearest":
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): only nearest interpolation is supported")
+        size = (layer.size,) if isinstance(layer.size, int) else tuple(layer.size)
+        return self._emit(layer.name, nn.Upsample(scale_factor=tuple(float(s) for s in size), mode="nearest"),
+                          t, out_shape)
+
+    def _add(self, layer, inputs, out_shape):
+        if len({t.flat_from for t in inputs}) > 1:
+            inputs = [self._keras_order(t, f"{layer.name}_{i}") for i, t in enumerate(inputs)]
+        node = inputs[0].node
+        for t in inputs[1:]:
+            node = self.graph.call_function(operator.add, (node, t.node))
+        return _Tensor(node, out_shape, inputs[0].flat_from)
+
+    def _concatenate(self, layer, inputs, out_shape):
+        inputs = [self._keras_order(t, f"{layer.name}_{i}") for i, t in enumerate(inputs)]
+        rank = len(out_shape)
+        axis = layer.axis % (rank + 1)
+        if axis == 0:
+            raise ValueError(f"layer {layer.name!r} (Concatenate): concatenation along the batch axis")
+        dim = 1 + _torch_axis(axis - 1, rank)
+        return _Tensor(self.graph.call_function(torch.cat, ([t.node for t in inputs],), {"dim": dim}), out_shape)
+
+    def _softmax(self, layer, t, out_shape):
+        raise ValueError(f"layer {layer.name!r} (Softmax): {_SOFTMAX_HINT}")

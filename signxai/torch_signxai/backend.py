@@ -1,0 +1,533 @@
+"""The PyTorch backend: graph capture with ``torch.fx`` (modules and functional ops), tensor ops and VJPs.
+
+The caller's module is never modified: captured nodes call leaf modules in inference form (BatchNorm with running
+statistics, Dropout as identity, in-place activations out of place); the pure-gradient methods on models that
+cannot be traced switch the model to eval mode under a per-model reference count and restore every flag.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import operator
+import threading
+import weakref
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from signxai.core import graph as g
+from signxai.core.engine import propagate, record
+from signxai.core.rules import identity
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d)
+_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d)
+_RELU = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU)
+_ACTIVATION = (nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh,
+               nn.Hardswish, nn.Hardsigmoid)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_PASS = (nn.Identity, nn.LayerNorm, nn.GroupNorm)
+_RESHAPE = (nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.Upsample)
+_SOFTMAX = (nn.Softmax, nn.LogSoftmax, nn.Softmin)
+_LEAVES = (nn.Linear, *_CONV, *_BATCHNORM, *_AVGPOOL, *_MAXPOOL, *_RELU, *_ACTIVATION, *_DROPOUT, *_PASS,
+           *_RESHAPE, *_SOFTMAX, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
+
+_FUNCTION_KINDS = {
+    g.RELU: {F.relu, torch.relu, F.relu6, F.leaky_relu, F.prelu, torch.relu_, F.relu_, F.leaky_relu_},
+    g.ACTIVATION: {F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, torch.tanh, torch.sigmoid, F.tanh, F.sigmoid,
+                   F.softplus, F.hardtanh, F.hardswish, F.hardsigmoid, F.elu_, torch.nn.functional.logsigmoid},
+    g.PASS: {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.layer_norm, F.group_norm},
+    g.AVGPOOL: {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+                F.adaptive_avg_pool3d, torch.mean},
+    g.GRADIENT: {torch.flatten, torch.reshape, torch.cat, torch.concat, F.pad, F.max_pool1d, F.max_pool2d,
+                 F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.amax,
+                 torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose, operator.getitem, F.interpolate,
+                 torch.max, getattr, torch.narrow},
+}
+_METHOD_KINDS = {
+    g.RELU: {"relu", "relu_"},
+    g.ACTIVATION: {"tanh", "sigmoid"},
+    g.AVGPOOL: {"mean"},
+    g.GRADIENT: {"view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose", "contiguous",
+                 "size", "dim", "amax", "narrow", "view_as", "reshape_as", "expand_as"},
+    g.PASS: {"float", "type_as", "to"},
+}
+_SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.softmin}
+_ARITHMETIC = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, operator.mul,
+               operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
+_ARITHMETIC_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+
+
+class TensorOps:
+    """The tensor operations the framework-neutral rules need, for PyTorch."""
+
+    @staticmethod
+    def vjp(fn, inputs, cotangent):
+        leaves = [t.detach().requires_grad_(True) if _is_float_tensor(t) else t for t in inputs]
+        with torch.enable_grad():
+            out = fn(*leaves)
+        wanted = [t for t in leaves if _is_float_tensor(t)]
+        grads = iter(torch.autograd.grad(out, wanted, grad_outputs=cotangent, allow_unused=True))
+        result = []
+        for t in leaves:
+            if not _is_float_tensor(t):
+                result.append(None)
+                continue
+            grad = next(grads)
+            result.append(torch.zeros_like(t) if grad is None else grad)
+        return result
+
+    @staticmethod
+    def as_float(condition, like):
+        return condition.to(like.dtype)
+
+    ones_like = staticmethod(torch.ones_like)
+    zeros_like = staticmethod(torch.zeros_like)
+
+    @staticmethod
+    def positive(t):
+        return t.clamp(min=0)
+
+    @staticmethod
+    def negative(t):
+        return t.clamp(max=0)
+
+    @staticmethod
+    def constant(value, like):
+        return torch.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def std_per_sample(a, like):
+        std = a.to(torch.float64).flatten(1).std(dim=1, unbiased=False)
+        return std.to(like.dtype).reshape([-1] + [1] * (like.dim() - 1))
+
+
+OPS = TensorOps()
+
+
+def _is_float_tensor(t):
+    return isinstance(t, torch.Tensor) and t.is_floating_point()
+
+
+class _Tracer(fx.Tracer):
+    """Traces through containers and user modules; the modules of SPEC §7.3 (and unknown torch.nn ones) are leaves."""
+
+    def is_leaf_module(self, module, qualname):
+        if isinstance(module, _LEAVES):
+            return True
+        return super().is_leaf_module(module, qualname) and not isinstance(module, (nn.Sequential, nn.ModuleList,
+                                                                                      nn.ModuleDict))
+
+
+def trace(model):
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as error:  # fx reports data-dependent control flow and the like with many exception types
+        raise ValueError(f"the PyTorch model could not be captured with torch.fx ({type(error).__name__}: "
+                         f"{error}); the rule-based methods (guided backprop, DeconvNet, Grad-CAM, LRP) need a "
+                         f"symbolically traceable model") from error
+    return fx.GraphModule(tracer.root, graph)
+
+
+def _kernel_from_module(module):
+    if isinstance(module, nn.Linear):
+        def apply(a, kernel_map=identity, bias_map=identity):
+            return F.linear(a, kernel_map(module.weight), _bias(module.bias, bias_map))
+        return g.Kernel(apply, True, 0)
+    transpose = isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    rank = len(module.kernel_size)
+
+    def apply(a, kernel_map=identity, bias_map=identity):
+        weight, bias = kernel_map(module.weight), _bias(module.bias, bias_map)
+        if transpose:
+            conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[rank - 1]
+            return conv(a, weight, bias, module.stride, module.padding, module.output_padding, module.groups,
+                        module.dilation)
+        return module._conv_forward(a, weight, bias)
+    return g.Kernel(apply, False, rank)
+
+
+def _bias(bias, bias_map):
+    return None if bias is None or bias_map is None else bias_map(bias)
+
+
+_FUNCTIONAL_KERNELS = {F.linear: 0, F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, F.conv_transpose1d: 1,
+                       F.conv_transpose2d: 2, F.conv_transpose3d: 3}
+
+
+def _kernel_from_function(function, args, kwargs):
+    """A functional ``F.linear``/``F.conv*`` whose weight and bias are constants (parameters)."""
+    names = ("input", "weight", "bias")
+    bound = dict(zip(names, args))
+    bound.update({k: v for k, v in kwargs.items() if k in names})
+    rest_args, rest_kwargs = args[3:], {k: v for k, v in kwargs.items() if k not in names}
+    weight, bias = bound["weight"], bound.get("bias")
+
+    def apply(a, kernel_map=identity, bias_map=identity):
+        return function(a, kernel_map(weight), _bias(bias, bias_map), *rest_args, **rest_kwargs)
+    return g.Kernel(apply, function is F.linear, _FUNCTIONAL_KERNELS[function])
+
+
+class _Capture:
+    """Turns an fx graph into a :class:`signxai.core.graph.Graph` over the input-dependent values."""
+
+    def __init__(self, model):
+        self.module = trace(model)
+        self.modules = dict(self.module.named_modules())
+        self.nodes = [g.Node("input", g.INPUT, (), None, "input")]
+        self.names = {}
+        self.index = {}
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise ValueError(f"the model's forward takes {len(placeholders)} inputs; signxai explains "
+                             f"single-input models")
+        self.index[placeholders[0]] = 0
+        self.constants = {}
+        output = None
+        for node in self.module.graph.nodes:
+            if node.op == "get_attr":
+                self.constants[node] = _fetch_attr(self.module, node.target)
+            elif node.op in ("call_module", "call_function", "call_method"):
+                self.add(node)
+            elif node.op == "output":
+                output = node.args[0]
+        if not isinstance(output, fx.Node) or output not in self.index:
+            raise ValueError("the model must return a single tensor that depends on its input")
+        self.graph = g.Graph(self.nodes, output=self.index[output], names=self.names)
+
+    def dependent(self, arg):
+        return isinstance(arg, fx.Node) and arg in self.index
+
+    def add(self, node):
+        parents = []
+        fx.node.map_arg((node.args, node.kwargs), lambda a: parents.append(a) if self.dependent(a)
+                        and a not in parents else None)
+        if not parents:  # a constant expression: evaluate once
+            self.constants[node] = self.evaluate_constant(node)
+            return
+        kind, extra = self.classify(node, parents)
+        if kind == g.KERNEL and "forward" not in extra:
+            extra["forward"] = extra["kernel"].apply
+        forward = extra.pop("forward", None) or self.forward(node, parents)
+        name = node.target if node.op == "call_module" else node.name
+        layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
+                      else getattr(node.target, "__name__", str(node.target)))
+        self.nodes.append(g.Node(name, kind, tuple(self.index[p] for p in parents), forward, layer_type, **extra))
+        self.index[node] = len(self.nodes) - 1
+        if node.op == "call_module":
+            self.names.setdefault(node.target, len(self.nodes) - 1)
+
+    def substitute(self, node, parents, values):
+        lookup = dict(zip(parents, values))
+
+        def value_of(a):
+            return lookup[a] if a in lookup else self.constants[a]
+        return fx.node.map_arg(node.args, value_of), fx.node.map_arg(node.kwargs, value_of)
+
+    def evaluate_constant(self, node):
+        args, kwargs = self.substitute(node, [], [])
+        return self.call(node, args, kwargs)
+
+    def call(self, node, args, kwargs):
+        if node.op == "call_module":
+            return self.modules[node.target](*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def forward(self, node, parents):
+        def forward(*values):
+            args, kwargs = self.substitute(node, parents, values)
+            return self.call(node, args, kwargs)
+        return forward
+
+    def classify(self, node, parents):
+        """The §7.3 kind of a node, plus extra Node fields (a kernel, BN statistics or an inference forward)."""
+        if node.op == "call_module":
+            return _classify_module(self.modules[node.target], node.target)
+        target = node.target
+        if node.op == "call_function":
+            if target in _SOFTMAX_FUNCTIONS:
+                raise _softmax_error(node.name)
+            if target in _FUNCTIONAL_KERNELS:
+                if len(parents) != 1 or not self.dependent(node.args[0] if node.args else node.kwargs.get("input")):
+                    return g.UNSUPPORTED, {"reason": "a kernel computed from the input"}
+                args, kwargs = self.constant_args(node)
+                return g.KERNEL, {"kernel": _kernel_from_function(target, args, kwargs)}
+            if target in _ARITHMETIC or (node.op == "call_method" and target in _ARITHMETIC_METHODS):
+                return self.classify_arithmetic(node, parents)
+            if target is F.dropout or target in (F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout):
+                return g.PASS, {"forward": lambda t: t}
+            for kind, functions in _FUNCTION_KINDS.items():
+                if target in functions:
+                    return kind, self.out_of_place(node, parents, kind)
+            return g.UNSUPPORTED, {"reason": f"the function {getattr(target, '__name__', target)} has no rule"}
+        if target in ("softmax", "log_softmax"):
+            raise _softmax_error(node.name)
+        if target in _ARITHMETIC_METHODS:
+            return self.classify_arithmetic(node, parents)
+        for kind, methods in _METHOD_KINDS.items():
+            if target in methods:
+                return kind, self.out_of_place(node, parents, kind)
+        return g.UNSUPPORTED, {"reason": f"the tensor method .{target}() has no rule"}
+
+    def constant_args(self, node):
+        """Arguments of a functional kernel with the input replaced by None (it is passed separately)."""
+        def value_of(a):
+            return None if self.dependent(a) else self.constants[a]
+        return fx.node.map_arg(node.args, value_of), fx.node.map_arg(node.kwargs, value_of)
+
+    def classify_arithmetic(self, node, parents):
+        name = getattr(node.target, "__name__", node.target)
+        tensor_operands = [a for a in list(node.args) + list(node.kwargs.values()) if self.dependent(a)]
+        if name in ("add", "iadd", "add_") and len(tensor_operands) == 2 and "alpha" not in node.kwargs:
+            return g.ADD, {"forward": self.out_of_place_arithmetic(node, parents, torch.add)}
+        if len(tensor_operands) == 1:
+            function = {"add": torch.add, "iadd": torch.add, "add_": torch.add, "sub": torch.sub,
+                        "isub": torch.sub, "sub_": torch.sub, "mul": torch.mul, "imul": torch.mul,
+                        "mul_": torch.mul, "truediv": torch.div, "itruediv": torch.div, "div": torch.div,
+                        "div_": torch.div}[name]
+            return g.PASS, {"forward": self.out_of_place_arithmetic(node, parents, function)}
+        return g.UNSUPPORTED, {"reason": f"'{name}' of two input-dependent tensors has no LRP rule"}
+
+    def out_of_place_arithmetic(self, node, parents, function):
+        def forward(*values):
+            args, kwargs = self.substitute(node, parents, values)
+            return function(*args, **kwargs)
+        return forward
+
+    def out_of_place(self, node, parents, kind):
+        """In-place variants (``relu_``, ``inplace=True``) run out of place so recorded values stay intact."""
+        base = self.forward(node, parents)
+        if node.op == "call_method" and node.target.endswith("_"):
+            method = node.target[:-1]
+
+            def forward(*values):
+                args, kwargs = self.substitute(node, parents, values)
+                return getattr(args[0], method)(*args[1:], **kwargs)
+            return {"forward": forward}
+        if node.op == "call_function" and (node.kwargs.get("inplace") or getattr(node.target, "__name__", "")
+                                           .endswith("_")):
+            def forward(*values):
+                return base(*[v.clone() if isinstance(v, torch.Tensor) else v for v in values])
+            return {"forward": forward}
+        return {}
+
+
+def _fetch_attr(module, target):
+    value = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _softmax_error(where):
+    return ValueError(f"{where!r} applies a softmax: explanations need logits. Remove it with "
+                      f"signxai.torch_signxai.utils.remove_softmax(model), which returns a copy")
+
+
+def _classify_module(module, path):
+    if isinstance(module, nn.Linear) or isinstance(module, _CONV):
+        kernel = _kernel_from_module(module)
+        return g.KERNEL, {"kernel": kernel, "forward": kernel.apply}
+    if isinstance(module, _BATCHNORM):
+        if not module.track_running_stats or module.running_mean is None:
+            raise ValueError(f"BatchNorm module {path!r} has track_running_stats=False: it has no running "
+                             f"statistics, so its inference-mode output is undefined")
+        return g.BATCHNORM, _batchnorm(module)
+    if isinstance(module, _AVGPOOL):
+        return g.AVGPOOL, {}
+    if isinstance(module, _MAXPOOL) or isinstance(module, _RESHAPE):
+        return g.GRADIENT, {}
+    if isinstance(module, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):
+        if module.value != 0:
+            return g.UNSUPPORTED, {"reason": "constant padding with a non-zero value"}
+        return g.GRADIENT, {}
+    if isinstance(module, _RELU):
+        return g.RELU, _out_of_place_module(module)
+    if isinstance(module, _ACTIVATION):
+        return g.ACTIVATION, _out_of_place_module(module)
+    if isinstance(module, _DROPOUT):
+        return g.PASS, {"forward": lambda t: t}
+    if isinstance(module, _PASS):
+        return g.PASS, {}
+    if isinstance(module, _SOFTMAX):
+        raise _softmax_error(path)
+    return g.UNSUPPORTED, {"reason": f"{type(module).__name__} modules have no rule"}
+
+
+def _out_of_place_module(module):
+    if getattr(module, "inplace", False):
+        return {"forward": lambda t: module(t.clone())}
+    return {}
+
+
+def _batchnorm(module):
+    def forward(a):
+        return F.batch_norm(a, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0,
+                            module.eps)
+
+    def statistics(a):
+        shape = [1, -1] + [1] * (a.dim() - 2)
+        beta = module.bias if module.bias is not None else torch.zeros_like(module.running_mean)
+        return module.running_mean.reshape(shape), beta.reshape(shape)
+    return {"forward": forward, "batchnorm": statistics}
+
+
+class _EvalMode:
+    """Puts a model in eval mode while at least one call uses it; restores every module's flag afterwards."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = weakref.WeakKeyDictionary()
+
+    @contextlib.contextmanager
+    def __call__(self, model):
+        with self._lock:
+            count, flags = self._users.get(model, (0, None))
+            if count == 0:
+                flags = [(m, m.training) for m in model.modules()]
+                model.eval()
+            self._users[model] = (count + 1, flags)
+        try:
+            yield
+        finally:
+            with self._lock:
+                count, flags = self._users[model]
+                if count == 1:
+                    for module, training in flags:
+                        module.training = training
+                    del self._users[model]
+                else:
+                    self._users[model] = (count - 1, flags)
+
+
+class TorchBackend:
+    """Explains ``torch.nn.Module``s. Results are NumPy arrays in the caller's (channels-first) layout."""
+
+    name = "pytorch"
+    channels_first = True
+    ops = OPS
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._float64 = weakref.WeakKeyDictionary()
+        self._graphs = weakref.WeakKeyDictionary()
+        self._eval_mode = _EvalMode()
+
+    def check(self, model):
+        for path, module in model.named_modules():
+            if isinstance(module, _SOFTMAX):
+                raise _softmax_error(path)
+            if isinstance(module, _BATCHNORM) and not module.track_running_stats:
+                raise ValueError(f"BatchNorm module {path!r} has track_running_stats=False: it has no running "
+                                 f"statistics, so its inference-mode output is undefined")
+        self._try_graph(model)
+
+    def _try_graph(self, model):
+        try:
+            return self.graph(model)
+        except ValueError as error:
+            if "softmax" in str(error) or "inputs" in str(error) or "BatchNorm" in str(error):
+                raise
+            return None
+
+    def sample_rank(self, model, x=None):
+        graph = self._try_graph(model)
+        if graph is not None:
+            kernels = [n.kernel for n in graph.nodes if n.kind == g.KERNEL]
+            first = kernels[0].spatial_rank if kernels else 0
+        else:
+            first = next((len(m.kernel_size) for m in model.modules() if isinstance(m, _CONV + (nn.Linear,))
+                          and not isinstance(m, nn.Linear)), 0)
+            first_kernel = next((m for m in model.modules() if isinstance(m, _CONV + (nn.Linear,))), None)
+            first = 0 if isinstance(first_kernel, nn.Linear) else first
+        return first + 1 if first else None
+
+    def model_for(self, model, dtype):
+        if dtype == "float32":
+            return model
+        with self._lock:
+            copy_ = self._float64.get(model)
+            if copy_ is None:
+                copy_ = self._float64[model] = copy.deepcopy(model).to(torch.float64)
+        with torch.no_grad():
+            copy_.load_state_dict(model.state_dict())
+        return copy_
+
+    def graph(self, model):
+        with self._lock:
+            graph = self._graphs.get(model)
+            if graph is None:
+                graph = self._graphs[model] = _Capture(model).graph
+        return graph
+
+    def _device(self, model):
+        parameter = next(iter(model.parameters()), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
+    def _tensor(self, model, x):
+        return torch.as_tensor(x, device=self._device(model))
+
+    @contextlib.contextmanager
+    def _forward_context(self, model):
+        with self._eval_mode(model):
+            yield
+
+    def _forward(self, model, x):
+        graph = self._try_graph(model)
+        if graph is not None:
+            return record(graph, x)[graph.output]
+        with self._eval_mode(model):
+            return model(x)
+
+    def logits(self, model, x):
+        with torch.no_grad():
+            return self._forward(model, self._tensor(model, x)).detach().cpu().numpy()
+
+    def gradients(self, model, x, targets):
+        x = self._tensor(model, x).requires_grad_(True)
+        with torch.enable_grad():
+            y = self._forward(model, x)
+            selected = (y * F.one_hot(torch.as_tensor(targets, device=y.device), y.shape[-1]).to(y.dtype)).sum()
+            (grad,) = torch.autograd.grad(selected, x)
+        return grad.detach().cpu().numpy()
+
+    def graph_backward(self, model, x, targets, mapping_factory, lrp_head):
+        graph = self.graph(model)
+        graph.check_supported(graph.output)
+        with torch.no_grad():
+            values = record(graph, self._tensor(model, x))
+        start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
+        onehot = F.one_hot(torch.as_tensor(targets, device=values[start].device),
+                           values[graph.output].shape[-1]).to(values[start].dtype)
+        signal = values[start] * onehot if lrp_head else onehot
+        with torch.no_grad():
+            relevance = propagate(OPS, graph, values, start, signal, mapping_factory(graph))
+        return relevance.detach().cpu().numpy()
+
+    def cam_activations(self, model, x, targets, layer):
+        graph = self.graph(model)
+        if layer is not None and not isinstance(layer, str):
+            layer = next((name for name, m in model.named_modules() if m is layer), None)
+            if layer is None:
+                raise ValueError("the Grad-CAM layer module is not part of the model")
+        index = graph.cam_node(layer)
+        x = self._tensor(model, x).requires_grad_(True)
+        with torch.enable_grad():
+            values = record(graph, x)
+            y = values[graph.output]
+            selected = (y * F.one_hot(torch.as_tensor(targets, device=y.device), y.shape[-1]).to(y.dtype)).sum()
+            (grad,) = torch.autograd.grad(selected, values[index])
+        activation, grad = values[index].detach().cpu().numpy(), grad.detach().cpu().numpy()
+        return np.moveaxis(activation, 1, -1), np.moveaxis(grad, 1, -1)
+
+
+BACKEND = TorchBackend()
