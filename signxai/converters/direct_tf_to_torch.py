@@ -285,13 +285,13 @@ class _Converter:
 
     # ---------------------------------------------------------------------------------------------- layer types
     def _dense(self, layer, t, out_shape):
-        kernel = self.keras.ops.convert_to_numpy(layer.kernel)
+        kernel = layer.kernel.numpy()
         if t.flat_from is not None:
             kernel = _flatten_permutation(t.flat_from, kernel)
         linear = nn.Linear(kernel.shape[0], kernel.shape[1], bias=layer.use_bias)
         linear.weight = _parameter(kernel.T)
         if layer.use_bias:
-            linear.bias = _parameter(self.keras.ops.convert_to_numpy(layer.bias))
+            linear.bias = _parameter(layer.bias.numpy())
         rank = len(t.shape)
         if rank == 1:
             t = self._emit(layer.name, linear, t, out_shape)
@@ -304,10 +304,9 @@ class _Converter:
     def _conv(self, layer, t, out_shape):
         L = self.keras.layers
         n = layer.rank
-        to_numpy = self.keras.ops.convert_to_numpy
         transposed = isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose))
         depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D))
-        kernel = to_numpy(layer.kernel)
+        kernel = layer.kernel.numpy()
         size, stride, dilation = t.shape[:-1], layer.strides, layer.dilation_rate
         in_channels = t.shape[-1]
         if transposed:
@@ -337,7 +336,7 @@ class _Converter:
                                               bias=layer.use_bias)
         module.weight = _parameter(_conv_weight(kernel))
         if layer.use_bias:
-            module.bias = _parameter(to_numpy(layer.bias))
+            module.bias = _parameter(layer.bias.numpy())
         t = self._emit(layer.name, module, t, out_shape)
         return self._activation(layer, t, layer.activation, None)
 
@@ -362,10 +361,9 @@ class _Converter:
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         if [a % (rank + 1) for a in axes] != [rank]:
             raise ValueError(f"layer {layer.name!r} (BatchNormalization): only the channel (last) axis is supported")
-        to_numpy = self.keras.ops.convert_to_numpy
-        mean, var = to_numpy(layer.moving_mean), to_numpy(layer.moving_variance)
-        gamma = to_numpy(layer.gamma) if layer.scale else np.ones_like(mean)
-        beta = to_numpy(layer.beta) if layer.center else np.zeros_like(mean)
+        mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+        gamma = layer.gamma.numpy() if layer.scale else np.ones_like(mean)
+        beta = layer.beta.numpy() if layer.center else np.zeros_like(mean)
         if t.flat_from is not None:
             mean, var, gamma, beta = (_flatten_permutation(t.flat_from, a) for a in (mean, var, gamma, beta))
         module = getattr(nn, f"BatchNorm{max(rank - 1, 1)}d")(mean.shape[0], eps=layer.epsilon)
@@ -435,7 +433,7 @@ class _Converter:
         return self._emit(layer.name, nn.ELU(float(layer.alpha)), t, out_shape, t.flat_from)
 
     def _prelu(self, layer, t, out_shape):
-        alpha = self.keras.ops.convert_to_numpy(layer.alpha)
+        alpha = layer.alpha.numpy()
         if len(t.shape) == 1:
             if t.flat_from is not None:
                 alpha = _flatten_permutation(t.flat_from, alpha)
@@ -471,6 +469,9 @@ class _Converter:
                           t, out_shape)
 
     def _add(self, layer, inputs, out_shape):
+        if len(inputs) < 2:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): only sums of model tensors are "
+                             f"supported, not a tensor plus a constant")
         if len({t.flat_from for t in inputs}) > 1:
             inputs = [self._keras_order(t, f"{layer.name}_{i}") for i, t in enumerate(inputs)]
         node = inputs[0].node

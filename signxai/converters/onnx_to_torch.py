@@ -1,0 +1,222 @@
+"""Keras 3 → ONNX (tf2onnx) → PyTorch (onnx2torch), then restructured so that an explainer sees kernel layers.
+
+onnx2torch is numerically exact but not structurally faithful (NOTES.md): Dense becomes ``MatMul`` + ``Add``, a
+convolution's bias may be a separate ``Add``, and Flatten/Squeeze/Transpose become onnx2torch modules or
+Shape/Gather/Concat/Reshape chains that ``torch.fx.symbolic_trace`` cannot trace. The post-processing here rewrites
+the ``fx.GraphModule``:
+
+* ``MatMul(x, W)`` [+ ``Add(b)``] with constant ``W``, ``b`` → ``nn.Linear``;
+* ``nn.Conv*d`` [→ squeeze/reshape keeping batch and channel axes] → ``Add(b)`` with a per-channel constant → the
+  conv with that bias;
+* Reshape/Flatten/Squeeze/Unsqueeze keeping the batch axis → ``reshape``/``torch.flatten`` (the shape chains feeding
+  them disappear), Transpose → ``permute``, GlobalAveragePool → ``nn.AdaptiveAvgPool*d(1)``, ``Add``/``Concat`` of
+  model tensors → ``+``/``torch.cat``.
+
+Ops without such a rewrite stay onnx2torch modules (the model still runs; rule-based explainers reject them).
+Import torch (or onnx2torch) before TensorFlow where the CUDA build's ``triton`` is installed (NOTES.md).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import operator
+import re
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+__all__ = ["convert_tf_to_torch_via_onnx"]
+
+_BATCH = 3  # batch size of the shape-propagation run (the rewrites check that this axis is kept)
+
+
+def convert_tf_to_torch_via_onnx(keras_model, input_shape=None, opset: int = 17) -> fx.GraphModule:
+    """An ``fx.GraphModule`` computing ``keras_model`` via ONNX, with ``nn.Linear``/``nn.Conv*d`` kernel layers.
+
+    **Layout: the module takes the Keras input layout** (channels-last, e.g. NHWC, exactly the array the Keras model
+    takes) and returns the Keras output. The NHWC → NCHW transpose that tf2onnx puts in front of the first conv stays
+    in the graph as a ``permute`` (a re-indexing op, SPEC §7.3 row 11), so explanations of the converted module come
+    out in the Keras layout and compare with Keras maps without moving axes. (``convert_tf_to_torch_direct`` gives
+    the channels-first twin instead.)
+
+    ``input_shape``: the per-sample Keras input shape; needed only where the model's input shape has unknown axes.
+    The Keras model is not modified.
+    """
+    import onnx2torch
+    import tensorflow as tf
+    import tf2onnx
+
+    shape = tuple(input_shape or keras_model.input_shape[1:])
+    if any(d is None for d in shape):
+        raise ValueError(f"input shape {shape} has unknown axes; pass input_shape")
+    dtype = keras_model.inputs[0].dtype
+    signature = (tf.TensorSpec((None, *shape), dtype, name="input"),)
+    proto, _ = tf2onnx.convert.from_function(tf.function(lambda x: keras_model(x, training=False)),
+                                             input_signature=signature, opset=opset)
+    module = onnx2torch.convert(proto)
+    example = torch.zeros((_BATCH, *shape), dtype=getattr(torch, str(dtype)))
+    return _restructure(module, example).eval()
+
+
+def _restructure(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
+    """Rewrite onnx2torch's graph as described in the module docstring (numerically identical)."""
+    ShapeProp(gm).propagate(example)
+    rewriter = _Rewriter(gm)
+    for node in gm.graph.nodes:
+        if node not in rewriter.env:
+            rewriter.env[node] = rewriter.rewrite(node)
+    result = fx.GraphModule(gm, rewriter.graph, class_name="OnnxConvertedModel")
+    result.graph.eliminate_dead_code()
+    result.graph.lint()
+    result.recompile()
+    result.delete_all_unused_submodules()
+    return result
+
+
+def _scope(onnx_name):
+    """``model/layer/Op`` → ``model/layer``: the Keras layer an ONNX node came from."""
+    return onnx_name.rsplit("/", 1)[0]
+
+
+class _Rewriter:
+    def __init__(self, gm):
+        self.gm = gm
+        self.graph = fx.Graph()
+        self.env = {}  # old node → new node
+
+    # --------------------------------------------------------------------------------------------------- helpers
+    def constant(self, node):
+        """The value of an input-independent ``get_attr`` node, else None."""
+        if isinstance(node, fx.Node) and node.op == "get_attr":
+            return functools.reduce(getattr, node.target.split("."), self.gm)
+        return None
+
+    def module(self, node):
+        return self.gm.get_submodule(node.target) if node.op == "call_module" else None
+
+    @staticmethod
+    def shape(node):
+        return tuple(node.meta["tensor_meta"].shape)
+
+    def is_add(self, node):
+        module = self.module(node)
+        return type(module).__name__ == "OnnxBinaryMathOperation" and module.math_op_function is torch.add
+
+    def split_constant(self, node):
+        """``(tensor argument, constant)`` of a binary node with exactly one constant operand, else None."""
+        first, second = node.args
+        if self.constant(second) is not None and self.constant(first) is None:
+            return first, self.constant(second)
+        if self.constant(first) is not None and self.constant(second) is None:
+            return second, self.constant(first)
+        return None
+
+    def sole_user(self, node):
+        users = list(node.users)
+        return users[0] if len(users) == 1 else None
+
+    def keeps_batch(self, node):
+        """Whether a reshape-like node maps per sample (keeps the batch axis in front)."""
+        arg = node.args[0]
+        return (isinstance(arg, fx.Node) and "tensor_meta" in arg.meta and "tensor_meta" in node.meta
+                and self.shape(arg)[0] == self.shape(node)[0] == _BATCH)
+
+    def add_module(self, base, module):
+        """Register ``module`` under ``base`` made a unique identifier; returns the name."""
+        base = re.sub(r"\W", "_", base)
+        name, i = base, 0
+        while hasattr(self.gm, name):
+            i += 1
+            name = f"{base}_{i}"
+        self.gm.add_module(name, module)
+        return name
+
+    def copy(self, node):
+        """The node unchanged; a module moves to an identifier name (onnx2torch names contain ``/``)."""
+        new = self.graph.node_copy(node, lambda n: self.env[n])
+        if node.op == "call_module" and not node.target.isidentifier():
+            new.target = self.add_module(node.target, self.module(node))
+        return new
+
+    # -------------------------------------------------------------------------------------------------- rewrites
+    def rewrite(self, node):
+        module = self.module(node)
+        kind = type(module).__name__
+        if kind == "OnnxMatMul":
+            return self.linear(node)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return self.conv(node, module)
+        if kind in ("OnnxReshape", "OnnxFlatten", "OnnxSqueezeStaticAxes", "OnnxSqueezeDynamicAxes",
+                    "OnnxUnsqueezeStaticAxes", "OnnxUnsqueezeDynamicAxes") and self.keeps_batch(node):
+            return self.reshape(node)
+        if kind == "OnnxTranspose":
+            perm = module.perm if module.perm is not None else list(reversed(range(len(self.shape(node)))))
+            return self.graph.call_method("permute", (self.env[node.args[0]], *perm))
+        if kind.startswith("OnnxGlobalAveragePool"):
+            pool = getattr(nn, f"AdaptiveAvgPool{len(self.shape(node)) - 2}d")(1)
+            return self.graph.call_module(self.add_module(_scope(node.target), pool), (self.env[node.args[0]],))
+        if self.is_add(node) and not any(self.constant(a) is not None for a in node.args):
+            return self.graph.call_function(operator.add, tuple(self.env[a] for a in node.args))
+        if kind == "OnnxConcat" and not any(self.constant(a) is not None for a in node.args):
+            return self.graph.call_function(torch.cat, ([self.env[a] for a in node.args],), {"dim": module.axis})
+        return self.copy(node)
+
+    def reshape(self, node):
+        x = self.env[node.args[0]]
+        out = self.shape(node)
+        if len(out) == 2:
+            return self.graph.call_function(torch.flatten, (x, 1))
+        return self.graph.call_method("reshape", (x, -1, *out[1:]))
+
+    def linear(self, node):
+        weight = self.constant(node.args[1])
+        if weight is None or weight.dim() != 2 or self.constant(node.args[0]) is not None:
+            return self.copy(node)
+        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=False, dtype=weight.dtype)
+        linear.weight = nn.Parameter(weight.T.clone())
+        result = node
+        add = self.sole_user(node)
+        if add is not None and self.is_add(add):
+            split = self.split_constant(add)
+            if split is not None and split[0] is node and split[1].numel() == weight.shape[1] \
+                    and split[1].shape[-1:] == weight.shape[1:]:
+                linear.bias = nn.Parameter(split[1].reshape(-1).clone())
+                result = add
+        target = self.add_module(_scope(node.target), linear)
+        new = self.graph.call_module(target, (self.env[node.args[0]],))
+        self.env[result] = new
+        return new
+
+    def conv(self, node, conv):
+        """The conv, with a following per-channel constant ``Add`` (possibly behind a batch/channel-keeping
+        reshape) folded into its bias."""
+        channels = conv.out_channels
+        between = self.sole_user(node)
+        add = between
+        if between is not None and not self.is_add(between) and type(self.module(between)).__name__ in (
+                "OnnxReshape", "OnnxSqueezeStaticAxes", "OnnxSqueezeDynamicAxes") and self.keeps_batch(between) \
+                and self.shape(between)[:2] == self.shape(node)[:2]:
+            add = self.sole_user(between)
+        else:
+            between = None
+        split = self.split_constant(add) if add is not None and self.is_add(add) else None
+        source = between if between is not None else node
+        if split is None or split[0] is not source:
+            return self.copy(node)
+        bias = split[1]
+        rank = len(self.shape(add))
+        padded = (1,) * (rank - bias.dim()) + tuple(bias.shape)
+        if bias.dim() > rank or padded[1] != channels or any(d != 1 for i, d in enumerate(padded) if i != 1):
+            return self.copy(node)
+        folded = copy.deepcopy(conv)
+        old_bias = conv.bias.detach() if conv.bias is not None else torch.zeros(channels, dtype=bias.dtype)
+        folded.bias = nn.Parameter(old_bias + bias.reshape(-1))
+        target = self.add_module(_scope(node.target), folded)
+        new = self.graph.call_module(target, (self.env[node.args[0]],))
+        self.env[node] = new
+        if between is not None:
+            new = self.reshape(between)
+            self.env[between] = new
+        self.env[add] = new
+        return self.env[node]

@@ -1,0 +1,65 @@
+"""Every catalog name (and generalised grammar names) agrees between Keras and PyTorch twins (SPEC §9 gates 1–2)."""
+import functools
+
+import pytest
+
+from signxai.methods import CATALOG, parse_method
+
+import signxai
+from gates import assert_gates
+from twins import fast_twins, torch_input, vgg16_twin
+
+GENERALISED = ("lrp_alpha_2_beta_1", "lrpsign_alpha_2_beta_1", "lrp_epsilon_0_37", "lrpz_z",
+               "gradient_x_sign_mu_neg_1_5", "vargrad_x_input", "vargrad_x_sign", "guided_grad_cam",
+               "lrpsign_epsilon_0_25_std_x_mu_neg_0_5", "lrpz_epsilon_0_25_std_x", "zblrp_epsilon_0_1",
+               "w2lrp_alpha_2_beta_1", "deconvnet_x_input", "integrated_gradients_x_sign")
+
+
+@functools.lru_cache(maxsize=None)
+def twin(name):
+    return fast_twins()[name]() if name != "vgg16" else vgg16_twin()
+
+
+def applicable(twin_obj, name):
+    method = parse_method(name)
+    if method.base in ("grad_cam", "guided_grad_cam"):
+        layer_names = {layer.name for layer in twin_obj.keras_model.layers}
+        layer = method.params.get("layer")
+        return (twin_obj.conv_rank > 0 and (layer is None or layer in layer_names)
+                and (not method.timeseries or twin_obj.conv_rank == 1))
+    return True
+
+
+def kwargs_for(name):
+    kwargs = {}
+    if name.endswith("_mu"):
+        kwargs["mu"] = 0.5
+    if name.startswith("zblrp") and not name.endswith("_VGG16ILSVRC"):
+        kwargs.update(low=-3.0, high=3.0)
+    return kwargs
+
+
+def cases(twin_names):
+    return [(t, m) for t in twin_names for m in CATALOG + GENERALISED]
+
+
+@pytest.mark.parametrize("twin_name,method", cases(list(fast_twins())))
+def test_cross_framework(twin_name, method):
+    t = twin(twin_name)
+    if applicable(t, method):
+        assert_gates(t, method, **kwargs_for(method))
+    else:  # a Grad-CAM name whose layer or axis count the model lacks: both backends refuse it clearly
+        for model, x in ((t.keras_model, t.x), (t.torch_model, torch_input(t.x))):
+            with pytest.raises(ValueError, match="convolution|spatial axis|not in the model"):
+                signxai.calculate_relevancemap(model, x, method)
+
+
+VGG_METHODS = ("gradient", "lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x", "lrp_alpha_1_beta_0",
+               "lrp_sequential_composite_b", "zblrp_epsilon_0_1_VGG16ILSVRC", "guided_grad_cam_VGG16ILSVRC",
+               "grad_cam_VGG16ILSVRC", "deconvnet_x_sign", "w2lrp_z", "flatlrp_epsilon_1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", VGG_METHODS)
+def test_vgg16_cross_framework(method):
+    assert_gates(twin("vgg16"), method, **kwargs_for(method))
