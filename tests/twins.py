@@ -15,7 +15,7 @@ from torch import nn
 
 import keras
 
-from signxai.converters.spec_models import (build_keras_model, build_torch_model, layer_names, load_spec_npz,
+from signxai.converters.spec_models import (build_keras_model, build_torch_model, layer_names, load_spec_npz,  # noqa: F401
                                             random_weights)
 
 REFERENCE = Path(__file__).parent / "data" / "reference"

@@ -1,8 +1,8 @@
 """Grad-CAM, guided Grad-CAM and random_uniform against independent NumPy references (SPEC §5.5, §6).
 
 These methods have no signxai 1.x reference (D11, D12, D13, D17). The references here take only the activation map
-``A`` and ``∂y_c/∂A`` from plain framework autodiff — a Keras sub-model ``keras.Model(inputs, [layer.output,
-model.output])`` under ``tf.GradientTape``, and a PyTorch forward hook with ``torch.autograd.grad`` — on float64
+``A`` and ``∂y_c/∂A`` from plain framework autodiff — a Keras sub-model ``keras.Model(model.inputs, [layer.output,
+model.outputs[0]])`` under ``tf.GradientTape``, and a PyTorch forward hook with ``torch.autograd.grad`` — on float64
 copies of the models built here; the α mean, ReLU, max normalisation and half-pixel linear upsampling are written in
 NumPy below (the upsampling as explicit interpolation matrices, cross-checked against
 ``torch.nn.functional.interpolate(align_corners=False)``).
@@ -90,7 +90,7 @@ def cam_reference(A, g, spatial_out):
 
 def keras_A_and_grad(model64, layer_name, x, targets):
     layer = model64.get_layer(layer_name)
-    sub = keras.Model(model64.inputs, [layer.output, model64.output])
+    sub = keras.Model(model64.inputs, [layer.output, model64.outputs[0]])
     xt = tf.constant(np.asarray(x, dtype=np.float64))
     with tf.GradientTape() as tape:
         A, y = sub(xt, training=False)
@@ -143,12 +143,12 @@ def _case(spec, seed, n, weights=None):
 
 @pytest.fixture(scope="module")
 def cnn2d():
-    return _case(SPEC_2D, seed=3, n=3)
+    return _case(SPEC_2D, seed=6, n=3)
 
 
 @pytest.fixture(scope="module")
 def cnn1d():
-    return _case(SPEC_1D, seed=5, n=3)
+    return _case(SPEC_1D, seed=6, n=3)
 
 
 TARGETS_2D = np.array([0, 3, 1])
@@ -278,7 +278,7 @@ def test_non_positive_cam_gives_zeros_not_nan(cnn2d, backend, dtype):
     unaffected and still normalised to its own maximum."""
     weights = {k: v.copy() for k, v in cnn2d["weights"].items()}
     weights["dense_4/kernel"][:, 0] = -np.abs(weights["dense_4/kernel"][:, 0]) - 0.01
-    case = _case(SPEC_2D, seed=3, n=2, weights=weights)
+    case = _case(SPEC_2D, seed=6, n=2, weights=weights)
     targets = np.array([0, 3])
     cams, raws = reference_cams(case, backend, "conv2d_2", targets)
     assert (raws[0] < 0).any() and (raws[0] <= 0).all()  # the construction works: A is not all zero
