@@ -17,6 +17,9 @@ samples ``x`` (channels-last float32) with labels ``y``, the held-out ``accuracy
   class 0 windows are the plain recording, which has sharp transients of its own (around steps 530, 590 and 690).
   Training windows come from steps 240–799 only; held-out windows come from steps 0–239, which training never
   sees, with spikes drawn from a separate random stream.
+
+Both train for 40 epochs with AdamW (weight decay 0.1, learning rate 1e-2 with cosine decay), settings picked from a
+few tried; without weight decay the EEG model overfits the short recording (held-out accuracy 0.86).
 """
 from __future__ import annotations
 

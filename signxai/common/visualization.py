@@ -105,10 +105,10 @@ def plot_timeseries_relevance(signal, relevance, path=None, channel_names=None) 
     for c, ax in enumerate(axes):
         points = np.column_stack([t, signal[:, c]])
         lines = LineCollection(np.stack([points[:-1], points[1:]], axis=1), cmap="seismic",
-                               norm=Normalize(-1, 1), linewidths=2)
+                               norm=Normalize(-1, 1), linewidths=3)
         lines.set_array((relevance[:-1, c] + relevance[1:, c]) / 2)
         ax.add_collection(lines)
-        ax.autoscale_view()
+        ax.plot(t, signal[:, c], color="0.3", linewidth=0.7)  # the signal stays visible where relevance is ~0 (white)
         ax.set_ylabel(channel_names[c])
     axes[-1].set_xlabel("time step")
     if path is not None:

@@ -23,7 +23,6 @@ import torch  # noqa: F401  (import order)
 
 import itertools
 
-import keras
 import numpy as np
 import pytest
 
@@ -249,6 +248,7 @@ RULES = {  # method name -> (reference rule, rule params, extra kwargs for calcu
     "flatlrp_z": ("flat", {}, {}),
     "zblrp_z": ("zb", {"low": -1.0, "high": 2.0}, {"low": -1.0, "high": 2.0}),
     "zblrp_z[arrays]": ("zb", "arrays", "arrays"),
+    "zblrp_z[channel_arrays]": ("zb", "channel_arrays", "channel_arrays"),
     "lrp_alpha_1_beta_0": ("alpha_beta", {"alpha": 1.0, "beta": 0.0}, {}),
     "lrp_alpha_2_beta_1": ("alpha_beta", {"alpha": 2.0, "beta": 1.0}, {}),
 }
@@ -260,6 +260,24 @@ def zb_arrays(in_shape):
     low = rs.uniform(-2.0, -0.5, size=in_shape).astype(np.float32)
     high = rs.uniform(0.5, 2.5, size=in_shape).astype(np.float32)
     return low, high
+
+
+def zb_channel_arrays(in_shape):
+    """Per-channel ZB bounds (one value per channel, broadcast over the other axes of the sample).
+
+    Returns the canonical full-sample arrays plus the kwargs forms: Keras ``(C,)``, PyTorch ``(C, 1…)``. For a
+    rank-1 (Dense) sample the "channel" axis is the only axis, so the bounds have shape ``(1,)``.
+    """
+    rs = np.random.RandomState(8)
+    if len(in_shape) == 1:
+        low, high = np.float32([-0.75]), np.float32([1.25])
+        return (np.broadcast_to(low, in_shape), np.broadcast_to(high, in_shape)), (low, high), (low, high)
+    C = in_shape[-1]
+    low = rs.uniform(-2.0, -0.5, size=C).astype(np.float32)
+    high = rs.uniform(0.5, 2.5, size=C).astype(np.float32)
+    torch_shape = (C,) + (1,) * (len(in_shape) - 1)
+    full = (np.broadcast_to(low, in_shape), np.broadcast_to(high, in_shape))
+    return full, (low, high), (low.reshape(torch_shape), high.reshape(torch_shape))
 
 
 def reference_single(layer, x, targets, rule, params):
@@ -336,6 +354,10 @@ def test_single_layer_rule(single_models, key, method, backend, dtype):
             kwargs = {"low": to_torch_layout(low[None])[0], "high": to_torch_layout(high[None])[0]}
         else:
             kwargs = {"low": low, "high": high}
+    elif params == "channel_arrays":
+        (low, high), keras_kw, torch_kw = zb_channel_arrays(tuple(case["spec"]["input_shape"]))
+        params = {"low": low.reshape(-1).astype(np.float64), "high": high.reshape(-1).astype(np.float64)}
+        kwargs = dict(zip(("low", "high"), torch_kw if backend == "torch" else keras_kw))
     elif rule == "zb":
         params = {"low": np.full(layer.n, params["low"]), "high": np.full(layer.n, params["high"])}
     reference = reference_single(layer, x, targets, rule, params)
@@ -353,6 +375,9 @@ def test_single_layer_rule(single_models, key, method, backend, dtype):
     assert result.shape == x.shape
     err = rel_err(result.astype(np.float64), reference)
     assert err <= TOL[dtype], f"{key} {method} {backend} {dtype}: max|R − R_ref|/peak = {err:.3e}"
+    if dtype == "float64":
+        # exact zeros (a = 0 for the a⊙… rules, inputs outside the receptive field of unit c) are exact in both
+        np.testing.assert_array_equal(result == 0, reference == 0)
 
 
 def test_sign_rules_differ_from_z_where_input_is_negative(single_models):
@@ -445,6 +470,8 @@ def test_two_layer_chain(chain_models, key, method, backend, dtype):
     assert result.dtype == np.dtype(dtype) and result.shape == x.shape
     err = rel_err(result.astype(np.float64), reference)
     assert err <= TOL[dtype], f"{key} {method} {backend} {dtype}: max|R − R_ref|/peak = {err:.3e}"
+    if dtype == "float64":
+        np.testing.assert_array_equal(result == 0, reference == 0)
 
 
 def test_chain_input_rule_is_not_the_base_rule(chain_models):
