@@ -26,24 +26,26 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-__all__ = ["convert_tf_to_torch_via_onnx"]
+__all__ = ["convert_tf_to_torch_via_onnx", "convert_onnx_to_torch"]
 
 _BATCH = 3  # batch size of the shape-propagation run (the rewrites check that this axis is kept)
 
 
-def convert_tf_to_torch_via_onnx(keras_model, input_shape=None, opset: int = 17) -> fx.GraphModule:
+def convert_tf_to_torch_via_onnx(keras_model, input_shape=None, opset: int = 17,
+                                 channels_first: bool = True) -> fx.GraphModule:
     """An ``fx.GraphModule`` computing ``keras_model`` via ONNX, with ``nn.Linear``/``nn.Conv*d`` kernel layers.
 
-    **Layout: the module takes the Keras input layout** (channels-last, e.g. NHWC, exactly the array the Keras model
-    takes) and returns the Keras output. The NHWC → NCHW transpose that tf2onnx puts in front of the first conv stays
-    in the graph as a ``permute`` (a re-indexing op, SPEC §7.3 row 11), so explanations of the converted module come
-    out in the Keras layout and compare with Keras maps without moving axes. (``convert_tf_to_torch_direct`` gives
-    the channels-first twin instead.)
+    **Layout.** With ``channels_first=True`` (default) the module takes the PyTorch layout, like every PyTorch model
+    in signxai (SPEC §1): the Keras input with its channel axis moved to position 1 (``(N, C, H, W)`` for a Keras
+    ``(N, H, W, C)``; a per-sample rank-1 input keeps its shape), as the twin from ``convert_tf_to_torch_direct``
+    does. A ``permute`` to the Keras layout goes in front of the graph; where tf2onnx's own NHWC → NCHW transpose
+    follows it, the two cancel and both disappear. ``channels_first=False`` gives a module taking the Keras layout
+    (explanations then come out channels-last, but the noise of SmoothGrad/VarGrad/``random_uniform`` is then drawn
+    in a non-canonical layout and differs from the Keras model's). The output is the Keras output either way.
 
     ``input_shape``: the per-sample Keras input shape; needed only where the model's input shape has unknown axes.
     The Keras model is not modified.
     """
-    import onnx2torch
     import tensorflow as tf
     import tf2onnx
 
@@ -54,9 +56,40 @@ def convert_tf_to_torch_via_onnx(keras_model, input_shape=None, opset: int = 17)
     signature = (tf.TensorSpec((None, *shape), dtype, name="input"),)
     proto, _ = tf2onnx.convert.from_function(tf.function(lambda x: keras_model(x, training=False)),
                                              input_signature=signature, opset=opset)
-    module = onnx2torch.convert(proto)
-    example = torch.zeros((_BATCH, *shape), dtype=getattr(torch, str(dtype)))
-    return _restructure(module, example).eval()
+    module = convert_onnx_to_torch(proto, shape, dtype=getattr(torch, str(dtype)))
+    return _take_channels_first(module, len(shape) + 1) if channels_first else module
+
+
+def convert_onnx_to_torch(onnx_model, input_shape, dtype=torch.float32) -> fx.GraphModule:
+    """onnx2torch's conversion of ``onnx_model`` (a ``ModelProto`` or a file path), restructured as described in the
+    module docstring. It takes the ONNX model's own input layout; ``input_shape`` is the per-sample input shape."""
+    import onnx2torch
+
+    example = torch.zeros((_BATCH, *input_shape), dtype=dtype)
+    module = _restructure(onnx2torch.convert(onnx_model), example)
+    return (_conv1d(module, example) if example.dim() == 3 else module).eval()
+
+
+def _take_channels_first(gm: fx.GraphModule, rank: int) -> fx.GraphModule:
+    """Put a permute (channels-first → channels-last) in front of ``gm``'s input; drop it together with a directly
+    following inverse permute."""
+    if rank < 3:
+        return gm
+    graph = gm.graph
+    (placeholder,) = [n for n in graph.nodes if n.op == "placeholder"]
+    to_last = (0, *range(2, rank), 1)
+    with graph.inserting_after(placeholder):
+        permute = graph.call_method("permute", (placeholder, *to_last))
+    placeholder.replace_all_uses_with(permute, delete_user_cb=lambda user: user is not permute)
+    (user, *others) = permute.users
+    if not others and user.op == "call_method" and user.target == "permute" \
+            and [to_last[d] for d in user.args[1:]] == list(range(rank)):
+        user.replace_all_uses_with(placeholder)
+        graph.erase_node(user)
+        graph.erase_node(permute)
+    graph.lint()
+    gm.recompile()
+    return gm
 
 
 def _restructure(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
@@ -72,6 +105,34 @@ def _restructure(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
     result.recompile()
     result.delete_all_unused_submodules()
     return result
+
+
+def _conv1d(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
+    """tf2onnx writes a Keras Conv1D as a ``Conv2d`` over a height-1 axis. Make each such conv an ``nn.Conv1d``
+    between ``squeeze(2)`` and ``unsqueeze(2)``, so that the module reads as the 1-D network it is (the explainer
+    infers the per-sample input rank from the first convolution, SPEC §2.2). Only for models with 3-D input."""
+    ShapeProp(gm).propagate(example)
+    graph = gm.graph
+    for node in list(graph.nodes):
+        conv = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if type(conv) is not nn.Conv2d or isinstance(conv.padding, str) or conv.padding_mode != "zeros" \
+                or (conv.kernel_size[0], conv.stride[0], conv.dilation[0], conv.padding[0]) != (1, 1, 1, 0) \
+                or node.args[0].meta["tensor_meta"].shape[2] != 1:
+            continue
+        conv1d = nn.Conv1d(conv.in_channels, conv.out_channels, conv.kernel_size[1], conv.stride[1], conv.padding[1],
+                           conv.dilation[1], conv.groups, conv.bias is not None, dtype=conv.weight.dtype)
+        conv1d.weight = nn.Parameter(conv.weight.detach()[:, :, 0].clone())
+        if conv.bias is not None:
+            conv1d.bias = nn.Parameter(conv.bias.detach().clone())
+        gm.add_submodule(node.target, conv1d)
+        with graph.inserting_before(node):
+            node.args = (graph.call_method("squeeze", (node.args[0], 2)),)
+        with graph.inserting_after(node):
+            unsqueezed = graph.call_method("unsqueeze", (node, 2))
+        node.replace_all_uses_with(unsqueezed, delete_user_cb=lambda user: user is not unsqueezed)
+    graph.lint()
+    gm.recompile()
+    return gm
 
 
 def _scope(onnx_name):

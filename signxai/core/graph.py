@@ -24,11 +24,13 @@ class Kernel:
     """A kernel layer ``z = W a + b`` that can be re-applied with a transformed kernel and/or bias.
 
     ``apply(a, kernel_map, bias_map)`` computes ``W' a + b'`` with ``W' = kernel_map(kernel)`` and
-    ``b' = bias_map(bias)``; ``bias_map=None`` drops the bias.
+    ``b' = bias_map(bias)``; ``bias_map=None`` drops the bias. ``adjoint`` is an optional faster ``W'ᵀ s``.
     """
     apply: Callable[..., Any]
     is_dense: bool
     spatial_rank: int = 0  # number of spatial axes of a convolution, 0 for Dense
+    bias_term: Callable[..., Any] = None  # bias_map -> bias_map(b) shaped to broadcast against z, or None
+    adjoint: Optional[Callable[..., Any]] = None  # (a, s, kernel_map) -> W'ᵀ s without a forward pass; else a VJP
 
 
 @dataclass

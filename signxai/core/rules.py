@@ -27,7 +27,9 @@ def sign0(ops, z):
 
 
 def _weighted_backward(ops, kernel, a, s, kernel_map=identity):
-    """``(W')ᵀ s`` as the vector-Jacobian product of the bias-free layer with kernel ``kernel_map(W)``."""
+    """``(W')ᵀ s``: the vector-Jacobian product of the bias-free layer with kernel ``kernel_map(W)``."""
+    if kernel.adjoint is not None:
+        return kernel.adjoint(a, s, kernel_map)
     return ops.vjp(lambda t: kernel.apply(t, kernel_map, None), [a], s)[0]
 
 
@@ -75,7 +77,7 @@ def zb_rule(low, high):
     def rule(ops, kernel, a, z, R):
         lo = ops.ones_like(a) * ops.constant(low, a)
         hi = ops.ones_like(a) * ops.constant(high, a)
-        positive, negative = ops.positive, ops.negative
+        positive, negative = _once(ops.positive), _once(ops.negative)
         denominator = (kernel.apply(a, identity, None) - kernel.apply(lo, positive, None)
                        - kernel.apply(hi, negative, None))
         s = safe_divide(ops, R, denominator)
@@ -85,17 +87,41 @@ def zb_rule(low, high):
     return rule
 
 
-def alpha_beta_rule(alpha, beta):
-    """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (SPEC §7.5)."""
-    def rule(ops, kernel, a, z, R):
-        positive, negative = ops.positive, ops.negative
-        a_pos, a_neg = positive(a), negative(a)
+def _once(kernel_map):
+    """``kernel_map`` evaluated once per kernel tensor within one rule application."""
+    cache = {}
 
-        def part(w_for_pos, w_for_neg):
-            denominator = (kernel.apply(a_pos, w_for_pos, w_for_pos) + kernel.apply(a_neg, w_for_neg, w_for_neg))
-            s = safe_divide(ops, R, denominator)
-            return (a_pos * _weighted_backward(ops, kernel, a, s, w_for_pos)
-                    + a_neg * _weighted_backward(ops, kernel, a, s, w_for_neg))
+    def mapped(w):
+        if id(w) not in cache:
+            cache[id(w)] = kernel_map(w)
+        return cache[id(w)]
+    return mapped
+
+
+def alpha_beta_rule(alpha, beta):
+    """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (SPEC §7.5).
+
+    Where the input has no negative entries (e.g. after a ReLU) the a⁻ half is skipped: it adds exactly b⁻ to the
+    denominator and exactly 0 to the relevance, so the result is bit-identical.
+    """
+    def rule(ops, kernel, a, z, R):
+        positive, negative = _once(ops.positive), _once(ops.negative)
+        a_pos, a_neg = ops.positive(a), ops.negative(a)
+
+        def part(map_for_pos, map_for_neg):
+            def both_halves():
+                denominator = (kernel.apply(a_pos, map_for_pos, map_for_pos)
+                               + kernel.apply(a_neg, map_for_neg, map_for_neg))
+                s = safe_divide(ops, R, denominator)
+                return (a_pos * _weighted_backward(ops, kernel, a, s, map_for_pos)
+                        + a_neg * _weighted_backward(ops, kernel, a, s, map_for_neg))
+
+            def positive_half():
+                denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
+                bias = kernel.bias_term(map_for_neg)
+                s = safe_divide(ops, R, denominator if bias is None else denominator + bias)
+                return a_pos * _weighted_backward(ops, kernel, a, s, map_for_pos)
+            return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
         activator = part(positive, negative)
         if beta == 0:

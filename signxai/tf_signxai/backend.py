@@ -58,6 +58,12 @@ class TensorOps:
         return tf.minimum(t, tf.zeros((), t.dtype))
 
     @staticmethod
+    def all_nonnegative(t):
+        return tf.reduce_all(t >= 0)
+
+    cond = staticmethod(tf.cond)
+
+    @staticmethod
     def constant(value, like):
         return tf.constant(np.asarray(value), dtype=like.dtype)
 
@@ -206,15 +212,17 @@ def _kernel(layer):
         spatial_rank = layer.rank
     channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
 
+    def bias_term(bias_map):
+        if getattr(layer, "bias", None) is None:
+            return None
+        bias = bias_map(tf.convert_to_tensor(layer.bias))
+        return tf.reshape(bias, [-1] + [1] * spatial_rank) if channels_first else bias
+
     def apply(a, kernel_map=identity, bias_map=identity):
         out = linear(a, kernel_map(layer.kernel))
-        if bias_map is not None and getattr(layer, "bias", None) is not None:
-            bias = bias_map(tf.convert_to_tensor(layer.bias))
-            if channels_first:
-                bias = tf.reshape(bias, [1, -1] + [1] * (len(out.shape) - 2))
-            out = out + bias
-        return out
-    return g.Kernel(apply, isinstance(layer, L.Dense), spatial_rank)
+        bias = None if bias_map is None else bias_term(bias_map)
+        return out if bias is None else out + bias
+    return g.Kernel(apply, isinstance(layer, L.Dense), spatial_rank, bias_term)
 
 
 def _bn_stats(layer, node):

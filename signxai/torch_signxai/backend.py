@@ -99,6 +99,14 @@ class TensorOps:
         return t.clamp(max=0)
 
     @staticmethod
+    def all_nonnegative(t):
+        return bool((t >= 0).all())
+
+    @staticmethod
+    def cond(predicate, if_true, if_false):
+        return if_true() if predicate else if_false()
+
+    @staticmethod
     def constant(value, like):
         return torch.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
 
@@ -140,7 +148,10 @@ def _kernel_from_module(module):
     if isinstance(module, nn.Linear):
         def apply(a, kernel_map=identity, bias_map=identity):
             return F.linear(a, kernel_map(module.weight), _bias(module.bias, bias_map))
-        return g.Kernel(apply, True, 0)
+
+        def adjoint(a, s, kernel_map=identity):
+            return s @ kernel_map(module.weight)
+        return g.Kernel(apply, True, 0, _bias_term(module.bias, 0), adjoint)
     transpose = isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
     rank = len(module.kernel_size)
 
@@ -151,7 +162,21 @@ def _kernel_from_module(module):
             return conv(a, weight, bias, module.stride, module.padding, module.output_padding, module.groups,
                         module.dilation)
         return module._conv_forward(a, weight, bias)
-    return g.Kernel(apply, False, rank)
+
+    adjoint = None
+    if not transpose and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        conv_input = (torch.nn.grad.conv1d_input, torch.nn.grad.conv2d_input, torch.nn.grad.conv3d_input)[rank - 1]
+
+        def adjoint(a, s, kernel_map=identity):
+            return conv_input(a.shape, kernel_map(module.weight), s, module.stride, module.padding,
+                              module.dilation, module.groups)
+    return g.Kernel(apply, False, rank, _bias_term(module.bias, rank), adjoint)
+
+
+def _bias_term(bias, spatial_rank):
+    def bias_term(bias_map):
+        return None if bias is None else bias_map(bias).reshape([-1] + [1] * spatial_rank)
+    return bias_term
 
 
 def _bias(bias, bias_map):
@@ -172,7 +197,8 @@ def _kernel_from_function(function, args, kwargs):
 
     def apply(a, kernel_map=identity, bias_map=identity):
         return function(a, kernel_map(weight), _bias(bias, bias_map), *rest_args, **rest_kwargs)
-    return g.Kernel(apply, function is F.linear, _FUNCTIONAL_KERNELS[function])
+    rank = _FUNCTIONAL_KERNELS[function]
+    return g.Kernel(apply, function is F.linear, rank, _bias_term(bias, rank))
 
 
 class _Capture:
