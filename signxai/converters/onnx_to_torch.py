@@ -10,7 +10,10 @@ the ``fx.GraphModule``:
   conv with that bias;
 * Reshape/Flatten/Squeeze/Unsqueeze keeping the batch axis → ``reshape``/``torch.flatten`` (the shape chains feeding
   them disappear), Transpose → ``permute``, GlobalAveragePool → ``nn.AdaptiveAvgPool*d(1)``, ``Add``/``Concat`` of
-  model tensors → ``+``/``torch.cat``.
+  model tensors → ``+``/``torch.cat``;
+* a ``Conv2d`` over a height-1 axis (tf2onnx's form of a Keras Conv1D) → ``nn.Conv1d``.
+
+``convert_tf_to_torch_via_onnx`` returns a module in the PyTorch layout (channels-first), like the direct converter.
 
 Ops without such a rewrite stay onnx2torch modules (the model still runs; rule-based explainers reject them).
 Import torch (or onnx2torch) before TensorFlow where the CUDA build's ``triton`` is installed (NOTES.md).
@@ -109,8 +112,9 @@ def _restructure(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
 
 def _conv1d(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
     """tf2onnx writes a Keras Conv1D as a ``Conv2d`` over a height-1 axis. Make each such conv an ``nn.Conv1d``
-    between ``squeeze(2)`` and ``unsqueeze(2)``, so that the module reads as the 1-D network it is (the explainer
-    infers the per-sample input rank from the first convolution, SPEC §2.2). Only for models with 3-D input."""
+    between ``squeeze(2)`` and ``unsqueeze(2)`` (dropped where tf2onnx's squeeze back follows), so that the module
+    reads as the 1-D network it is: the explainer infers the per-sample input rank from the first convolution
+    (SPEC §2.2), and Grad-CAM folds the activation that follows the last conv (SPEC §1.3). Only for 3-D inputs."""
     ShapeProp(gm).propagate(example)
     graph = gm.graph
     for node in list(graph.nodes):
@@ -127,6 +131,13 @@ def _conv1d(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
         gm.add_submodule(node.target, conv1d)
         with graph.inserting_before(node):
             node.args = (graph.call_method("squeeze", (node.args[0], 2)),)
+        squeezed_shape = torch.Size(s for i, s in enumerate(node.meta["tensor_meta"].shape) if i != 2)
+        (user, *others) = node.users
+        if not others and user.op == "call_method" and user.target in ("reshape", "view", "squeeze") \
+                and user.meta.get("tensor_meta") and user.meta["tensor_meta"].shape == squeezed_shape:
+            user.replace_all_uses_with(node)  # tf2onnx's squeeze back to 1-D: gone (keeps activation folding)
+            graph.erase_node(user)
+            continue
         with graph.inserting_after(node):
             unsqueezed = graph.call_method("unsqueeze", (node, 2))
         node.replace_all_uses_with(unsqueezed, delete_user_cb=lambda user: user is not unsqueezed)

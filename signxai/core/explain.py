@@ -24,8 +24,7 @@ def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.nd
     if base == "gradient":
         result = backend.gradients(model, x, targets)
     elif base in ("guided_backprop", "deconvnet"):
-        result = backend.graph_backward(model, x, targets, 
-                                        lambda graph: GuidedBackprop(base == "deconvnet"), lrp_head=False)
+        result = _guided(backend, model, x, targets, deconvnet=(base == "deconvnet"))
     elif base == "integrated_gradients":
         result = _integrated_gradients(backend, model, x, targets, method.params)
     elif base in ("smoothgrad", "vargrad"):
@@ -37,6 +36,10 @@ def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.nd
     else:
         raise ValueError(f"unknown method family {base!r}")
     return _apply_product(result, x, method).astype(x.dtype)
+
+
+def _guided(backend, model, x, targets, deconvnet):
+    return backend.graph_backward(model, x, targets, lambda graph: GuidedBackprop(deconvnet), lrp_head=False)
 
 
 def _apply_product(result, x, method):
@@ -105,6 +108,6 @@ def _grad_cam(backend, model, x, targets, method):
     cam = np.broadcast_to(cam[..., None], canonical.shape) if canonical.ndim > 2 else cam
     cam = from_canonical(np.ascontiguousarray(cam), backend.channels_first)
     if method.base == "guided_grad_cam":
-        guided = backend.graph_backward(model, x, targets, lambda graph: GuidedBackprop(False), lrp_head=False)
+        guided = _guided(backend, model, x, targets, deconvnet=False)
         return guided.astype(np.float64) * cam
     return cam

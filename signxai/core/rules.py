@@ -105,11 +105,12 @@ def alpha_beta_rule(alpha, beta):
     denominator and exactly 0 to the relevance, so the result is bit-identical.
     """
     def rule(ops, kernel, a, z, R):
-        positive, negative = _once(ops.positive), _once(ops.negative)
         a_pos, a_neg = ops.positive(a), ops.negative(a)
 
-        def part(map_for_pos, map_for_neg):
+        def part(pos_map, neg_map):
+            # each branch maps the kernel itself: tensors must not cross between the branches of a TF cond
             def both_halves():
+                map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = (kernel.apply(a_pos, map_for_pos, map_for_pos)
                                + kernel.apply(a_neg, map_for_neg, map_for_neg))
                 s = safe_divide(ops, R, denominator)
@@ -117,16 +118,17 @@ def alpha_beta_rule(alpha, beta):
                         + a_neg * _weighted_backward(ops, kernel, a, s, map_for_neg))
 
             def positive_half():
+                map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
                 bias = kernel.bias_term(map_for_neg)
                 s = safe_divide(ops, R, denominator if bias is None else denominator + bias)
                 return a_pos * _weighted_backward(ops, kernel, a, s, map_for_pos)
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
-        activator = part(positive, negative)
+        activator = part(ops.positive, ops.negative)
         if beta == 0:
             return alpha * activator
-        return alpha * activator - beta * part(negative, positive)
+        return alpha * activator - beta * part(ops.negative, ops.positive)
     return rule
 
 

@@ -286,9 +286,12 @@ class KerasBackend:
                 graph = self._graphs[model] = _Capture(model).graph
         return graph
 
-    # --- primitives -------------------------------------------------------------------------------------------
+    # --- primitives ----------------------------------------------------------------------------------------
+    # Eager on purpose: SPEC §2.4 requires identical results for repeated calls, and a traced tf.function
+    # (grappler's fused kernels) differs from eager execution by float32 rounding, so the two cannot be mixed;
+    # tracing every method once would cost more than it saves for one-off explanations.
     def logits(self, model, x):
-        return np.asarray(model(tf.constant(x), training=False))
+        return model(tf.constant(x), training=False).numpy()
 
     def gradients(self, model, x, targets):
         x = tf.constant(x)

@@ -326,17 +326,33 @@ def test_onnx_path_on_reference_networks(network):
     converted = convert_tf_to_torch_via_onnx(keras_model)
     x = np.concatenate([rest["x"][None], np.random.RandomState(0).uniform(0, 1, (2, *spec["input_shape"]))])
     x = x.astype("float32")
-    expected = keras_model(x).numpy()
-    with torch.no_grad():
-        actual = converted(torch.tensor(x)).numpy()  # the Keras (channels-last) layout
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=ATOL)
+    assert_equivalent(keras_model, converted, x)  # the PyTorch layout, channels-first
     n_dense = sum(layer["kind"] == "dense" for layer in spec["layers"])
     n_conv = sum(layer["kind"].startswith("conv") for layer in spec["layers"])
     modules = list(converted.modules())
     assert sum(isinstance(m, nn.Linear) for m in modules) == n_dense
-    assert sum(isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.bias is not None for m in modules) == n_conv
+    conv_type = nn.Conv1d if network == "ecg1d" else nn.Conv2d  # a Keras Conv1D becomes an nn.Conv1d
+    assert sum(type(m) is conv_type and m.bias is not None for m in modules) == n_conv
     traced = fx.symbolic_trace(converted)
     assert not [n for n in traced.graph.nodes if n.op == "call_module"
                 and not type(traced.get_submodule(n.target)).__module__.startswith("torch.nn")]
+    assert_equivalent(keras_model, traced, x)
     for a, b in zip(before, keras_model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_onnx_path_layouts():
+    """channels_first=True: the NHWC → NCHW transpose of tf2onnx cancels against the input permute, so the first conv
+    reads the input directly; channels_first=False keeps the Keras layout."""
+    model = sequential((9, 7, 3), L.Conv2D(4, 3, padding="same", activation="relu", name="c"), L.Flatten(),
+                       L.Dense(2, name="d"))
+    x = np.random.RandomState(2).normal(size=(2, 9, 7, 3)).astype("float32")
+    expected = model(x).numpy()
+    first = convert_tf_to_torch_via_onnx(model)
+    (placeholder,) = [n for n in first.graph.nodes if n.op == "placeholder"]
+    (user,) = placeholder.users
+    assert user.op == "call_module" and isinstance(first.get_submodule(user.target), nn.Conv2d)
+    last = convert_tf_to_torch_via_onnx(model, channels_first=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(first(torch.tensor(channels_first(x))).numpy(), expected, rtol=0, atol=ATOL)
+        np.testing.assert_allclose(last(torch.tensor(x)).numpy(), expected, rtol=0, atol=ATOL)

@@ -1,0 +1,1 @@
+"""Benchmark harness for signxai (run ``python -m benchmarks.run --help``)."""

@@ -1,0 +1,75 @@
+"""The benchmark networks as identical Keras/PyTorch twins with random weights.
+
+``vgg16``: the VGG16 topology of ``tests/twins.py`` (224×224×3, 1000 classes). ``ecg``: a Conv1D ECG-style net
+(length×12 leads, four Conv1D+ReLU blocks with max pooling, global average pooling, Dense). Both are built by
+``signxai.converters.spec_models`` from one spec and one set of Keras-layout weights.
+
+This module is light to import; frameworks are imported inside the functions (torch before TensorFlow).
+"""
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES = {"vgg16": (1, 8), "ecg": (1, 32)}
+
+
+def ecg_spec(length: int = 2000, leads: int = 12, classes: int = 5) -> dict:
+    layers = []
+    for block, (filters, kernel) in enumerate([(32, 7), (64, 5), (128, 5), (128, 3)], start=1):
+        layers.append({"kind": "conv1d", "filters": filters, "kernel": kernel, "padding": "same",
+                       "activation": "relu", "name": f"conv{block}"})
+        if block < 4:
+            layers.append({"kind": "maxpool1d", "pool": 2, "name": f"pool{block}"})
+    layers += [{"kind": "gap1d", "name": "gap"}, {"kind": "dense", "units": classes, "name": "predictions"}]
+    return {"input_shape": [length, leads], "layers": layers}
+
+
+def spec(name: str, vgg_size: int = 224, ecg_length: int = 2000) -> dict:
+    if name == "vgg16":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from twins import vgg16_spec  # noqa: E402  (imports torch first, then keras: the safe order)
+        return vgg16_spec(size=vgg_size)
+    if name == "ecg":
+        return ecg_spec(ecg_length)
+    raise ValueError(f"unknown benchmark model {name!r}")
+
+
+class Bench:
+    """One benchmark network for one framework: fresh model objects on demand, inputs, and targets."""
+
+    def __init__(self, framework: str, name: str, vgg_size: int = 224, ecg_length: int = 2000):
+        from signxai.converters.spec_models import random_weights
+
+        self.framework, self.name = framework, name
+        self.spec = spec(name, vgg_size, ecg_length)
+        self.weights = random_weights(self.spec, seed=3)
+
+    def model(self):
+        """A fresh model object (no signxai cache has seen it)."""
+        from signxai.converters import spec_models
+
+        build = spec_models.build_torch_model if self.framework == "pytorch" else spec_models.build_keras_model
+        return build(self.spec, self.weights)
+
+    @lru_cache(maxsize=None)
+    def inputs(self, batch: int) -> np.ndarray:
+        """A random batch in the framework's layout (PyTorch channels-first)."""
+        rng = np.random.RandomState(100 + batch)
+        shape = (batch, *self.spec["input_shape"])
+        x = (rng.uniform(-120, 150, size=shape) if self.name == "vgg16" else rng.normal(0, 1, size=shape))
+        x = x.astype(np.float32)
+        return np.ascontiguousarray(np.moveaxis(x, -1, 1)) if self.framework == "pytorch" else x
+
+    def targets(self, model, x: np.ndarray) -> np.ndarray:
+        """The argmax class per sample (computed once, outside every timing)."""
+        if self.framework == "pytorch":
+            import torch
+
+            with torch.no_grad():
+                return model(torch.from_numpy(x)).argmax(1).numpy()
+        return np.asarray(model(x, training=False)).argmax(1)

@@ -1,0 +1,297 @@
+"""The measuring side: runs in a subprocess of ``benchmarks.run`` and writes JSON.
+
+``time``:   all timings of one framework in one process (signxai, and on PyTorch Zennit and Captum).
+``memory``: the peak memory of one (model, batch, method) in a fresh process.
+
+Heavy imports happen inside functions, so ``benchmarks.run`` can import the case lists without loading a framework.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import gc
+import json
+import statistics
+import sys
+import time
+
+GRADIENT = "gradient"
+SINGLE_RULE_LRP = ("lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x", "lrp_z")
+MULTI_RULE_LRP = ("lrp_alpha_1_beta_0", "lrp_sequential_composite_a", "lrp_sequential_composite_b")
+LRP = SINGLE_RULE_LRP + MULTI_RULE_LRP
+SIGNXAI = (GRADIENT, *LRP, "integrated_gradients", "smoothgrad", "grad_cam", "guided_backprop")
+ZENNIT = ("zennit:epsilon", "zennit:epsilon_plus_flat", "zennit:epsilon_alpha2_beta1")
+CAPTUM = ("captum:integrated_gradients", "captum:smoothgrad", "captum:guided_backprop", "captum:lrp")
+# The nearest Zennit composite of each signxai LRP method (Zennit's ZPlus is LRP-α1β0; composite A is α1β0 on
+# convolutions and ε on dense layers, B is α2β1 / ε).
+ZENNIT_NEAREST = {"lrp_epsilon_0_1": "zennit:epsilon", "lrpsign_epsilon_0_25_std_x": "zennit:epsilon",
+                  "lrp_z": "zennit:epsilon", "lrp_alpha_1_beta_0": "zennit:epsilon_plus_flat",
+                  "lrp_sequential_composite_a": "zennit:epsilon_plus_flat",
+                  "lrp_sequential_composite_b": "zennit:epsilon_alpha2_beta1"}
+# 50 samples per explanation; measured at batch 1 only (a VGG16 batch of 8 would be 400 gradients per call).
+FIFTY_SAMPLES = ("integrated_gradients", "smoothgrad", "captum:integrated_gradients", "captum:smoothgrad")
+YARDSTICK_BATCH = 50  # a plain gradient of 50 samples as one batch: the yardstick of IG(50) and SmoothGrad(50)
+EPSILON = 0.1  # ε of lrp_epsilon_0_1 and of the ε layers of the composites
+
+
+def methods_for(framework: str) -> tuple:
+    return SIGNXAI + (ZENNIT + CAPTUM if framework == "pytorch" else ())
+
+
+def cases(framework: str, batches: dict, only=None) -> list[dict]:
+    """Every (model, batch, method) one framework measures, in order; ``only`` filters method names."""
+    out = []
+    for model, sizes in batches.items():
+        for batch in sizes:
+            for method in methods_for(framework):
+                if (method in FIFTY_SAMPLES and batch != 1) or (only and method not in only):
+                    continue
+                out.append({"model": model, "batch": batch, "method": method})
+        if not only or GRADIENT in only or any(m in only for m in FIFTY_SAMPLES):
+            out.append({"model": model, "batch": YARDSTICK_BATCH, "method": GRADIENT})
+    return out
+
+
+# --- the calls ------------------------------------------------------------------------------------------------
+
+def make_call(framework, method, model, x, targets):
+    """A zero-argument function that explains ``x`` once and returns a NumPy array."""
+    if ":" not in method:
+        import signxai
+
+        return lambda: signxai.calculate_relevancemap(model, x, method, target=targets)
+    tool, name = method.split(":")
+    if tool == "zennit":
+        return _zennit_call(name, model, x, targets)
+    return _captum_call(name, model, x, targets)
+
+
+def _zennit_call(name, model, x, targets):
+    import torch
+    from zennit import composites as zc
+    from zennit.attribution import Gradient
+    from zennit.rules import Epsilon
+    from zennit.types import Convolution
+
+    composite = {
+        "epsilon": lambda: zc.LayerMapComposite(zc.layer_map_base() + [(Convolution, Epsilon(EPSILON)),
+                                                                       (torch.nn.Linear, Epsilon(EPSILON))]),
+        "epsilon_plus_flat": lambda: zc.EpsilonPlusFlat(epsilon=EPSILON),
+        "epsilon_alpha2_beta1": lambda: zc.EpsilonAlpha2Beta1(epsilon=EPSILON),
+    }[name]()
+    with torch.no_grad():
+        onehot = torch.eye(model(torch.from_numpy(x[:1])).shape[-1])[torch.from_numpy(targets)]
+
+    def call():
+        with Gradient(model, composite) as attributor:  # registers and removes the rule hooks on each call
+            _, relevance = attributor(torch.from_numpy(x), onehot)
+        return relevance.numpy()
+    return call
+
+
+def _captum_call(name, model, x, targets):
+    import torch
+    from captum.attr import LRP, GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
+    from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
+    target = [int(t) for t in targets]
+    if name == "integrated_gradients":
+        explainer = IntegratedGradients(model)
+        run = lambda xt: explainer.attribute(xt, target=target, n_steps=50, internal_batch_size=50)  # noqa: E731
+    elif name == "smoothgrad":
+        explainer, stdev = NoiseTunnel(Saliency(model)), 0.2 * float(x.max() - x.min())
+        run = lambda xt: explainer.attribute(xt, target=target, nt_type="smoothgrad", nt_samples=50,  # noqa: E731
+                                             nt_samples_batch_size=50, stdevs=stdev, abs=False)
+    elif name == "guided_backprop":
+        explainer = GuidedBackprop(model)
+        run = lambda xt: explainer.attribute(xt, target=target)  # noqa: E731
+    else:
+        explainer = LRP(model)
+        known = tuple(SUPPORTED_LAYERS_WITH_RULES) + tuple(SUPPORTED_NON_LINEAR_LAYERS)
+
+        def run(xt):
+            # Captum has no default rule for Flatten, Conv1d or AdaptiveAvgPool1d and deletes every rule after
+            # each call: ε (which is the identity on Flatten) is set on those before each call.
+            for module in model.modules():
+                if not list(module.children()) and type(module) not in known:
+                    module.rule = EpsilonRule()
+            return explainer.attribute(xt, target=target)
+    return lambda: run(torch.from_numpy(x).clone()).detach().numpy()
+
+
+# --- re-trace counter -----------------------------------------------------------------------------------------
+
+TRACES = [0]
+
+
+def _counting(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        TRACES[0] += 1
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def install_trace_counters(framework):
+    """Counts graph captures and traces: signxai's graph capture, torch.fx traces, tf.function traces."""
+    if framework == "pytorch":
+        import torch.fx
+
+        import signxai.torch_signxai.backend as backend
+        torch.fx.Tracer.trace = _counting(torch.fx.Tracer.trace)
+    else:
+        from tensorflow.python.eager.polymorphic_function import tracing_compilation
+
+        import signxai.tf_signxai.backend as backend
+        tracing_compilation._create_concrete_function = _counting(tracing_compilation._create_concrete_function)
+    capture = getattr(backend, "_Capture", None)
+    if capture is not None:
+        capture.__init__ = _counting(capture.__init__)
+
+
+# --- time ------------------------------------------------------------------------------------------------------
+
+def _import_framework(framework):
+    """torch before TensorFlow (see shared NOTES); returns the framework's version string."""
+    import torch
+
+    if framework == "pytorch":
+        return torch.__version__
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def time_framework(framework: str, cfg: dict) -> dict:
+    from benchmarks.models import Bench
+
+    benches = {m: Bench(framework, m, cfg["vgg_size"], cfg["ecg_length"]) for m in cfg["batches"]}
+    version = _import_framework(framework)
+    install_trace_counters(framework)
+    records, targets = [], {}
+    for case in cases(framework, cfg["batches"], cfg.get("only")):
+        bench, batch, method = benches[case["model"]], case["batch"], case["method"]
+        x, key = bench.inputs(batch), (bench.name, batch)
+        if key not in targets:  # process-level warm-up for this input shape (kernels, thread pools) and targets
+            scratch = bench.model()
+            targets[key] = bench.targets(scratch, x)
+            make_call(framework, GRADIENT, scratch, x, targets[key])()
+            del scratch
+        record = dict(case, framework=framework)
+        try:
+            record.update(measure(lambda: make_call(framework, method, bench.model(), x, targets[key]),
+                                  cfg["warmup"], cfg["repeats"], cfg["budget"]))
+        except Exception as error:  # one failing method must not stop the run
+            record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+        gc.collect()
+        records.append(record)
+        _progress(record)
+    return {"framework": framework, "version": version, "threads": _threads(framework), "records": records}
+
+
+def measure(fresh_call, warmup: int, repeats: int, budget: float) -> dict:
+    """The first call on a fresh model, ``warmup`` untimed calls, then up to ``repeats`` timed calls.
+
+    Long cases are cut short: no warm-up call when the first call took more than ``budget``/2 seconds (it has
+    warmed everything already), and no further timed call once ``budget`` seconds have passed since the first call
+    began and two timed calls (or ``repeats``, if fewer) exist.
+    """
+    call = fresh_call()
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    for _ in range(warmup if first <= budget / 2 else 0):
+        call()
+    traces, times = TRACES[0], []
+    while len(times) < repeats and not (len(times) >= min(2, repeats) and time.perf_counter() - start > budget):
+        begun = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - begun)
+    return {"first_s": first, "median_s": statistics.median(times), "times_s": times,
+            "retraces": TRACES[0] - traces}
+
+
+def _threads(framework):
+    if framework == "pytorch":
+        import torch
+
+        return torch.get_num_threads()
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or "default"
+
+
+def _progress(record):
+    head = f"{record['framework']:10s} {record['model']:5s} b{record['batch']:<3d} {record['method']:32s}"
+    if "error" in record:
+        print(f"{head} ERROR {record['error']}", file=sys.stderr, flush=True)
+    else:
+        print(f"{head} first {record['first_s'] * 1e3:9.1f} ms  median {record['median_s'] * 1e3:9.1f} ms  "
+              f"n={len(record['times_s'])} retraces={record['retraces']}", file=sys.stderr, flush=True)
+
+
+# --- memory ----------------------------------------------------------------------------------------------------
+
+def _status_kb(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb(call) -> tuple[float, bool]:
+    """Peak RSS growth (MiB) during one call: freed memory handed back to the OS first, then VmHWM reset."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    reset = _reset_peak()
+    base = _status_kb("VmRSS") if reset else _status_kb("VmHWM")
+    call()
+    return (_status_kb("VmHWM") - base) / 1024, reset
+
+
+def memory_case(framework: str, cfg: dict, case: dict) -> dict:
+    from benchmarks.models import Bench
+
+    bench = Bench(framework, case["model"], cfg["vgg_size"], cfg["ecg_length"])
+    _import_framework(framework)
+    model, x = bench.model(), bench.inputs(case["batch"])
+    call = make_call(framework, case["method"], model, x, bench.targets(model, x))
+    first, reset = peak_mb(call)
+    steady, _ = peak_mb(call)
+    return dict(case, framework=framework, first_peak_mb=first, peak_mb=steady, hwm_reset=reset,
+                rss_mb=_status_kb("VmRSS") / 1024)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("time", "memory"))
+    parser.add_argument("--framework", required=True, choices=("tensorflow", "pytorch"))
+    parser.add_argument("--config", required=True, help="JSON: batches, vgg_size, ecg_length, repeats, ...")
+    parser.add_argument("--case", help="JSON {model, batch, method} (memory mode)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    cfg = json.loads(args.config)
+    cfg["batches"] = {k: tuple(v) for k, v in cfg["batches"].items()}
+    if args.mode == "time":
+        result = time_framework(args.framework, cfg)
+    else:
+        result = memory_case(args.framework, cfg, json.loads(args.case))
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()

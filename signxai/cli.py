@@ -1,0 +1,433 @@
+"""The ``signxai`` command line (also ``python -m signxai``).
+
+    signxai methods
+    signxai explain --model net.keras --input photo.jpg --method lrp_epsilon_0_1 --out relevance.png
+    signxai compare --methods 'lrp_epsilon*' --out-dir results
+
+User errors print one line ``signxai: error: ...`` on stderr and exit with status 2. ``compare`` exits with 1 when a
+method breaks SPEC §9. PyTorch is imported before TensorFlow (NOTES: triton).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from signxai.methods import CATALOG, method_families, parse_method
+
+KERAS_SUFFIXES = (".keras", ".h5")
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+class CLIError(Exception):
+    """A user error: one line on stderr, exit status 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(message)
+
+
+def main(argv=None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        return args.command(args)
+    except SystemExit as done:  # --help
+        return done.code or 0
+    except BrokenPipeError:  # stdout closed early, as by `signxai methods | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (CLIError, ValueError, TypeError, OSError) as error:
+        print(f"signxai: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def _parser():
+    parser = _ArgumentParser(prog="signxai", description="SIGN, LRP and gradient explanations for Keras 3 and "
+                             "PyTorch models, with identical numbers in both frameworks.")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    methods = commands.add_parser("methods", help="list the method catalog by family")
+    methods.set_defaults(command=_methods)
+
+    explain = commands.add_parser(
+        "explain", help="explain one input with one method",
+        description="Explain one input. An image is converted to RGB or grayscale as the model's input needs, "
+                    "resized (bilinear) to the model's input size where the model declares one (Keras, ONNX; a "
+                    "PyTorch module declares none, so the image keeps its size) and scaled to [0, 1]; --caffe "
+                    "applies VGG 'caffe' preprocessing instead (BGR, ImageNet means subtracted, not scaled). A .npy "
+                    "input is passed as it is, in the model's layout (channels-first for PyTorch and ONNX "
+                    "models converted from PyTorch).")
+    explain.add_argument("--model", required=True, type=Path,
+                         help=".keras/.h5 (Keras), .pt/.pth (a whole pickled torch.nn.Module, loaded with "
+                              "torch.load(weights_only=False): only load files you trust; the module's class must "
+                              "be importable) or .onnx (run as PyTorch via onnx2torch)")
+    explain.add_argument("--input", required=True, type=Path, help="an image file or a .npy array")
+    explain.add_argument("--method", required=True, help="a method name (see `signxai methods`)")
+    explain.add_argument("--target", type=int, help="the class to explain (default: the predicted class)")
+    explain.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="a method parameter, e.g. mu=0.5 or low=-1 (repeatable)")
+    explain.add_argument("--out", type=Path, help=".npy: the raw map (the input's layout); .png: a heatmap")
+    explain.add_argument("--cmap", default="red_white", help="heatmap colours: red_white (positive relevance, "
+                                                             "default), seismic or another matplotlib colormap")
+    explain.add_argument("--caffe", action="store_true", help="VGG caffe preprocessing of an image input")
+    explain.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                         help="resize an image input to this size instead of the model's input size")
+    explain.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    explain.set_defaults(command=_explain)
+
+    compare = commands.add_parser(
+        "compare", help="check that TensorFlow and PyTorch agree (SPEC §9) on a demo model",
+        description="Run methods on a Keras model and its PyTorch twin, check SPEC §9 gates 1-2 (float32 and "
+                    "float64 in both frameworks), write a table, CSV, JSON and one figure per method. Exit status "
+                    "1 if any method breaks SPEC §9.")
+    compare.add_argument("--methods", help="catalog names: a glob such as 'lrp_epsilon*' and/or a comma-separated "
+                                           "list (default: the whole catalog)")
+    compare.add_argument("--model", default="digits", help="demo (= digits), digits, eeg, or a .keras/.h5 file "
+                                                          "(converted with convert_tf_to_torch_direct and explained "
+                                                          "on a seeded uniform [0, 1) batch)")
+    compare.add_argument("--samples", type=int, default=4, help="number of samples explained (default 4)")
+    compare.add_argument("--out-dir", type=Path, default=Path("results"))
+    compare.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                         help="precision of the maps in the table and figures (the gates always use both)")
+    compare.set_defaults(command=_compare)
+    return parser
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _import_keras():
+    """Import torch, then Keras/TensorFlow (NOTES: triton); returns ``keras``. TensorFlow's start-up logs are
+    hidden: once torch is loaded they reach file descriptor 2 whatever ``TF_CPP_MIN_LOG_LEVEL`` says."""
+    import torch  # noqa: F401
+
+    if "tensorflow" in sys.modules:
+        import keras
+        return keras
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+    return keras
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise CLIError(f"no such file: {path}")
+    return path
+
+
+def _channels_first(x):
+    return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+
+
+def _channels_last(r):
+    return np.moveaxis(r, 1, -1)
+
+
+# --------------------------------------------------------------------------------------------------------- methods
+def _methods(args) -> int:
+    families = method_families()
+    for family, names in families.items():
+        print(f"{family} ({len(names)})")
+        print("".join(f"  {name}\n" for name in names), end="")
+    print(f"{len(CATALOG)} methods in {len(families)} families")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------- explain
+@dataclass
+class _Model:
+    model: object
+    channels_first: bool  # whether the model takes (N, C, ...) input
+    input_shape: tuple | None  # per-sample, in the model's layout (None: unknown; None entries: free axes)
+
+
+def _explain(args) -> int:
+    parse_method(args.method)  # unknown names fail before the slow imports
+    if args.out is not None and args.out.suffix not in (".png", ".npy"):
+        raise CLIError(f"--out must end in .png or .npy, not {args.out.name!r}")
+    params = dict(_param(text) for text in args.param)
+    loaded = _load_model(_existing(args.model))
+    is_image = _existing(args.input).suffix != ".npy"
+    x = _load_image(args.input, loaded, args.caffe, args.size) if is_image else np.load(args.input)
+    from signxai import calculate_relevancemap
+
+    try:
+        relevance = calculate_relevancemap(loaded.model, x, args.method, target=args.target, dtype=args.dtype,
+                                           **params)
+    except RuntimeError as error:  # PyTorch's report of a wrong input shape
+        raise CLIError(f"the model cannot take an input of shape {x.shape}: {_one_line(error)}") from error
+    if args.out is not None and args.out.suffix == ".npy":
+        np.save(args.out, relevance)
+    elif args.out is not None:
+        _save_heatmap(_canonical_sample(relevance, loaded), args.out, args.cmap)
+    print(f"{args.method}: relevance map {relevance.shape} {relevance.dtype}, sum {relevance.sum():.6g}, "
+          f"max|R| {np.abs(relevance).max():.6g}" + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
+def _param(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CLIError(f"--param needs KEY=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return key, convert(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _load_model(path: Path) -> _Model:
+    suffix = path.suffix.lower()
+    if suffix not in (*KERAS_SUFFIXES, *TORCH_SUFFIXES, ".onnx"):
+        raise CLIError(f"unknown model format {path.name!r}: use .keras/.h5, .pt/.pth or .onnx")
+    keras = _import_keras()
+    import torch
+
+    try:
+        if suffix in KERAS_SUFFIXES:
+            model = keras.models.load_model(path, compile=False)
+            return _Model(model, False, tuple(model.input_shape[1:]))
+        if suffix in TORCH_SUFFIXES:
+            model = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            return _onnx_model(path)
+    except Exception as error:
+        raise CLIError(f"cannot load {path}: {_one_line(error)}") from error
+    if not isinstance(model, torch.nn.Module):
+        raise CLIError(f"{path} holds a {type(model).__name__}, not a pickled torch.nn.Module (save the whole "
+                       f"module with torch.save(model, path))")
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    conv = next((m for m in model.modules() if isinstance(m, convs)), None)
+    shape = None if conv is None else (conv.in_channels, *[None] * len(conv.kernel_size))
+    return _Model(model, True, shape)
+
+
+def _onnx_model(path: Path) -> _Model:
+    import onnx
+
+    from signxai.converters.onnx_to_torch import convert_onnx_to_torch
+
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim[1:]
+    shape = tuple(d.dim_value or None for d in dims)
+    if None in shape:
+        raise CLIError(f"the ONNX model's input shape {shape} has unknown axes")
+    channels_first = len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3)
+    return _Model(convert_onnx_to_torch(str(path), shape), channels_first, shape)
+
+
+def _load_image(path: Path, loaded: _Model, caffe: bool, size=None) -> np.ndarray:
+    """One image sample in the model's layout (see the ``explain`` help)."""
+    from PIL import Image
+
+    shape = loaded.input_shape
+    if shape is None or len(shape) not in (2, 3):
+        raise CLIError(f"the model's input shape {shape} is not that of an image; give a .npy input")
+    channels, (height, width) = (None, shape) if len(shape) == 2 else \
+        (shape[0], shape[1:]) if loaded.channels_first else (shape[-1], shape[:2])
+    if channels not in (None, 1, 3) or (caffe and channels != 3):
+        raise CLIError(f"the model takes {channels} input channels; images give 1 (grayscale) or 3 (RGB"
+                       f"{', which --caffe needs' if caffe else ''})")
+    with Image.open(path) as image:
+        size = size[::-1] if size else (width, height) if width and height else image.size
+        if caffe:
+            from signxai.utils.utils import load_image
+            x = load_image(path, target_size=size[::-1])[1]
+        else:
+            image = image.convert("L" if channels in (None, 1) else "RGB").resize(size, Image.BILINEAR)
+            x = np.asarray(image, dtype=np.float32) / 255
+    if channels == 1:
+        x = x[..., None]
+    return np.ascontiguousarray(np.moveaxis(x, -1, 0)) if loaded.channels_first and x.ndim == 3 else x
+
+
+def _canonical_sample(relevance, loaded: _Model) -> np.ndarray:
+    """The first sample of a map, channels-last."""
+    shape = loaded.input_shape
+    batched = relevance.ndim == len(shape) + 1 if shape is not None else relevance.ndim >= 2
+    sample = relevance[0] if batched else relevance
+    return np.moveaxis(sample, 0, -1) if loaded.channels_first and sample.ndim >= 2 else sample
+
+
+def _save_heatmap(sample, path: Path, cmap: str) -> None:
+    """A PNG with one pixel per input position (channels summed)."""
+    from PIL import Image
+
+    from signxai.common.visualization import relevance_to_heatmap
+
+    heatmap = relevance_to_heatmap(sample[None] if sample.ndim == 1 else sample, cmap)
+    Image.fromarray(np.round(heatmap * 255).astype(np.uint8)).save(path)
+
+
+# --------------------------------------------------------------------------------------------------------- compare
+@dataclass
+class Row:
+    """One line of the comparison table (maps of the chosen dtype; status from SPEC §9 gates 1-2)."""
+
+    method: str
+    status: str  # "ok", "n/a" or "failed"
+    mae: float | None = None
+    rel_error: float | None = None  # max|TF − PT| / max|TF|
+    pearson: float | None = None
+    time_tf_ms: float | None = None
+    time_pt_ms: float | None = None
+    note: str = ""
+
+
+COLUMNS = ("method", "mae", "rel_error", "pearson", "time_tf_ms", "time_pt_ms", "status", "note")
+
+
+def _compare(args) -> int:
+    methods = _select(args.methods)
+    if args.samples < 1:
+        raise CLIError("--samples must be at least 1")
+    keras_model, torch_model, x, label = _pair(args.model, args.samples)
+    figures = args.out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    timeseries = x.ndim == 3 and any(len(getattr(getattr(layer, "kernel", None), "shape", ())) == 3
+                                     for layer in keras_model.layers)
+    rows = []
+    end = "\r" if sys.stderr.isatty() else "\n"
+    for i, method in enumerate(methods, 1):
+        print(f"[{i:>{len(str(len(methods)))}}/{len(methods)}] {method:<45}", end=end, file=sys.stderr, flush=True)
+        rows.append(_compare_method(method, keras_model, torch_model, x, args.dtype, figures, timeseries))
+    if end == "\r":
+        print(file=sys.stderr)
+    counts = {status: sum(row.status == status for row in rows) for status in ("ok", "n/a", "failed")}
+    summary = f"{counts['ok']} methods within SPEC §9, {counts['n/a']} n/a, {counts['failed']} failed"
+    table = _table(rows) + summary + "\n"
+    print(table, end="")
+    (args.out_dir / "values_method_comparison.txt").write_text(table)
+    with open(args.out_dir / "values_method_comparison.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, COLUMNS)
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    (args.out_dir / "values_method_comparison.json").write_text(json.dumps(
+        {"model": label, "samples": len(x), "dtype": args.dtype, "rows": [asdict(row) for row in rows],
+         "summary": counts}, indent=1))
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _select(pattern) -> list[str]:
+    if pattern is None:
+        return list(CATALOG)
+    selected = []
+    for part in filter(None, (p.strip() for p in pattern.split(","))):
+        if any(c in part for c in "*?["):
+            matches = fnmatch.filter(CATALOG, part)
+            if not matches:
+                raise CLIError(f"no catalog method matches {part!r}")
+        else:
+            parse_method(part)  # ValueError with suggestions for an unknown name
+            matches = [part]
+        selected += [m for m in matches if m not in selected]
+    if not selected:
+        raise CLIError("--methods selects no method")
+    return selected
+
+
+def _pair(name: str, samples: int):
+    """``(keras_model, torch_model, x, label)``: a demo twin pair, or a Keras file and its direct conversion."""
+    _import_keras()
+    if name in ("demo", "digits", "eeg"):
+        from signxai.demo import load_demo
+
+        demo = load_demo("digits" if name == "demo" else name)
+        return demo.keras_model, demo.torch_model, demo.x[:samples], f"demo {demo.name}"
+    path = _existing(Path(name))
+    if path.suffix.lower() not in KERAS_SUFFIXES:
+        raise CLIError(f"--model must be demo, digits, eeg or a .keras/.h5 file, not {name!r}")
+    loaded = _load_model(path)
+    from signxai.converters.direct_tf_to_torch import convert_tf_to_torch_direct
+
+    shape = loaded.input_shape
+    if None in shape:
+        raise CLIError(f"the model's input shape {shape} has unknown axes")
+    x = np.random.RandomState(0).uniform(0, 1, (samples, *shape)).astype(np.float32)
+    return loaded.model, convert_tf_to_torch_direct(loaded.model), x, str(path)
+
+
+def _compare_method(method, keras_model, torch_model, x, dtype, figures, timeseries) -> Row:
+    from signxai import calculate_relevancemap
+    from signxai.common.agreement import check_agreement, not_applicable, sweep_kwargs
+
+    reason = not_applicable(method, keras_model)
+    if reason:
+        return Row(method, "n/a", note=reason)
+    kwargs = sweep_kwargs(method, x)
+    maps, seconds = {}, {}
+    try:
+        for precision in ("float32", "float64"):
+            for framework, model, inputs, back in (("tf", keras_model, x, np.asarray),
+                                                   ("pt", torch_model, _channels_first(x), _channels_last)):
+                start = time.perf_counter()
+                maps[framework, precision] = back(calculate_relevancemap(model, inputs, method, dtype=precision,
+                                                                         **kwargs))
+                seconds[framework, precision] = time.perf_counter() - start
+        agreement = check_agreement(maps["tf", "float32"], maps["pt", "float32"], maps["tf", "float64"],
+                                    maps["pt", "float64"])
+    except Exception as error:  # a method that raises is a failure, reported with its message
+        return Row(method, "failed", note=f"{type(error).__name__}: {_one_line(error)}")
+    tf, pt = maps["tf", dtype].astype(np.float64), maps["pt", dtype].astype(np.float64)
+    difference = np.abs(tf - pt)
+    peak, error = np.abs(tf).max(), difference.max()
+    _figure(x[0], tf[0], pt[0], figures / f"{method}.png", timeseries)
+    return Row(method, "ok" if agreement.passed else "failed", mae=float(difference.mean()),
+               rel_error=float(error / peak) if peak else 0.0 if error == 0 else float("inf"),
+               pearson=_pearson(tf, pt), time_tf_ms=1000 * seconds["tf", dtype],
+               time_pt_ms=1000 * seconds["pt", dtype], note="; ".join(agreement.violations))
+
+
+def _pearson(a, b) -> float:
+    """Pearson's r; for a constant map 1 if both maps are equal, else NaN."""
+    if np.array_equal(a, b):
+        return 1.0
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    norm = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / norm) if norm else float("nan")
+
+
+def _figure(x, tf, pt, path, timeseries) -> None:
+    """input | TF | PT | |TF − PT| as red/white heatmaps (a time series as channel rows)."""
+    from signxai.common.visualization import visualize_comparison
+
+    def shown(a):
+        return np.repeat(a.T, max(1, len(a) // (4 * a.shape[1])), axis=0) if timeseries else a
+
+    span = np.ptp(x)
+    unit = (x - x.min()) / span if span else np.zeros_like(x)
+    panels = [("input", shown(unit), "image"), ("TensorFlow", shown(tf), "relevance"),
+              ("PyTorch", shown(pt), "relevance"), ("|TF − PT|", shown(np.abs(tf - pt)), "relevance")]
+    visualize_comparison(panels, path, cmap="red_white")
+
+
+def _table(rows) -> str:
+    def cell(value, spec):
+        return f"{'-':>{spec.split('.')[0]}}" if value is None else format(value, spec)
+
+    width = max(len("method"), *(len(row.method) for row in rows))
+    lines = [f"{'method':<{width}}  {'MAE':>9}  {'rel_err':>9}  {'pearson':>9}  {'t_tf_ms':>8}  {'t_pt_ms':>8}  "
+             f"status  note"]
+    for row in rows:
+        lines.append(f"{row.method:<{width}}  {cell(row.mae, '9.2e')}  {cell(row.rel_error, '9.2e')}  "
+                     f"{cell(row.pearson, '9.6f')}  {cell(row.time_tf_ms, '8.1f')}  {cell(row.time_pt_ms, '8.1f')}  "
+                     f"{row.status:<6}  {row.note}".rstrip())
+    return "\n".join(lines) + "\n"
