@@ -60,7 +60,7 @@ def _merge_aliases(kwargs):
 
 
 def _is_batched(backend, model, x, batched):
-    rank = backend.sample_rank(model, x)
+    rank = backend.sample_rank(model)
     if rank is None:  # PyTorch model without a leading convolution: batched unless x is 1-D
         inferred = x.ndim != 1
     elif x.ndim == rank + 1:

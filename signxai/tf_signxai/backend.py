@@ -1,15 +1,13 @@
 """The Keras 3 / TensorFlow backend: graph capture of Functional, Sequential and nested models, tensor ops, VJPs."""
 from __future__ import annotations
 
-import threading
-import weakref
-
 import numpy as np
 import tensorflow as tf
 import keras
 from keras import layers as L
 
 from signxai.core import graph as g
+from signxai.core.backend import Backend
 from signxai.core.engine import propagate, record
 from signxai.core.rules import identity
 
@@ -250,41 +248,28 @@ def _float64_copy(model):
     return clone
 
 
-class KerasBackend:
+class KerasBackend(Backend):
     """Explains ``keras.Model``s. Results are NumPy arrays in the caller's (channels-last) layout."""
 
     name = "tensorflow"
     channels_first = False
     ops = OPS
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._float64 = weakref.WeakKeyDictionary()
-        self._graphs = weakref.WeakKeyDictionary()
-
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
         check_model(model)
 
-    def sample_rank(self, model, x=None):
+    def sample_rank(self, model):
         return len(model.inputs[0].shape) - 1
 
-    def model_for(self, model, dtype):
-        if dtype == "float32":
-            return model
-        with self._lock:
-            copy = self._float64.get(model)
-            if copy is None:
-                copy = self._float64[model] = _float64_copy(model)
-        copy.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
-        return copy
+    def capture(self, model):
+        return _Capture(model).graph
 
-    def graph(self, model):
-        with self._lock:
-            graph = self._graphs.get(model)
-            if graph is None:
-                graph = self._graphs[model] = _Capture(model).graph
-        return graph
+    float64_copy = staticmethod(_float64_copy)
+
+    @staticmethod
+    def sync_weights(model, copy):
+        copy.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
 
     # --- primitives ----------------------------------------------------------------------------------------
     # Eager on purpose: SPEC §2.4 requires identical results for repeated calls, and a traced tf.function

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from signxai.core import graph as g
+from signxai.core.backend import Backend
 from signxai.core.engine import propagate, record
 from signxai.core.rules import identity
 
@@ -133,12 +134,16 @@ class _Tracer(fx.Tracer):
                                                                                       nn.ModuleDict))
 
 
+class TraceError(ValueError):
+    """The model cannot be captured symbolically (the pure-gradient methods still work)."""
+
+
 def trace(model):
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
     except Exception as error:  # fx reports data-dependent control flow and the like with many exception types
-        raise ValueError(f"the PyTorch model could not be captured with torch.fx ({type(error).__name__}: "
+        raise TraceError(f"the PyTorch model could not be captured with torch.fx ({type(error).__name__}: "
                          f"{error}); the rule-based methods (guided backprop, DeconvNet, Grad-CAM, LRP) need a "
                          f"symbolically traceable model") from error
     return fx.GraphModule(tracer.root, graph)
@@ -435,7 +440,7 @@ class _EvalMode:
                     self._users[model] = (count - 1, flags)
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """Explains ``torch.nn.Module``s. Results are NumPy arrays in the caller's (channels-first) layout."""
 
     name = "pytorch"
@@ -443,9 +448,7 @@ class TorchBackend:
     ops = OPS
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._float64 = weakref.WeakKeyDictionary()
-        self._graphs = weakref.WeakKeyDictionary()
+        super().__init__()
         self._eval_mode = _EvalMode()
 
     def check(self, model):
@@ -458,42 +461,33 @@ class TorchBackend:
         self._try_graph(model)
 
     def _try_graph(self, model):
+        """The captured graph, or None for a model torch.fx cannot trace."""
         try:
             return self.graph(model)
-        except ValueError as error:
-            if "softmax" in str(error) or "inputs" in str(error) or "BatchNorm" in str(error):
-                raise
+        except TraceError:
             return None
 
-    def sample_rank(self, model, x=None):
+    def sample_rank(self, model):
+        """k+1 if the first kernel module is a k-d convolution (SPEC §2.2), else None (batched unless 1-D)."""
         graph = self._try_graph(model)
         if graph is not None:
-            kernels = [n.kernel for n in graph.nodes if n.kind == g.KERNEL]
-            first = kernels[0].spatial_rank if kernels else 0
+            first = next((n.kernel.spatial_rank for n in graph.nodes if n.kind == g.KERNEL), 0)
         else:
-            first = next((len(m.kernel_size) for m in model.modules() if isinstance(m, _CONV + (nn.Linear,))
-                          and not isinstance(m, nn.Linear)), 0)
-            first_kernel = next((m for m in model.modules() if isinstance(m, _CONV + (nn.Linear,))), None)
-            first = 0 if isinstance(first_kernel, nn.Linear) else first
+            kernel = next((m for m in model.modules() if isinstance(m, (nn.Linear, *_CONV))), None)
+            first = len(kernel.kernel_size) if isinstance(kernel, _CONV) else 0
         return first + 1 if first else None
 
-    def model_for(self, model, dtype):
-        if dtype == "float32":
-            return model
-        with self._lock:
-            copy_ = self._float64.get(model)
-            if copy_ is None:
-                copy_ = self._float64[model] = copy.deepcopy(model).to(torch.float64)
+    def capture(self, model):
+        return _Capture(model).graph
+
+    @staticmethod
+    def float64_copy(model):
+        return copy.deepcopy(model).to(torch.float64)
+
+    @staticmethod
+    def sync_weights(model, copy_):
         with torch.no_grad():
             copy_.load_state_dict(model.state_dict())
-        return copy_
-
-    def graph(self, model):
-        with self._lock:
-            graph = self._graphs.get(model)
-            if graph is None:
-                graph = self._graphs[model] = _Capture(model).graph
-        return graph
 
     def _device(self, model):
         parameter = next(iter(model.parameters()), None)
@@ -501,11 +495,6 @@ class TorchBackend:
 
     def _tensor(self, model, x):
         return torch.as_tensor(x, device=self._device(model))
-
-    @contextlib.contextmanager
-    def _forward_context(self, model):
-        with self._eval_mode(model):
-            yield
 
     def _forward(self, model, x):
         graph = self._try_graph(model)
