@@ -36,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, help="timed calls after warm-up (default 5; --quick 2)")
     p.add_argument("--warmup", type=int, help="untimed calls after the first call (default 1; --quick 0)")
     p.add_argument("--budget", type=float, help="stop repeating a case after this many seconds, keeping at "
-                                                "least 2 timed calls (default 60; --quick 10)")
+                                                "least --min-repeats timed calls (default 60; --quick 10)")
+    p.add_argument("--min-repeats", type=int, default=2, help="timed calls a case keeps past its budget (default 2)")
     p.add_argument("--models", default="vgg16,ecg")
     p.add_argument("--frameworks", default="tensorflow,pytorch")
     p.add_argument("--methods", help="only these methods (comma-separated, e.g. gradient,lrp_z,zennit:epsilon)")
@@ -199,19 +200,32 @@ def table(res: Results, batches, frameworks) -> list[str]:
     return lines
 
 
+def revision() -> str:
+    """The checkout's commit (read-only git), '+dirty' when signxai/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "signxai"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return (ROOT / "REVISION").read_text().strip() if (ROOT / "REVISION").exists() else "unknown"
+
+
 def report(args, runs, memory, res, goals, batches) -> str:
     frameworks = [run["framework"] for run in runs]
     env = ", ".join(f"{run['framework']} {run['version']} ({run['threads']} threads)" for run in runs)
     passed = sum(g["ok"] for g in goals)
     lines = [f"# signxai benchmark ({'quick' if args.quick else 'full'})", "",
-             f"{datetime.datetime.now().isoformat(timespec='seconds')} · {platform.processor() or platform.machine()}"
+             f"{datetime.datetime.now().isoformat(timespec='seconds')} · signxai {revision()} · {platform.processor() or platform.machine()}"
              f" · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · {env} · "
              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}", "",
              f"VGG16 {args.vgg_size}×{args.vgg_size}×3, ECG {args.ecg_length}×12; random weights. Medians of "
              f"{args.repeats} calls after the first call + {args.warmup} warm-up; 'first' is the first call on a "
              f"fresh model object; ×grad is the ratio to the plain gradient of the same framework, model and batch; "
-             f"batch {YARDSTICK_BATCH} is the gradient yardstick for IG/SmoothGrad(50); peak MiB is the RSS "
-             f"high-water mark growth of one steady-state call in a fresh process.", "",
+             f"batch {YARDSTICK_BATCH} is the gradient yardstick for IG/SmoothGrad(50); peak MiB is the peak "
+             f"memory growth of one steady-state call in a fresh process (PyTorch: RSS high-water mark; TensorFlow: "
+             f"its CPU allocator's peak, since its oneDNN pool keeps freed memory resident).", "",
              *table(res, batches, frameworks), "",
              f"## Targets: {passed} PASS, {len(goals) - passed} MISS", "",
              "| target | case | measured | limit | result |", "|---|---|---|---|---|"]
@@ -228,7 +242,8 @@ def main(argv=None):
     batches = {m: BATCHES[m] for m in args.models.split(",")}
     only = args.methods.split(",") if args.methods else None
     config = {"batches": batches, "vgg_size": args.vgg_size, "ecg_length": args.ecg_length,
-              "repeats": args.repeats, "warmup": args.warmup, "budget": args.budget, "only": only}
+              "repeats": args.repeats, "warmup": args.warmup, "budget": args.budget,
+              "min_repeats": args.min_repeats, "only": only}
     runs, memory = [], []
     for fw in args.frameworks.split(","):
         print(f"== timing {fw} (one subprocess)", file=sys.stderr, flush=True)
@@ -242,7 +257,7 @@ def main(argv=None):
                 if record:
                     memory.append(record)
                     print(f"== memory {fw:10s} {case['model']} b{case['batch']} {case['method']:32s} "
-                          f"peak +{record['peak_mb']:.0f} MiB (first call +{record['first_peak_mb']:.0f})",
+                          f"peak +{record['peak_mb']:.0f} MiB (first call +{record['first_peak_mb']:.0f}; {record['measure']})",
                           file=sys.stderr, flush=True)
     res = Results(runs, memory)
     goals = targets(res, batches)

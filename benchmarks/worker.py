@@ -182,7 +182,7 @@ def time_framework(framework: str, cfg: dict) -> dict:
         record = dict(case, framework=framework)
         try:
             record.update(measure(lambda: make_call(framework, method, bench.model(), x, targets[key]),
-                                  cfg["warmup"], cfg["repeats"], cfg["budget"]))
+                                  cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"]))
         except Exception as error:  # one failing method must not stop the run
             record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
         gc.collect()
@@ -191,12 +191,12 @@ def time_framework(framework: str, cfg: dict) -> dict:
     return {"framework": framework, "version": version, "threads": _threads(framework), "records": records}
 
 
-def measure(fresh_call, warmup: int, repeats: int, budget: float) -> dict:
+def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: int = 2) -> dict:
     """The first call on a fresh model, ``warmup`` untimed calls, then up to ``repeats`` timed calls.
 
     Long cases are cut short: no warm-up call when the first call took more than ``budget``/2 seconds (it has
     warmed everything already), and no further timed call once ``budget`` seconds have passed since the first call
-    began and two timed calls (or ``repeats``, if fewer) exist.
+    began and ``min_repeats`` timed calls (or ``repeats``, if fewer) exist.
     """
     call = fresh_call()
     start = time.perf_counter()
@@ -205,7 +205,8 @@ def measure(fresh_call, warmup: int, repeats: int, budget: float) -> dict:
     for _ in range(warmup if first <= budget / 2 else 0):
         call()
     traces, times = TRACES[0], []
-    while len(times) < repeats and not (len(times) >= min(2, repeats) and time.perf_counter() - start > budget):
+    while len(times) < repeats and not (len(times) >= min(min_repeats, repeats)
+                                        and time.perf_counter() - start > budget):
         begun = time.perf_counter()
         call()
         times.append(time.perf_counter() - begun)
@@ -249,17 +250,32 @@ def _reset_peak() -> bool:
         return False
 
 
-def peak_mb(call) -> tuple[float, bool]:
-    """Peak RSS growth (MiB) during one call: freed memory handed back to the OS first, then VmHWM reset."""
+def peak_mb(call, framework) -> dict:
+    """Peak memory growth (MiB) during one call.
+
+    ``rss``: freed heap handed back to the OS first (``malloc_trim``), the RSS high-water mark reset, then
+    ``VmHWM`` after the call minus ``VmRSS`` before: every allocator counts. ``tf_allocator`` (TensorFlow only): the
+    peak of TensorFlow's CPU allocator minus its use before the call. With oneDNN (TF's default on x86) that
+    allocator is a pool that keeps freed memory resident, so after the first call RSS no longer shows TensorFlow's
+    peak; its own statistics do.
+    """
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     reset = _reset_peak()
     base = _status_kb("VmRSS") if reset else _status_kb("VmHWM")
     call()
-    return (_status_kb("VmHWM") - base) / 1024, reset
+    out = {"rss": (_status_kb("VmHWM") - base) / 1024, "hwm_reset": reset}
+    if framework == "tensorflow":
+        out["tf_allocator"] = (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 2**20
+    return out
 
 
 def memory_case(framework: str, cfg: dict, case: dict) -> dict:
@@ -269,10 +285,10 @@ def memory_case(framework: str, cfg: dict, case: dict) -> dict:
     _import_framework(framework)
     model, x = bench.model(), bench.inputs(case["batch"])
     call = make_call(framework, case["method"], model, x, bench.targets(model, x))
-    first, reset = peak_mb(call)
-    steady, _ = peak_mb(call)
-    return dict(case, framework=framework, first_peak_mb=first, peak_mb=steady, hwm_reset=reset,
-                rss_mb=_status_kb("VmRSS") / 1024)
+    first, steady = peak_mb(call, framework), peak_mb(call, framework)
+    kind = "tf_allocator" if framework == "tensorflow" else "rss"
+    return dict(case, framework=framework, peak_mb=steady[kind], first_peak_mb=first[kind], measure=kind,
+                first=first, steady=steady, rss_mb=_status_kb("VmRSS") / 1024)
 
 
 def main(argv=None):

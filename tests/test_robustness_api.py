@@ -11,7 +11,7 @@ import torch  # noqa: F401  (import torch before tensorflow: NOTES.md)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import signxai  # noqa: E402
@@ -19,10 +19,11 @@ import signxai.tf_signxai  # noqa: E402
 import signxai.torch_signxai  # noqa: E402
 from signxai.methods import CATALOG, resolve_method  # noqa: E402
 
-from robustness_models import BACKENDS, K, assert_close, cnn, cnn_input, layout, mlp, vectors  # noqa: E402
+from robustness_models import BACKENDS, K, assert_close, cnn, cnn_input, mlp, vectors  # noqa: E402
 
 RANGE = f"0 … {K - 1}"  # how every target error names the valid range (SPEC §2.3)
-HYPOTHESIS = settings(max_examples=25, deadline=None, derandomize=True,
+# Few examples, no shrinking (a failure is reported as found): each file stays within its time budget.
+HYPOTHESIS = settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -336,6 +337,7 @@ def test_non_finite_input_rejected(case, bad, kind):
             explain(model, given, method)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_float64_overflow_to_inf_is_rejected(case):
     _, model, x = case
     with pytest.raises(ValueError, match="non-finite"):
@@ -424,7 +426,7 @@ def test_non_numeric_inputs(case, bad):
         explain(model, bad)
 
 
-def _views(x, backend):
+def _views(x):
     """Non-contiguous and read-only variants of the batch ``x`` (N, a, b, c) with equal spatial sides."""
     reversed_axis1 = np.ascontiguousarray(x[:, ::-1])[:, ::-1]         # negative strides
     swapped = np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 2, 3)), 2, 3)  # a transposed view
@@ -442,10 +444,11 @@ def _views(x, backend):
 @pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "smoothgrad", "grad_cam"])
 def test_non_contiguous_and_read_only_inputs(case, method):
     backend, model, x = case
-    for label, view in _views(x, backend).items():
+    contiguous = explain(model, x, method)
+    for label, view in _views(x).items():
         assert not (view.flags.c_contiguous and view.flags.writeable), label
         snapshot = view.copy()
-        expected = explain(model, np.ascontiguousarray(view), method)
+        expected = contiguous if np.array_equal(view, x) else explain(model, np.ascontiguousarray(view), method)
         np.testing.assert_array_equal(explain(model, view, method), expected, err_msg=label)
         np.testing.assert_array_equal(view, snapshot, err_msg=label)
 

@@ -13,7 +13,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch  # noqa: F401  (import torch before tensorflow: NOTES.md)
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import keras  # noqa: E402
@@ -469,6 +468,32 @@ def test_threads_get_the_maps_of_sequential_calls(backend):
         np.testing.assert_array_equal(got, want, err_msg=str(job))
     if backend == "torch":
         assert _flags(model) == flags
+
+
+BN_SPEC = {"input_shape": [6, 6, 2], "layers": [
+    {"kind": "conv2d", "filters": 3, "kernel": 3, "padding": "same"}, {"kind": "batchnorm"},
+    {"kind": "activation", "activation": "relu"}, {"kind": "flatten"}, {"kind": "dense", "units": K}]}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_new_weights_are_used_after_a_first_explanation(backend):
+    """Whatever is cached per model (captured graph, compiled functions, float64 copy) must not keep old weights:
+    after ``set_weights``/``load_state_dict`` the model explains like a fresh model with the new weights."""
+    build = rm.build_keras_model if backend == "keras" else rm.build_torch_model
+    model = build(BN_SPEC, rm.random_weights(BN_SPEC, seed=1))
+    fresh = build(BN_SPEC, rm.random_weights(BN_SPEC, seed=2))
+    x = cnn_input(backend)
+    calls = [("gradient", {}), ("lrp_epsilon_0_1", {}), ("lrp_z", {}), ("lrp_alpha_1_beta_0", {}), ("grad_cam", {}),
+             ("guided_backprop", {}), ("lrp_epsilon_0_1", {"dtype": "float64"})]
+    for method, kwargs in calls:
+        explain(model, x, method, **kwargs)
+    if backend == "keras":
+        model.set_weights(fresh.get_weights())
+    else:
+        model.load_state_dict(fresh.state_dict())
+    for method, kwargs in calls:
+        np.testing.assert_array_equal(explain(model, x, method, **kwargs), explain(fresh, x, method, **kwargs),
+                                      err_msg=f"{method} {kwargs}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

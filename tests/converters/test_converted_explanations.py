@@ -4,7 +4,7 @@ covers every family, base rule and input rule."""
 import functools
 
 import pytest
-import torch  # noqa: F401  (before TensorFlow; NOTES: triton)
+import torch  # before TensorFlow (NOTES: triton)
 
 import signxai
 from gates import assert_gates
@@ -22,6 +22,15 @@ ONNX_METHODS = (
     "zblrp_epsilon_0_1_VGG16ILSVRC", "lrpz_epsilon_0_25_std_x", "w2lrp_alpha_1_beta_0",
     "flatlrp_sequential_composite_a", "lrpsign_sequential_composite_b", "zblrp_epsilon_1",
 )  # zblrp_epsilon_1 and guided_grad_cam are grammar names outside the catalog (no preset bounds/layer)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Interleaved with TensorFlow's calls, torch's worker threads made these small calls 10-30x slower (2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=None)
