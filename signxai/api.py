@@ -51,9 +51,12 @@ def _to_numpy(x, backend):
 
 
 def _merge_aliases(kwargs):
-    """Aliases → primary names; a primary left at its default None does not count as given."""
+    """Aliases → primary names; a name left at None does not count as given."""
     for alias, primary in _ALIASES.items():
         if alias in kwargs:
+            if kwargs[alias] is None:
+                del kwargs[alias]
+                continue
             if kwargs.get(primary) is not None:
                 raise ValueError(f"give either {primary}= or its alias {alias}=, not both")
             kwargs[primary] = kwargs.pop(alias)
