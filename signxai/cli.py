@@ -304,10 +304,10 @@ def _compare(args) -> int:
     figures.mkdir(parents=True, exist_ok=True)
     timeseries = x.ndim == 3 and any(len(getattr(getattr(layer, "kernel", None), "shape", ())) == 3
                                      for layer in keras_model.layers)
-    rows = []
-    end = "\r" if sys.stderr.isatty() else "\n"
     import torch
 
+    rows = []
+    end = "\r" if sys.stderr.isatty() else "\n"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # interleaved with TensorFlow's, torch's worker threads made calls 10-30x slower
     try:
@@ -414,7 +414,8 @@ def _pearson(a, b) -> float:
 
 
 def _figure(x, tf, pt, path, timeseries) -> None:
-    """input | TF | PT | |TF − PT| as red/white heatmaps (a time series as channel rows)."""
+    """input | TF | PT | |TF − PT| as red/white heatmaps, each scaled to its own peak (a time series shows its
+    channels as rows)."""
     from signxai.common.visualization import visualize_comparison
 
     def shown(a):
@@ -423,7 +424,8 @@ def _figure(x, tf, pt, path, timeseries) -> None:
     span = np.ptp(x)
     unit = (x - x.min()) / span if span else np.zeros_like(x)
     panels = [("input", shown(unit), "image"), ("TensorFlow", shown(tf), "relevance"),
-              ("PyTorch", shown(pt), "relevance"), ("|TF − PT|", shown(np.abs(tf - pt)), "relevance")]
+              ("PyTorch", shown(pt), "relevance"),
+              (f"|TF − PT| (max {np.abs(tf - pt).max():.1e})", shown(np.abs(tf - pt)), "relevance")]
     visualize_comparison(panels, path, cmap="red_white")
 
 
