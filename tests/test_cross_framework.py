@@ -3,7 +3,8 @@ import functools
 
 import pytest
 
-from signxai.methods import CATALOG, parse_method
+from signxai.common.agreement import not_applicable, sweep_kwargs
+from signxai.methods import CATALOG
 
 import signxai
 from gates import assert_gates
@@ -20,25 +21,6 @@ def twin(name):
     return fast_twins()[name]() if name != "vgg16" else vgg16_twin()
 
 
-def applicable(twin_obj, name):
-    method = parse_method(name)
-    if method.base in ("grad_cam", "guided_grad_cam"):
-        layer_names = {layer.name for layer in twin_obj.keras_model.layers}
-        layer = method.params.get("layer")
-        return (twin_obj.conv_rank > 0 and (layer is None or layer in layer_names)
-                and (not method.timeseries or twin_obj.conv_rank == 1))
-    return True
-
-
-def kwargs_for(name):
-    kwargs = {}
-    if name.endswith("_mu"):
-        kwargs["mu"] = 0.5
-    if name.startswith("zblrp") and not name.endswith("_VGG16ILSVRC"):
-        kwargs.update(low=-3.0, high=3.0)
-    return kwargs
-
-
 def cases(twin_names):
     return [(t, m) for t in twin_names for m in CATALOG + GENERALISED]
 
@@ -46,8 +28,8 @@ def cases(twin_names):
 @pytest.mark.parametrize("twin_name,method", cases(list(fast_twins())))
 def test_cross_framework(twin_name, method):
     t = twin(twin_name)
-    if applicable(t, method):
-        assert_gates(t, method, **kwargs_for(method))
+    if not_applicable(method, t.keras_model) is None:
+        assert_gates(t, method, **sweep_kwargs(method, t.x))
     else:  # a Grad-CAM name whose layer or axis count the model lacks: both backends refuse it clearly
         for model, x in ((t.keras_model, t.x), (t.torch_model, torch_input(t.x))):
             with pytest.raises(ValueError, match="convolution|spatial axis|not in the model"):
@@ -62,4 +44,5 @@ VGG_METHODS = ("gradient", "lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x", "lrp
 @pytest.mark.slow
 @pytest.mark.parametrize("method", VGG_METHODS)
 def test_vgg16_cross_framework(method):
-    assert_gates(twin("vgg16"), method, **kwargs_for(method))
+    t = twin("vgg16")
+    assert_gates(t, method, **sweep_kwargs(method, t.x))
