@@ -35,8 +35,12 @@ def _backend_for(model):
 def _to_numpy(x, backend):
     """The caller's input as a fresh float32 array (never a view of the caller's memory)."""
     if hasattr(x, "detach"):  # torch tensor on any device
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.is_floating_point() else x).numpy()  # float32 first: NumPy has no bfloat16
     elif hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # tf tensor
+        if getattr(x.dtype, "is_floating", False):
+            import tensorflow as tf
+            x = tf.cast(x, tf.float32)
         x = x.numpy()
     array = np.asarray(x)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
@@ -66,6 +70,8 @@ def _merge_aliases(kwargs):
 def _is_batched(backend, model, x, batched):
     rank = backend.sample_rank(model)
     if rank is None:  # PyTorch model without a leading convolution: batched unless x is 1-D
+        if x.ndim == 0:
+            raise ValueError("x is a scalar with 0 axes: give one sample of rank >= 1 or a batch of samples")
         inferred = x.ndim != 1
     elif x.ndim == rank + 1:
         inferred = True
@@ -109,11 +115,13 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
         raise ValueError("x is an empty batch; give at least one sample")
     work_model = backend.model_for(model, dtype)
     batch = batch.astype(dtype)
-    logits = backend.logits(work_model, batch)
+    with backend.computation():
+        logits = backend.logits(work_model, batch)
     if logits.ndim != 2:
         raise ValueError(f"the model output has shape {logits.shape}; it must be (N, K) logits")
     targets = resolve_targets(target, logits, unbatched=not is_batched)
-    result = explain(backend, work_model, batch, resolved, targets)
+    with backend.computation():
+        result = explain(backend, work_model, batch, resolved, targets)
     return result if is_batched else result[0]
 
 

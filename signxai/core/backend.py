@@ -1,6 +1,7 @@
 """What both backends share: per-model caches of the captured graph and of the private float64 copy."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 
@@ -21,6 +22,10 @@ class Backend:
             if value is None:
                 value = store[model] = build(model)
         return value
+
+    def computation(self):
+        """The context every framework computation runs in."""
+        return contextlib.nullcontext()
 
     def graph(self, model):
         return self._cached(self._graphs, model, self.capture)

@@ -45,7 +45,10 @@ def _as_integer_array(target):
     if values.dtype == object:
         if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in values.ravel()):
             return None
-        values = values.astype(np.int64)
+        try:
+            values = values.astype(np.int64)
+        except OverflowError:
+            return None
     if values.size == 0 and values.ndim == 1:
         return None
     if not np.issubdtype(values.dtype, np.integer) or values.ndim > 1:

@@ -229,9 +229,23 @@ def _bn_stats(layer, node):
     shape = [1] * rank
     for axis in axes:
         shape[axis % rank] = node.input_tensors[0].shape[axis]
-    mean = tf.reshape(tf.convert_to_tensor(layer.moving_mean), shape)
-    beta = tf.reshape(tf.convert_to_tensor(layer.beta), shape) if layer.center else tf.zeros(shape, mean.dtype)
-    return lambda a: (mean, beta)
+
+    def statistics(a):  # read at every call: the weights may have changed since the graph was captured
+        mean = tf.reshape(tf.convert_to_tensor(layer.moving_mean), shape)
+        beta = tf.reshape(tf.convert_to_tensor(layer.beta), shape) if layer.center else tf.zeros(shape, mean.dtype)
+        return mean, beta
+    return statistics
+
+
+def _deterministic_config(layer, **changes):
+    """A layer config whose initializers and seeds draw no random numbers (weights are copied in afterwards)."""
+    config = dict(layer.get_config(), **changes)
+    for key, value in config.items():
+        if key.endswith("_initializer") and value is not None:
+            config[key] = "zeros"
+    if config.get("seed", None) is not None or "seed" in config:
+        config["seed"] = 0
+    return config
 
 
 def _float64_copy(model):
@@ -239,9 +253,7 @@ def _float64_copy(model):
     def clone_layer(layer):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone_layer)
-        config = layer.get_config()
-        config["dtype"] = "float64"
-        return layer.__class__.from_config(config)
+        return layer.__class__.from_config(_deterministic_config(layer, dtype="float64"))
 
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype="float64")
     clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)

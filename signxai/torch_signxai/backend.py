@@ -460,6 +460,10 @@ class TorchBackend(Backend):
                                  f"statistics, so its inference-mode output is undefined")
         self._try_graph(model)
 
+    def computation(self):
+        """Autograd stays available even when the caller is inside ``torch.inference_mode()``."""
+        return torch.inference_mode(False)
+
     def _try_graph(self, model):
         """The captured graph, or None for a model torch.fx cannot trace."""
         try:
