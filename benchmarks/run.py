@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--models", default="vgg16,ecg")
     p.add_argument("--frameworks", default="tensorflow,pytorch")
     p.add_argument("--methods", help="only these methods (comma-separated, e.g. gradient,lrp_z,zennit:epsilon)")
+    p.add_argument("--batch", help="only these batch sizes (comma-separated, e.g. 1 or 8,32)")
     p.add_argument("--vgg-size", type=int, help="VGG16 input size (default 224; --quick 64)")
     p.add_argument("--ecg-length", type=int, help="ECG input length (default 2000; --quick 1000)")
     p.add_argument("--memory", choices=("none", "lrp", "all"), default="lrp",
@@ -155,6 +156,8 @@ def targets(res: Results, batches) -> list[dict]:
     for fw in frameworks:
         for model, sizes in batches.items():
             big, limit = max(sizes), (3.0 if model == "ecg" else 1.0)
+            if big == 1 or 1 not in sizes:
+                continue
             for m in SIGNXAI:
                 one, many = res.median(fw, model, 1, m), res.median(fw, model, big, m)
                 add(f"batch-{big} throughput ≥ {limit:g}× {big} single calls", f"{SHORT[fw]} {model} {m}",
@@ -220,8 +223,10 @@ def report(args, runs, memory, res, goals, batches) -> str:
              f"{datetime.datetime.now().isoformat(timespec='seconds')} · signxai {revision()} · {platform.processor() or platform.machine()}"
              f" · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · {env} · "
              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}", "",
-             f"VGG16 {args.vgg_size}×{args.vgg_size}×3, ECG {args.ecg_length}×12; random weights. Medians of "
-             f"{args.repeats} calls after the first call + {args.warmup} warm-up; 'first' is the first call on a "
+             f"VGG16 {args.vgg_size}×{args.vgg_size}×3, ECG {args.ecg_length}×12; random weights. Medians of up to "
+             f"{args.repeats} timed calls after the first call and {args.warmup} warm-up call(s) (a case stops after "
+             f"{args.budget:g} s once {args.min_repeats} timed call(s) exist: n per case is in latest.json, "
+             f"`times_s`); 'first' is the first call on a "
              f"fresh model object; ×grad is the ratio to the plain gradient of the same framework, model and batch; "
              f"batch {YARDSTICK_BATCH} is the gradient yardstick for IG/SmoothGrad(50); peak MiB is the peak "
              f"memory growth of one steady-state call in a fresh process (PyTorch: RSS high-water mark; TensorFlow: "
@@ -239,7 +244,9 @@ def report(args, runs, memory, res, goals, batches) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    batches = {m: BATCHES[m] for m in args.models.split(",")}
+    keep = {int(b) for b in args.batch.split(",")} if args.batch else None
+    batches = {m: tuple(b for b in BATCHES[m] if not keep or b in keep) for m in args.models.split(",")}
+    batches = {m: b for m, b in batches.items() if b}
     only = args.methods.split(",") if args.methods else None
     config = {"batches": batches, "vgg_size": args.vgg_size, "ecg_length": args.ecg_length,
               "repeats": args.repeats, "warmup": args.warmup, "budget": args.budget,

@@ -15,6 +15,9 @@ import json
 import statistics
 import sys
 import time
+import warnings
+
+warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")  # "required_grads has been set" etc.
 
 GRADIENT = "gradient"
 SINGLE_RULE_LRP = ("lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x", "lrp_z")
@@ -48,7 +51,7 @@ def cases(framework: str, batches: dict, only=None) -> list[dict]:
                 if (method in FIFTY_SAMPLES and batch != 1) or (only and method not in only):
                     continue
                 out.append({"model": model, "batch": batch, "method": method})
-        if not only or GRADIENT in only or any(m in only for m in FIFTY_SAMPLES):
+        if (not only or any(m in only for m in FIFTY_SAMPLES)) and 1 in sizes:
             out.append({"model": model, "batch": YARDSTICK_BATCH, "method": GRADIENT})
     return out
 
