@@ -22,7 +22,7 @@ if not __package__:  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.models import BATCHES, ROOT
-from benchmarks.worker import (FIFTY_SAMPLES, GRADIENT, LRP, MULTI_RULE_LRP, SIGNXAI, SINGLE_RULE_LRP,
+from benchmarks.worker import (GRADIENT, LRP, MULTI_RULE_LRP, SIGNXAI, SINGLE_RULE_LRP,
                                YARDSTICK_BATCH, ZENNIT, ZENNIT_NEAREST, cases, methods_for)
 
 FRAMEWORKS = ("tensorflow", "pytorch")
@@ -168,7 +168,7 @@ def targets(res: Results, batches) -> list[dict]:
             for m in LRP:
                 lrp = res.memory.get((fw, model, max(sizes), m))
                 if model == "vgg16" and grad and lrp and grad["peak_mb"] > 0:
-                    add(f"peak memory of LRP ≤ 2× gradient", f"{SHORT[fw]} {model} b{max(sizes)} {m} "
+                    add("peak memory of LRP ≤ 2× gradient", f"{SHORT[fw]} {model} b{max(sizes)} {m} "
                         f"({lrp['peak_mb']:.0f} / {grad['peak_mb']:.0f} MiB)", lrp["peak_mb"] / grad["peak_mb"],
                         "≤ 2×", lambda v: v <= 2)
     return rows

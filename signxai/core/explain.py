@@ -68,13 +68,11 @@ def _chunked_gradients(backend, model, points, targets):
 
 
 def _integrated_gradients(backend, model, x, targets, params):
-    reference = params.get("reference", 0.0)
-    if hasattr(reference, "shape") and np.shape(reference) == x.shape[1:] and x.shape[1:] != ():
-        reference = np.asarray(reference, dtype=x.dtype)[None]
+    reference = np.asarray(params.get("reference", 0.0), dtype=x.dtype)  # a scalar, one sample, or the batch
+    reference = np.broadcast_to(reference if reference.ndim == x.ndim else reference[None], x.shape)
     points = numerics.integrated_gradient_points(x, reference, params.get("steps", 50))
     mean = _chunked_gradients(backend, model, points, targets).astype(np.float64).mean(axis=1)
-    difference = (x - np.broadcast_to(np.asarray(reference, dtype=x.dtype), x.shape)).astype(x.dtype)
-    return difference.astype(np.float64) * mean
+    return (x - reference).astype(x.dtype).astype(np.float64) * mean
 
 
 def _noise_tunnel(backend, model, x, targets, params, variance):
