@@ -170,7 +170,7 @@ class Rank1Output(nn.Module):
 
 
 class GatedNet(nn.Module):
-    """``torch.mul`` of two input-dependent activations: no LRP rule."""
+    """``torch.mul`` of two input-dependent activations, neither of them a gate (tanh is not in [0, 1]): no rule."""
 
     def __init__(self):
         super().__init__()
@@ -179,7 +179,7 @@ class GatedNet(nn.Module):
         self.fc = nn.Linear(108, K)
 
     def forward(self, x):
-        h = torch.mul(F.relu(self.conv(x)), torch.sigmoid(self.gate(x)))
+        h = torch.mul(F.relu(self.conv(x)), torch.tanh(self.gate(x)))
         return self.fc(torch.flatten(h, 1))
 
 

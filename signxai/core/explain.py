@@ -6,6 +6,8 @@ captured graph with a per-node mapping), ``cam_activations`` (a layer's output a
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from signxai.core import numerics
@@ -33,6 +35,7 @@ def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.nd
         result = _grad_cam(backend, model, x, targets, method)
     elif base == "lrp":
         result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True)
+        _warn_if_vanished(backend, model, x, targets, method, result)
     else:
         raise ValueError(f"unknown method family {base!r}")
     return _apply_product(result, x, method).astype(x.dtype)
@@ -109,3 +112,42 @@ def _grad_cam(backend, model, x, targets, method):
         guided = _guided(backend, model, x, targets, deconvnet=False)
         return guided.astype(np.float64) * cam
     return cam
+
+
+class _VanishingTracker:
+    """Wraps a mapping and remembers the first node (in backward order) that turns non-zero relevance into zeros."""
+
+    def __init__(self, mapping):
+        self.mapping = mapping
+        self.culprit = None
+
+    def __call__(self, ops, index, node, inputs, output, R):
+        shares = self.mapping(ops, index, node, inputs, output, R)
+        if self.culprit is None and not ops.all_zero(R):
+            if all(share is None or ops.all_zero(share) for share in shares):
+                self.culprit = node
+        return shares
+
+
+def _warn_if_vanished(backend, model, x, targets, method, result):
+    """An all-zero LRP map where the gradient is not zero: say so, and name the layer where relevance vanished."""
+    empty = [i for i in range(len(x)) if not np.any(result[i])]
+    if not empty:
+        return
+    gradient = backend.gradients(model, x[empty], targets[empty])
+    vanished = [i for i, g in zip(empty, gradient) if np.any(g)]
+    if not vanished:
+        return
+    tracker = None
+
+    def factory(graph):
+        nonlocal tracker
+        tracker = _VanishingTracker(LRP(method, graph))
+        return tracker
+    backend.graph_backward(model, x[vanished[:1]], targets[vanished[:1]], factory, lrp_head=True)
+    where = (f" at layer {tracker.culprit.describe()}" if tracker is not None and tracker.culprit is not None
+             else "")
+    warnings.warn(f"{method.name}: the relevance map of sample(s) {vanished} is all zeros although the gradient is "
+                  f"not; the relevance vanished{where}. Typical causes: BatchNorm statistics that do not match the "
+                  f"data (activations far below the BN rule's 1e-7 stabiliser, e.g. an untrained model with default "
+                  f"statistics), or an epsilon much larger than the activations.", RuntimeWarning, stacklevel=4)

@@ -14,6 +14,8 @@ RELU = "relu"                # row 7: ReLU family
 ACTIVATION = "activation"    # row 8: other elementwise activations
 PASS = "pass"                # rows 9–10: Dropout, Identity, LayerNorm, Rescaling, constant affine ops …
 GRADIENT = "gradient"        # rows 5, 6, 11–13: max pooling, reshaping, padding, concatenation
+PRODUCT = "product"          # x ⊙ g of two input-dependent tensors, one of them a gate (docs/layers.md §gates)
+AUX = "aux"                  # non-tensor values (shape arithmetic, tuple containers): they carry no signal
 UNSUPPORTED = "unsupported"  # row 16
 
 ELEMENTWISE_ACTIVATIONS = (RELU, ACTIVATION)
@@ -43,6 +45,12 @@ class Node:
     kernel: Optional[Kernel] = None
     batchnorm: Optional[Callable[[Any], tuple]] = None  # BN input -> (running mean, beta), broadcastable
     reason: str = ""             # why a node is unsupported
+    # static bounds of the node's output, for activations with a bounded range (sigmoid: (0, 1), ReLU6: (0, 6))
+    value_range: Optional[tuple] = None
+    # (scale, shift) when the node is ``scale·a + shift`` with scalar constants (e.g. ``x * (1/6)``, ``x + 3``)
+    affine: Optional[tuple] = None
+    # constant coefficients c_k of an ADD node ``Σ c_k a_k`` (e.g. Inception-ResNet's ``a + scale·b``); None: all 1
+    coefficients: Optional[tuple] = None
 
     def describe(self) -> str:
         return f"'{self.name}' ({self.layer_type})" if self.layer_type else f"'{self.name}'"
@@ -99,9 +107,53 @@ class Graph:
                 result.add(i)
         return result
 
+    def value_range(self, index: int):
+        """Static bounds ``(low, high)`` of a node's output, or None where they are unknown (docs/layers.md).
+
+        Bounded activations give their range; scalar affine maps transform it; re-indexing nodes with one tensor
+        parent (reshape, broadcast, pooling by selection, zero padding) keep it, widened to include 0.
+        """
+        node = self.nodes[index]
+        if node.value_range is not None:
+            return node.value_range
+        tensor_parents = [p for p in node.parents if self.nodes[p].kind != AUX]
+        if len(tensor_parents) != 1:
+            return None
+        parent = self.value_range(tensor_parents[0])
+        if parent is None:
+            return None
+        if node.affine is not None:
+            scale, shift = node.affine
+            low, high = sorted((parent[0] * scale + shift, parent[1] * scale + shift))
+            return low, high
+        if node.kind == GRADIENT:
+            return min(parent[0], 0.0), max(parent[1], 0.0)
+        return None
+
+    def is_gate(self, index: int) -> bool:
+        """A gate: a tensor whose values lie in [0, 1] by construction (sigmoid, hard sigmoid, ReLU6(x+3)/6 …)."""
+        bounds = self.value_range(index)
+        return bounds is not None and bounds[0] >= 0.0 and bounds[1] <= 1.0
+
+    def product_signal(self, index: int) -> int:
+        """The position (0 or 1) of the signal operand of a PRODUCT node; ValueError unless exactly one is a gate."""
+        node = self.nodes[index]
+        gates = [self.is_gate(p) for p in node.parents]
+        if len(node.parents) != 2 or sum(gates) != 1:
+            what = ("both operands are gates" if len(node.parents) == 2 and all(gates) else
+                    "neither operand is a gate (the output of a sigmoid-family activation, possibly reshaped, "
+                    "broadcast or scaled into [0, 1])")
+            raise ValueError(f"layer {node.describe()} is not supported by the rule-based methods (guided "
+                             f"backprop, DeconvNet, LRP): it multiplies two input-dependent tensors and {what}. Only "
+                             f"gated products have a rule (docs/layers.md, gated products); pure-gradient methods "
+                             f"still work.")
+        return gates.index(False)
+
     def check_supported(self, upto: int) -> None:
-        for node in self.nodes[: upto + 1]:
+        for index, node in enumerate(self.nodes[: upto + 1]):
             if node.kind == UNSUPPORTED:
                 raise ValueError(f"layer {node.describe()} is not supported by the rule-based methods "
                                  f"(guided backprop, DeconvNet, LRP){': ' + node.reason if node.reason else ''}. "
-                                 f"See SPEC §7.3 for the supported layers; pure-gradient methods still work.")
+                                 f"See docs/layers.md for the supported layers; pure-gradient methods still work.")
+            if node.kind == PRODUCT:
+                self.product_signal(index)

@@ -172,13 +172,24 @@ def batchnorm_rule(ops, node, a, y, R):
     return safe_divide(ops, a * (y - beta) * R, d + STABILIZER * sign0(ops, d))
 
 
-def add_rule(ops, inputs, y, R):
+def add_rule(ops, inputs, y, R, coefficients=None):
+    """The Z rule of a sum ``y = Σ c_k a_k``: ``R_k = c_k a_k ⊙ SD(R, y)`` (all ``c_k = 1`` for a plain Add)."""
     s = safe_divide(ops, R, y)
-    return [a * s for a in inputs]
+    if coefficients is None:
+        return [a * s for a in inputs]
+    return [(a * c) * s for a, c in zip(inputs, coefficients)]
 
 
 def avgpool_rule(ops, node, a, y, R):
     return a * ops.vjp(node.forward, [a], safe_divide(ops, R, y))[0]
+
+
+def product_rule(ops, signal, inputs, y, R):
+    """Signal-take-all at a gated product ``y = x ⊙ g`` (Arras et al. 2017): the signal operand ``x`` receives all
+    of ``R`` (summed over the axes it was broadcast along), the gate ``g`` none (docs/layers.md, gated products)."""
+    x = inputs[signal]
+    share = R if tuple(x.shape) == tuple(y.shape) else ops.vjp(lambda t: t * ops.ones_like(y), [x], R)[0]
+    return [share if i == signal else None for i in range(len(inputs))]
 
 
 class LRP:
@@ -192,10 +203,13 @@ class LRP:
                              f"layer (Dense/Conv); use an 'lrp_' name instead")
         prefix_rule = input_layer_rule(method)
         self.kernel_rules = {}
+        self.signals = {}
         for i, node in enumerate(graph.nodes):
             if node.kind == g.KERNEL:
                 use_prefix = prefix_rule is not None and i in input_layers
                 self.kernel_rules[i] = prefix_rule if use_prefix else base_rule(method, node.kernel)
+            elif node.kind == g.PRODUCT:
+                self.signals[i] = graph.product_signal(i)
 
     def __call__(self, ops, index, node, inputs, output, R):
         kind = node.kind
@@ -206,9 +220,11 @@ class LRP:
         if kind == g.AVGPOOL:
             return [avgpool_rule(ops, node, inputs[0], output, R)]
         if kind == g.ADD:
-            return add_rule(ops, inputs, output, R)
+            return add_rule(ops, inputs, output, R, node.coefficients)
+        if kind == g.PRODUCT:
+            return product_rule(ops, self.signals[index], inputs, output, R)
         if kind in (g.RELU, g.ACTIVATION, g.PASS):
-            return [R]
+            return [None if self.graph.nodes[p].kind == g.AUX else R for p in node.parents]
         return ops.vjp(node.forward, inputs, R)
 
 

@@ -22,6 +22,13 @@ _PASS_TYPES = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropo
                L.LayerNormalization, L.GroupNormalization, L.Rescaling, L.Normalization)
 _AVGPOOL_TYPES = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
                   L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
+_SEPARABLE_TYPES = (L.SeparableConv1D, L.SeparableConv2D)
+# Output bounds of bounded activations (for gate detection at products, docs/layers.md).
+_ACTIVATION_RANGES = {_ACT.sigmoid: (0.0, 1.0), _ACT.hard_sigmoid: (0.0, 1.0), _ACT.relu6: (0.0, 6.0),
+                      _ACT.tanh: (-1.0, 1.0)}
+# Keras operation layers created by arithmetic on KerasTensors (``x + 3.0``, ``x * y``, ``keras.ops.multiply``).
+_OP_ARITHMETIC = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
+                  "TrueDivide": "divide"}
 _GRADIENT_TYPES = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
                    L.GlobalMaxPooling3D, L.Flatten, L.Reshape, L.Permute, L.ZeroPadding1D, L.ZeroPadding2D,
                    L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D,
@@ -58,6 +65,10 @@ class TensorOps:
     @staticmethod
     def all_nonnegative(t):
         return tf.reduce_all(t >= 0)
+
+    @staticmethod
+    def all_zero(t):
+        return bool(tf.reduce_all(tf.equal(t, 0)))
 
     cond = staticmethod(tf.cond)
 
@@ -139,41 +150,118 @@ class _Capture:
                     tensor_index[id(t)] = i
         return [tensor_index[id(t)] for t in functional.outputs]
 
+    def kernel_node(self, name, type_name, parents, kernel, layer_name=None):
+        return self.add(g.Node(name, g.KERNEL, tuple(parents), kernel.apply, type_name, kernel=kernel), layer_name)
+
     def layer_node(self, op, node, parents):
         name, type_name = op.name, type(op).__name__
-        if isinstance(op, _KERNEL_TYPES) and not isinstance(op, (L.SeparableConv1D, L.SeparableConv2D)):
-            index = self.add(g.Node(name, g.KERNEL, tuple(parents), None, type_name, kernel=_kernel(op)), name)
-            self.nodes[index].forward = self.nodes[index].kernel.apply
+        if isinstance(op, _SEPARABLE_TYPES):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
+            depthwise = self.kernel_node(f"{name}/depthwise", type_name, parents, _kernel(op, "depthwise"))
+            index = self.kernel_node(name, type_name, [depthwise], _kernel(op, "pointwise"), name)
+        elif isinstance(op, _KERNEL_TYPES):
+            index = self.kernel_node(name, type_name, parents, _kernel(op), name)
+        else:
+            index = None
+        if index is not None:
             kind = _activation_kind(op.activation)
             if kind is not None:
-                self.add(g.Node(f"{name}/activation", kind, (index,), op.activation, op.activation.__name__))
+                self.add(g.Node(f"{name}/activation", kind, (index,), op.activation, op.activation.__name__,
+                                value_range=_ACTIVATION_RANGES.get(op.activation)))
             return len(self.nodes) - 1
         forward = _layer_forward(op, node)
         if isinstance(op, L.BatchNormalization):
             kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
         else:
-            kind, extra = _classify(op), {}
+            kind, extra = _classify(op, node)
         return self.add(g.Node(name, kind, tuple(parents), forward, type_name,
                                reason="" if kind != g.UNSUPPORTED else "no LRP rule for this layer type", **extra),
                         name)
 
 
-def _classify(op):
-    if isinstance(op, (L.ReLU, L.LeakyReLU, L.PReLU)):
-        return g.RELU
+def _pass_types():
+    """Layers that are constant scalings or identities at inference: the table above plus keras.applications'
+    own (ConvNeXt's per-channel ``LayerScale`` and ``StochasticDepth``), where this Keras version has them."""
+    extra = []
+    try:
+        from keras.src.applications import convnext
+        extra += [getattr(convnext, name) for name in ("LayerScale", "StochasticDepth") if hasattr(convnext, name)]
+    except ImportError:
+        pass
+    return _PASS_TYPES + tuple(extra)
+
+
+_ALL_PASS_TYPES = _pass_types()
+
+
+def _scaled_sum_types():
+    """keras.applications' Inception-ResNet ``CustomScaleLayer``: ``inputs[0] + inputs[1] * scale``."""
+    try:
+        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    except ImportError:
+        return ()
+    return (CustomScaleLayer,)
+
+
+_SCALED_SUM_TYPES = _scaled_sum_types()
+
+
+def _classify(op, node):
+    """The node kind of a non-kernel layer and extra Node fields (value bounds, scalar affine form)."""
+    if isinstance(op, _SCALED_SUM_TYPES) and len(node.input_tensors) == 2:
+        return g.ADD, {"coefficients": (1.0, float(op.scale))}
+    if isinstance(op, L.ReLU):
+        bounded = op.max_value is not None and not op.negative_slope and not op.threshold
+        return g.RELU, ({"value_range": (0.0, float(op.max_value))} if bounded else {})
+    if isinstance(op, (L.LeakyReLU, L.PReLU)):
+        return g.RELU, {}
     if isinstance(op, L.ELU):
-        return g.ACTIVATION
+        return g.ACTIVATION, {}
     if isinstance(op, L.Activation):
-        return _activation_kind(op.activation) or g.PASS
-    if isinstance(op, _PASS_TYPES):
-        return g.PASS
+        kind = _activation_kind(op.activation) or g.PASS
+        bounds = _ACTIVATION_RANGES.get(op.activation)
+        return kind, ({"value_range": bounds} if bounds is not None else {})
+    if isinstance(op, _ALL_PASS_TYPES):
+        return g.PASS, {}
     if isinstance(op, _AVGPOOL_TYPES):
-        return g.AVGPOOL
-    if isinstance(op, L.Add) or (type(op).__name__ == "Add" and type(op).__module__.startswith("keras.src.ops")):
-        return g.ADD
+        return g.AVGPOOL, {}
+    tensors = len(node.input_tensors)
+    if isinstance(op, L.Add):
+        return g.ADD, {}
+    if isinstance(op, L.Multiply) and tensors == 2:
+        return g.PRODUCT, {}
+    arithmetic = _OP_ARITHMETIC.get(type(op).__name__) if type(op).__module__.startswith("keras.src.ops") else None
+    if arithmetic is not None:
+        if tensors == 1:  # one operand is a constant: a constant shift or scaling
+            affine = _scalar_affine(arithmetic, node)
+            return g.PASS, ({"affine": affine} if affine is not None else {})
+        if arithmetic == "add" and tensors == 2:
+            return g.ADD, {}
+        if arithmetic == "multiply" and tensors == 2:
+            return g.PRODUCT, {}
     if isinstance(op, _GRADIENT_TYPES):
-        return g.GRADIENT
-    return g.UNSUPPORTED
+        return g.GRADIENT, {}
+    return g.UNSUPPORTED, {}
+
+
+def _scalar_affine(arithmetic, node):
+    """``(scale, shift)`` of an operation layer ``x ∘ c`` with a scalar constant ``c``, else None."""
+    args = node.arguments.args
+    if len(args) != 2:
+        return None
+    left = isinstance(args[0], keras.KerasTensor)
+    other = args[1] if left else args[0]
+    if isinstance(other, (np.ndarray, np.generic)) and np.size(other) == 1:
+        other = float(np.asarray(other).reshape(()))
+    if not isinstance(other, (int, float)) or isinstance(other, bool):
+        return None
+    other = float(other)
+    if arithmetic == "add":
+        return 1.0, other
+    if arithmetic == "subtract":
+        return (1.0, -other) if left else (-1.0, other)
+    if arithmetic == "multiply":
+        return other, 0.0
+    return (1.0 / other, 0.0) if left and other != 0 else None
 
 
 def _layer_forward(op, node):
@@ -188,9 +276,26 @@ def _layer_forward(op, node):
     return forward
 
 
-def _kernel(layer):
-    """``W' a + b'`` of a Dense/Conv layer with a transformed kernel and bias, without the fused activation."""
-    if isinstance(layer, L.Dense):
+def _kernel(layer, part=None):
+    """``W' a + b'`` of a Dense/Conv layer with a transformed kernel and bias, without the fused activation.
+
+    ``part`` selects one factor of a separable convolution: its bias-free depthwise kernel or its pointwise one.
+    """
+    kernel_of, has_bias = (lambda: layer.kernel), True
+    if part == "depthwise":
+        kernel_of, has_bias = (lambda: layer.depthwise_kernel), False
+
+        def linear(a, w):
+            return keras.ops.depthwise_conv(a, w, strides=layer.strides, padding=layer.padding,
+                                            data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        spatial_rank = layer.rank
+    elif part == "pointwise":
+        kernel_of = lambda: layer.pointwise_kernel  # noqa: E731
+
+        def linear(a, w):
+            return keras.ops.conv(a, w, strides=1, padding="valid", data_format=layer.data_format)
+        spatial_rank = layer.rank
+    elif isinstance(layer, L.Dense):
         def linear(a, w):
             return keras.ops.matmul(a, w)
         spatial_rank = 0
@@ -211,16 +316,16 @@ def _kernel(layer):
     channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
 
     def bias_term(bias_map):
-        if getattr(layer, "bias", None) is None:
+        if not has_bias or getattr(layer, "bias", None) is None:
             return None
         bias = bias_map(tf.convert_to_tensor(layer.bias))
         return tf.reshape(bias, [-1] + [1] * spatial_rank) if channels_first else bias
 
     def apply(a, kernel_map=identity, bias_map=identity):
-        out = linear(a, kernel_map(layer.kernel))
+        out = linear(a, kernel_map(kernel_of()))
         bias = None if bias_map is None else bias_term(bias_map)
         return out if bias is None else out + bias
-    return g.Kernel(apply, isinstance(layer, L.Dense), spatial_rank, bias_term)
+    return g.Kernel(apply, part is None and isinstance(layer, L.Dense), spatial_rank, bias_term)
 
 
 def _bn_stats(layer, node):
@@ -253,6 +358,8 @@ def _float64_copy(model):
     def clone_layer(layer):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone_layer)
+        if not isinstance(layer, keras.layers.Layer):  # an operation layer (``x + 3.0``) has no dtype of its own
+            return layer.__class__.from_config(layer.get_config())
         return layer.__class__.from_config(_deterministic_config(layer, dtype="float64"))
 
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype="float64")

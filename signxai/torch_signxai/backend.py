@@ -53,12 +53,45 @@ _FUNCTION_KINDS = {
 }
 _METHOD_KINDS = {
     g.RELU: {"relu", "relu_"},
-    g.ACTIVATION: {"tanh", "sigmoid"},
+    g.ACTIVATION: {"tanh", "sigmoid", "sigmoid_", "tanh_"},
     g.AVGPOOL: {"mean"},
     g.GRADIENT: {"view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose", "contiguous",
-                 "size", "dim", "amax", "narrow", "view_as", "reshape_as", "expand_as"},
-    g.PASS: {"float", "type_as", "to"},
+                 "amax", "narrow", "view_as", "reshape_as", "expand_as", "expand", "repeat", "clone", "__getitem__"},
+    g.PASS: {"float", "type_as", "to", "double"},
 }
+# Shape arithmetic: these read a tensor's metadata, and any op whose input-dependent operands are all such values
+# computes on numbers, not on relevance (docs/layers.md, non-tensor values).
+_SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}
+_SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad"}
+# Ops that return several tensors; ``getitem`` on their result becomes one re-indexing node.
+_TUPLE_FUNCTIONS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split}
+_TUPLE_METHODS = {"chunk", "split", "unbind", "tensor_split"}
+# Output bounds of bounded activations (for gate detection at products, docs/layers.md).
+_FUNCTION_RANGES = {torch.sigmoid: (0.0, 1.0), F.sigmoid: (0.0, 1.0), F.hardsigmoid: (0.0, 1.0),
+                    F.relu6: (0.0, 6.0), torch.tanh: (-1.0, 1.0), F.tanh: (-1.0, 1.0)}
+_METHOD_RANGES = {"sigmoid": (0.0, 1.0), "sigmoid_": (0.0, 1.0), "tanh": (-1.0, 1.0), "tanh_": (-1.0, 1.0)}
+
+
+def _module_range(module):
+    if isinstance(module, (nn.Sigmoid, nn.Hardsigmoid)):
+        return (0.0, 1.0)
+    if isinstance(module, nn.Hardtanh):  # nn.ReLU6 included
+        return (float(module.min_val), float(module.max_val))
+    if isinstance(module, nn.Tanh):
+        return (-1.0, 1.0)
+    return None
+
+
+def _inference_identities():
+    """Modules and functions that are the identity at inference (torchvision's stochastic depth), if importable."""
+    try:
+        from torchvision.ops import StochasticDepth, stochastic_depth
+    except Exception:  # torchvision is optional
+        return (), set()
+    return (StochasticDepth,), {stochastic_depth}
+
+
+_IDENTITY_MODULES, _IDENTITY_FUNCTIONS = _inference_identities()
 _SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.softmin}
 _ARITHMETIC = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, operator.mul,
                operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
@@ -104,6 +137,10 @@ class TensorOps:
         return bool((t >= 0).all())
 
     @staticmethod
+    def all_zero(t):
+        return bool((t == 0).all())
+
+    @staticmethod
     def cond(predicate, if_true, if_false):
         return if_true() if predicate else if_false()
 
@@ -128,7 +165,7 @@ class _Tracer(fx.Tracer):
     """Traces through containers and user modules; the modules of SPEC §7.3 (and unknown torch.nn ones) are leaves."""
 
     def is_leaf_module(self, module, qualname):
-        if isinstance(module, _LEAVES):
+        if isinstance(module, _LEAVES + _IDENTITY_MODULES):
             return True
         return super().is_leaf_module(module, qualname) and not isinstance(module, (nn.Sequential, nn.ModuleList,
                                                                                       nn.ModuleDict))
@@ -221,6 +258,7 @@ class _Capture:
                              f"single-input models")
         self.index[placeholders[0]] = 0
         self.constants = {}
+        self.tuple_parents = {}
         output = None
         for node in self.module.graph.nodes:
             if node.op == "get_attr":
@@ -236,6 +274,38 @@ class _Capture:
     def dependent(self, arg):
         return isinstance(arg, fx.Node) and arg in self.index
 
+    def is_aux(self, arg):
+        return self.dependent(arg) and self.nodes[self.index[arg]].kind == g.AUX
+
+    def tensor_operand(self, arg):
+        """An input-dependent tensor operand (not a shape value or other non-tensor)."""
+        return self.dependent(arg) and not self.is_aux(arg)
+
+    @staticmethod
+    def reads_metadata(node):
+        if node.op == "call_method":
+            return node.target in _SHAPE_METHODS
+        return (node.op == "call_function" and node.target is getattr and len(node.args) > 1
+                and node.args[1] in _SHAPE_ATTRIBUTES)
+
+    @staticmethod
+    def is_tuple_op(node):
+        return ((node.op == "call_function" and node.target in _TUPLE_FUNCTIONS)
+                or (node.op == "call_method" and node.target in _TUPLE_METHODS))
+
+    def tuple_source(self, node):
+        """``(tuple node, item)`` for ``getitem`` on the result of chunk/split/unbind, else None."""
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.tuple_parents:
+            return node.args[0], node.args[1]
+        return None
+
+    def tuple_item(self, source, parents, item):
+        whole = self.forward(source, parents)
+
+        def forward(*values):
+            return whole(*values)[item]
+        return forward
+
     def add(self, node):
         parents = []
         fx.node.map_arg((node.args, node.kwargs), lambda a: parents.append(a) if self.dependent(a)
@@ -243,7 +313,17 @@ class _Capture:
         if not parents:  # a constant expression: evaluate once
             self.constants[node] = self.evaluate_constant(node)
             return
-        kind, extra = self.classify(node, parents)
+        tuple_source = self.tuple_source(node)
+        if tuple_source is not None:  # ``chunk(x)[i]``: one re-indexing node of the chunked tensor
+            source, item = tuple_source
+            parents = list(self.tuple_parents[source])
+            kind, extra = g.GRADIENT, {"forward": self.tuple_item(source, parents, item)}
+        elif all(self.is_aux(p) for p in parents) or self.reads_metadata(node) or self.is_tuple_op(node):
+            kind, extra = g.AUX, {}  # numbers computed from shapes, or a tuple that only its items consume
+            if self.is_tuple_op(node):
+                self.tuple_parents[node] = tuple(parents)
+        else:
+            kind, extra = self.classify(node, parents)
         if kind == g.KERNEL and "forward" not in extra:
             extra["forward"] = extra["kernel"].apply
         forward = extra.pop("forward", None) or self.forward(node, parents)
@@ -281,10 +361,24 @@ class _Capture:
 
     def classify(self, node, parents):
         """The §7.3 kind of a node, plus extra Node fields (a kernel, BN statistics or an inference forward)."""
+        kind, extra = self.classify_kind(node, parents)
+        if kind in (g.RELU, g.ACTIVATION):
+            if node.op == "call_module":
+                bounds = _module_range(self.modules[node.target])
+            else:
+                ranges = _FUNCTION_RANGES if node.op == "call_function" else _METHOD_RANGES
+                bounds = ranges.get(node.target)
+            if bounds is not None:
+                extra["value_range"] = bounds
+        return kind, extra
+
+    def classify_kind(self, node, parents):
         if node.op == "call_module":
             return _classify_module(self.modules[node.target], node.target)
         target = node.target
         if node.op == "call_function":
+            if target in _IDENTITY_FUNCTIONS:  # e.g. stochastic depth: the identity at inference
+                return g.PASS, {"forward": lambda t, *rest: t}
             if target in _SOFTMAX_FUNCTIONS:
                 raise _softmax_error(node.name)
             if target in _FUNCTIONAL_KERNELS:
@@ -317,16 +411,44 @@ class _Capture:
 
     def classify_arithmetic(self, node, parents):
         name = getattr(node.target, "__name__", node.target)
-        tensor_operands = [a for a in list(node.args) + list(node.kwargs.values()) if self.dependent(a)]
+        operands = list(node.args) + list(node.kwargs.values())
+        tensor_operands = [a for a in operands if self.tensor_operand(a)]
+        function = {"add": torch.add, "iadd": torch.add, "add_": torch.add, "sub": torch.sub,
+                    "isub": torch.sub, "sub_": torch.sub, "mul": torch.mul, "imul": torch.mul,
+                    "mul_": torch.mul, "truediv": torch.div, "itruediv": torch.div, "div": torch.div,
+                    "div_": torch.div}[name]
+        forward = {"forward": self.out_of_place_arithmetic(node, parents, function)}
         if name in ("add", "iadd", "add_") and len(tensor_operands) == 2 and "alpha" not in node.kwargs:
-            return g.ADD, {"forward": self.out_of_place_arithmetic(node, parents, torch.add)}
+            return g.ADD, forward
+        if name in ("mul", "imul", "mul_") and len(tensor_operands) == 2:
+            return g.PRODUCT, forward
         if len(tensor_operands) == 1:
-            function = {"add": torch.add, "iadd": torch.add, "add_": torch.add, "sub": torch.sub,
-                        "isub": torch.sub, "sub_": torch.sub, "mul": torch.mul, "imul": torch.mul,
-                        "mul_": torch.mul, "truediv": torch.div, "itruediv": torch.div, "div": torch.div,
-                        "div_": torch.div}[name]
-            return g.PASS, {"forward": self.out_of_place_arithmetic(node, parents, function)}
+            affine = self.scalar_affine(node, name, tensor_operands[0])
+            return g.PASS, dict(forward, **({"affine": affine} if affine is not None else {}))
         return g.UNSUPPORTED, {"reason": f"'{name}' of two input-dependent tensors has no LRP rule"}
+
+    def scalar_affine(self, node, name, operand):
+        """``(scale, shift)`` of ``x ∘ c`` for a scalar constant ``c`` (for gate detection), else None."""
+        if len(node.args) != 2 or node.kwargs:
+            return None
+        first, second = node.args
+        other = second if first is operand else first
+        if isinstance(other, fx.Node):
+            other = self.constants.get(other)
+        if isinstance(other, torch.Tensor) and other.numel() == 1:
+            other = float(other)
+        if not isinstance(other, (int, float)) or isinstance(other, bool):
+            return None
+        other, left = float(other), first is operand
+        if name.startswith(("add", "iadd")):
+            return 1.0, other
+        if name.startswith(("sub", "isub")):
+            return (1.0, -other) if left else (-1.0, other)
+        if name.startswith(("mul", "imul")):
+            return other, 0.0
+        if left and other != 0:  # x / c
+            return 1.0 / other, 0.0
+        return None
 
     def out_of_place_arithmetic(self, node, parents, function):
         def forward(*values):
@@ -385,7 +507,7 @@ def _classify_module(module, path):
         return g.RELU, _out_of_place_module(module)
     if isinstance(module, _ACTIVATION):
         return g.ACTIVATION, _out_of_place_module(module)
-    if isinstance(module, _DROPOUT):
+    if isinstance(module, _DROPOUT) or isinstance(module, _IDENTITY_MODULES):
         return g.PASS, {"forward": lambda t: t}
     if isinstance(module, _PASS):
         return g.PASS, {}

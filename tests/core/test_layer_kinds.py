@@ -1,0 +1,346 @@
+"""The layer kinds of real architectures (docs/layers.md): separable convolutions, gated products (squeeze-excitation,
+hard sigmoid written out, swish written out), constant scalings (LayerScale, parameters), inference identities
+(stochastic depth) and shape arithmetic in traced graphs — their semantics, and cross-framework agreement (SPEC §9)
+on a Keras/PyTorch twin that contains all of them."""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import signxai
+from gates import assert_gates
+from signxai.common.agreement import sweep_kwargs
+from twins import Twin, torch_input
+
+METHODS = ("gradient", "gradient_x_sign", "guided_backprop", "deconvnet", "integrated_gradients", "smoothgrad",
+           "vargrad", "grad_cam", "guided_grad_cam", "lrp_z", "lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x",
+           "lrpz_epsilon_0_1_std_x", "lrp_alpha_1_beta_0", "lrp_alpha_2_beta_1", "lrp_sequential_composite_a",
+           "lrp_sequential_composite_b", "w2lrp_epsilon_0_1", "flatlrp_z", "zblrp_epsilon_0_1",
+           "lrpsign_z", "lrpsign_epsilon_0_1_mu_0_5")
+
+
+# --- the twin --------------------------------------------------------------------------------------------------
+
+def _keras_gated_net():
+    from keras.src.applications.convnext import LayerScale
+
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(epsilon=1e-3, name="stem_bn")(x)
+    x = keras.layers.Activation("hard_swish")(x)
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", activation="relu", name="separable")(x)
+    # squeeze-excitation with the hard sigmoid written out as in keras.applications' MobileNetV3
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = keras.layers.Conv2D(4, 1, activation="relu", name="se_reduce")(se)
+    se = keras.layers.Conv2D(8, 1, name="se_expand")(se)
+    gate = keras.layers.ReLU(6.0)(se + 3.0) * (1.0 / 6.0)
+    x = keras.layers.Multiply()([x, gate])
+    # swish written out, then a per-channel layer scale
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv_swish")(x)
+    x = keras.layers.Multiply()([h, keras.layers.Activation("sigmoid")(h)])
+    x = LayerScale(0.5, 8, name="layer_scale")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, name="fc")(x)
+    return keras.Model(inputs, outputs)
+
+
+class TorchGatedNet(nn.Module):
+    """The PyTorch twin, written as torchvision writes such blocks (functional gates, ``x.size()`` arithmetic)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stem_bn = nn.BatchNorm2d(8, eps=1e-3)
+        self.act = nn.Hardswish()
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.pointwise = nn.Conv2d(8, 8, 1)
+        self.se_reduce = nn.Conv2d(8, 4, 1)
+        self.se_expand = nn.Conv2d(4, 8, 1)
+        self.conv_swish = nn.Conv2d(8, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.full((8, 1, 1), 0.5))
+        self.last_conv = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = self.act(self.stem_bn(self.stem(x)))
+        x = F.relu(self.pointwise(self.depthwise(x)))
+        se = F.adaptive_avg_pool2d(x, 1)
+        se = self.se_expand(F.relu(self.se_reduce(se)))
+        x = x * (F.relu6(se + 3.0) / 6.0)
+        h = self.conv_swish(x)
+        x = h * torch.sigmoid(h)
+        x = self.gamma * x
+        x = F.relu(self.last_conv(x))
+        n, c = x.size(0), x.size(1)
+        x = x.mean(dim=(2, 3)).view(n, c // 1)
+        return self.fc(x)
+
+
+def _conv(kernel):
+    return torch.tensor(np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1))))
+
+
+@functools.lru_cache(maxsize=None)
+def gated_twin() -> Twin:
+    keras_model, torch_model = _keras_gated_net(), TorchGatedNet().eval()
+    rng = np.random.RandomState(0)
+    for layer in keras_model.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) if "variance" not in v.path else
+                           rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                           for w, v in zip(layer.get_weights(), layer.weights)])
+    with torch.no_grad():
+        for name in ("stem", "se_reduce", "se_expand", "conv_swish", "last_conv"):
+            kernel, bias = keras_model.get_layer(name).get_weights()
+            getattr(torch_model, name).weight.copy_(_conv(kernel))
+            getattr(torch_model, name).bias.copy_(torch.tensor(bias))
+        gamma, beta, mean, variance = keras_model.get_layer("stem_bn").get_weights()
+        for target, value in zip(("weight", "bias", "running_mean", "running_var"), (gamma, beta, mean, variance)):
+            getattr(torch_model.stem_bn, target).copy_(torch.tensor(value))
+        depthwise, pointwise, bias = keras_model.get_layer("separable").get_weights()
+        torch_model.depthwise.weight.copy_(torch.tensor(np.ascontiguousarray(np.transpose(depthwise, (2, 3, 0, 1)))))
+        torch_model.pointwise.weight.copy_(_conv(pointwise))
+        torch_model.pointwise.bias.copy_(torch.tensor(bias))
+        (scale,) = keras_model.get_layer("layer_scale").get_weights()
+        torch_model.gamma.copy_(torch.tensor(scale).reshape(8, 1, 1))
+        kernel, bias = keras_model.get_layer("fc").get_weights()
+        torch_model.fc.weight.copy_(torch.tensor(kernel.T))
+        torch_model.fc.bias.copy_(torch.tensor(bias))
+    x = rng.uniform(-1, 1, (2, 10, 10, 3)).astype(np.float32)
+    return Twin("gated", keras_model, torch_model, x, 2)
+
+
+def test_twin_outputs_match():
+    t = gated_twin()
+    keras_logits = keras.ops.convert_to_numpy(t.keras_model(t.x))
+    with torch.no_grad():
+        torch_logits = t.torch_model(torch.tensor(torch_input(t.x))).numpy()
+    assert np.abs(keras_logits).max() > 0.1
+    np.testing.assert_allclose(keras_logits, torch_logits, rtol=0, atol=1e-5 * np.abs(keras_logits).max())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gated_twin_cross_framework(method):
+    t = gated_twin()
+    kwargs = sweep_kwargs(method, t.x)
+    if method.startswith("zblrp"):
+        kwargs.update(low=-1.0, high=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a vanished-relevance warning fails the test
+        agreement = assert_gates(t, method, **kwargs)
+    assert agreement.peak > 0
+
+
+# --- semantics ---------------------------------------------------------------------------------------------------
+
+def _keras_chain(separable: bool):
+    inputs = keras.Input((9, 9, 3))
+    if separable:
+        x = keras.layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, activation="relu",
+                                         name="sep")(inputs)
+    else:
+        x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False, name="dw")(inputs)
+        x = keras.layers.Conv2D(5, 1, activation="relu", name="pw")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+
+
+@pytest.mark.parametrize("method", ["lrp_epsilon_0_1", "lrpsign_epsilon_0_1", "lrp_alpha_2_beta_1", "w2lrp_z",
+                                    "zblrp_z", "guided_backprop", "lrp_sequential_composite_b"])
+def test_separable_conv_is_depthwise_then_pointwise(method):
+    """SeparableConv2D = its bias-free depthwise kernel layer (an input layer) followed by its pointwise layer."""
+    separable, factored = _keras_chain(True), _keras_chain(False)
+    rng = np.random.RandomState(3)
+    depthwise, pointwise, bias = (rng.normal(0, 0.5, w.shape).astype(np.float32)
+                                  for w in separable.get_layer("sep").get_weights())
+    separable.get_layer("sep").set_weights([depthwise, pointwise, bias])
+    factored.get_layer("dw").set_weights([depthwise])
+    factored.get_layer("pw").set_weights([pointwise, bias])
+    for name in ("conv", "fc"):
+        weights = [rng.normal(0, 0.5, w.shape).astype(np.float32) for w in separable.get_layer(name).get_weights()]
+        separable.get_layer(name).set_weights(weights)
+        factored.get_layer(name).set_weights(weights)
+    x = rng.uniform(-1, 1, (2, 9, 9, 3)).astype(np.float32)
+    kwargs = {"low": -1.0, "high": 1.0} if method.startswith("zb") else {}
+    a = signxai.calculate_relevancemaps(separable, x, method, dtype="float64", **kwargs)
+    b = signxai.calculate_relevancemaps(factored, x, method, dtype="float64", **kwargs)
+    assert np.abs(b).max() > 0
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
+
+
+class _Gated(nn.Module):
+    def __init__(self, gate):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.se = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+        self.gate = gate
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        return self.fc(torch.flatten(h * self.gate(self.se(h.mean(dim=(2, 3), keepdim=True))), 1))
+
+
+def _ungated(model, x):
+    """The same network with the gate values frozen to constants: LRP must give the same map (signal-take-all)."""
+    class Frozen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = model.conv, model.fc
+            with torch.no_grad():
+                h = F.relu(model.conv(x))
+                self.register_buffer("g", model.gate(model.se(h.mean(dim=(2, 3), keepdim=True))))
+
+        def forward(self, t):
+            return self.fc(torch.flatten(F.relu(self.conv(t)) * self.g, 1))
+    return Frozen()
+
+
+@pytest.mark.parametrize("gate", [nn.Sigmoid(), nn.Hardsigmoid(), lambda t: F.relu6(t + 3) / 6])
+@pytest.mark.parametrize("method", ["lrp_z", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "lrpsign_z"])
+def test_gate_receives_no_relevance(gate, method):
+    torch.manual_seed(0)
+    model = _Gated(gate).double()
+    # float32 values: the library explains x as float32 (then float64), and the frozen gate must see the same x
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)).double()
+    frozen = _ungated(model, x)
+    a = signxai.calculate_relevancemap(model, x, method, dtype="float64")
+    b = signxai.calculate_relevancemap(frozen, x, method, dtype="float64")
+    assert np.abs(b).max() > 0
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-13 * np.abs(b).max())
+
+
+def test_guided_backprop_takes_the_exact_jacobian_of_a_product():
+    """Without ReLUs, guided backprop is the gradient, through both operands of a gated product."""
+    class Smooth(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.se, self.fc = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.tanh(self.conv(x))
+            return self.fc((h * torch.sigmoid(self.se(h))).mean(dim=(2, 3)))
+    torch.manual_seed(0)
+    model, x = Smooth(), torch.rand(2, 3, 7, 7, generator=torch.Generator().manual_seed(2))
+    gbp = signxai.calculate_relevancemaps(model, x, "guided_backprop", target=1, dtype="float64")
+    grad = signxai.calculate_relevancemaps(model, x, "gradient", target=1, dtype="float64")
+    assert np.abs(grad).max() > 0
+    np.testing.assert_allclose(gbp, grad, rtol=0, atol=1e-12 * np.abs(grad).max())
+
+
+class _Product(nn.Module):
+    def __init__(self, second):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.second = second
+
+    def forward(self, x):
+        return self.fc(self.a(x) * self.second(self.b(x)))
+
+
+@pytest.mark.parametrize("second,what", [(torch.tanh, "neither operand is a gate"),
+                                         (lambda t: t, "neither operand is a gate"),
+                                         (F.relu6, "neither operand is a gate")])
+def test_product_without_gate_is_refused_naming_the_layer(second, what):
+    model, x = _Product(second), np.random.RandomState(0).normal(size=(1, 4)).astype(np.float32)
+    for method in ("lrp_epsilon_0_1", "guided_backprop"):
+        with pytest.raises(ValueError, match=f"'mul'.*{what}"):
+            signxai.calculate_relevancemap(model, x, method)
+    assert np.abs(signxai.calculate_relevancemap(model, x, "gradient")).max() > 0  # pure gradients still work
+
+
+def test_product_of_two_gates_is_refused():
+    class TwoGates(_Product):
+        def forward(self, x):
+            return self.fc(torch.sigmoid(self.a(x)) * torch.sigmoid(self.b(x)))
+    with pytest.raises(ValueError, match="both operands are gates"):
+        signxai.calculate_relevancemap(TwoGates(None), np.ones((1, 4), np.float32), "lrp_z")
+
+
+def test_keras_product_without_gate_is_refused():
+    inputs = keras.Input((4,))
+    a, b = keras.layers.Dense(4, name="a")(inputs), keras.layers.Dense(4, activation="tanh", name="b")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Multiply(name="gating")([a, b])))
+    with pytest.raises(ValueError, match="'gating'.*neither operand is a gate"):
+        signxai.calculate_relevancemap(model, np.ones((1, 4), np.float32), "lrp_z")
+
+
+class _Shuffle(nn.Module):
+    """Channel shuffle and chunking as torchvision's ShuffleNetV2 writes them (``x.size()``, ``//``, ``chunk``)."""
+
+    def __init__(self, symbolic: bool):
+        super().__init__()
+        self.symbolic = symbolic
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(8 * 6 * 6, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        if self.symbolic:
+            batch, channels, height, width = x.size()
+            x = x.view(batch, 2, channels // 2, height, width).transpose(1, 2).contiguous()
+            x = x.view(batch, channels, height, width)
+            left, right = x.chunk(2, dim=1)
+            torch._assert(left.shape[1] == right.shape[1], "halves differ")
+        else:
+            x = x.view(-1, 2, 4, 6, 6).transpose(1, 2).contiguous().view(-1, 8, 6, 6)
+            left, right = x[:, :4], x[:, 4:]
+        x = torch.cat([left, F.relu(self.conv2(right))], dim=1)
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("method", ["lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop", "deconvnet",
+                                    "grad_cam"])
+def test_shape_arithmetic_is_not_a_layer(method):
+    symbolic, constant = _Shuffle(True), _Shuffle(False)
+    constant.load_state_dict(symbolic.state_dict())
+    x = np.random.RandomState(4).uniform(0, 1, (2, 3, 6, 6)).astype(np.float32)
+    kwargs = {"layer": "conv"} if method == "grad_cam" else {}  # the map of the layer before the shuffle
+    a = signxai.calculate_relevancemaps(symbolic, x, method, **kwargs)
+    b = signxai.calculate_relevancemaps(constant, x, method, **kwargs)
+    assert np.abs(b).max() > 0
+    np.testing.assert_array_equal(a, b)
+
+
+def test_stochastic_depth_is_the_identity_at_inference():
+    from torchvision.ops import StochasticDepth
+
+    class Block(nn.Module):
+        def __init__(self, depth):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3, 2)
+            self.depth = depth
+
+        def forward(self, x):
+            return self.fc((x + self.depth(F.relu(self.conv(x)))).mean(dim=(2, 3)))
+    with_depth, plain = Block(StochasticDepth(0.5, "row")), Block(nn.Identity())
+    plain.load_state_dict(with_depth.state_dict())
+    x = np.random.RandomState(5).uniform(0, 1, (1, 3, 5, 5)).astype(np.float32)
+    for method in ("lrp_epsilon_0_1", "guided_backprop"):
+        a, b = (signxai.calculate_relevancemap(m, x, method) for m in (with_depth, plain))
+        assert np.abs(b).max() > 0
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vanished_relevance_warns_and_names_the_layer():
+    """Default BatchNorm statistics with tiny activations: the BN rule's 1e-7 stabiliser swallows the relevance."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    with torch.no_grad():
+        model[0].weight.mul_(1e-9)
+        model[0].bias.zero_()
+        model[1].bias.fill_(1.0)
+    model.eval()
+    x = np.random.RandomState(6).uniform(0, 1, (1, 3, 6, 6)).astype(np.float32)
+    assert np.abs(signxai.calculate_relevancemap(model, x, "gradient")).max() > 0
+    with pytest.warns(RuntimeWarning, match=r"all zeros although the gradient is not.*'1' \(BatchNorm2d\)"):
+        relevance = signxai.calculate_relevancemap(model, x, "lrp_epsilon_0_1")
+    assert not relevance.any()
