@@ -132,8 +132,8 @@ class _VanishingTracker:
 def _warn_if_vanished(backend, model, x, targets, method, result):
     """An all-zero LRP map where the gradient is not zero: say so, and name the layer where relevance vanished."""
     empty = [i for i in range(len(x)) if not np.any(result[i])]
-    if not empty:
-        return
+    if not empty or (method.params.get("alpha") == 0 and method.params.get("beta") == 0):
+        return  # nothing vanished, or a rule that weights everything by zero on purpose
     gradient = backend.gradients(model, x[empty], targets[empty])
     vanished = [i for i, g in zip(empty, gradient) if np.any(g)]
     if not vanished:

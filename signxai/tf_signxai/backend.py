@@ -353,6 +353,16 @@ def _deterministic_config(layer, **changes):
     return config
 
 
+def _gelu_float64(x):
+    """The exact GELU ``x·Φ(x)``. TensorFlow's ``tf.nn.gelu`` in float64 is accurate to only ~5e-9 (its constants
+    are float32), which alone would break the float64 agreement gate of docs/equivalence.md; float64 copies use this."""
+    x = tf.convert_to_tensor(x)
+    return 0.5 * x * (1.0 + tf.math.erf(x / tf.constant(np.sqrt(2.0), x.dtype)))
+
+
+_FLOAT64_ACTIVATIONS = {"gelu": _gelu_float64}
+
+
 def _float64_copy(model):
     """A float64 clone (layers and Input) with the model's weights; nested models are cloned too."""
     def clone_layer(layer):
@@ -360,7 +370,12 @@ def _float64_copy(model):
             return keras.models.clone_model(layer, clone_function=clone_layer)
         if not isinstance(layer, keras.layers.Layer):  # an operation layer (``x + 3.0``) has no dtype of its own
             return layer.__class__.from_config(layer.get_config())
-        return layer.__class__.from_config(_deterministic_config(layer, dtype="float64"))
+        config = _deterministic_config(layer, dtype="float64")
+        activation = getattr(layer, "activation", None)
+        if getattr(activation, "__name__", None) in _FLOAT64_ACTIVATIONS and activation is getattr(
+                _ACT, activation.__name__, None):
+            config["activation"] = _FLOAT64_ACTIVATIONS[activation.__name__]
+        return layer.__class__.from_config(config)
 
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype="float64")
     clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)

@@ -379,6 +379,8 @@ class _Capture:
         if node.op == "call_function":
             if target in _IDENTITY_FUNCTIONS:  # e.g. stochastic depth: the identity at inference
                 return g.PASS, {"forward": lambda t, *rest: t}
+            if target is F.hardsigmoid:
+                return g.ACTIVATION, {"forward": _hardsigmoid}
             if target in _SOFTMAX_FUNCTIONS:
                 raise _softmax_error(node.name)
             if target in _FUNCTIONAL_KERNELS:
@@ -505,6 +507,8 @@ def _classify_module(module, path):
         return g.GRADIENT, {}
     if isinstance(module, _RELU):
         return g.RELU, _out_of_place_module(module)
+    if isinstance(module, nn.Hardsigmoid):
+        return g.ACTIVATION, {"forward": _hardsigmoid}
     if isinstance(module, _ACTIVATION):
         return g.ACTIVATION, _out_of_place_module(module)
     if isinstance(module, _DROPOUT) or isinstance(module, _IDENTITY_MODULES):
@@ -514,6 +518,13 @@ def _classify_module(module, path):
     if isinstance(module, _SOFTMAX):
         raise _softmax_error(path)
     return g.UNSUPPORTED, {"reason": f"{type(module).__name__} modules have no rule"}
+
+
+def _hardsigmoid(t):
+    """``ReLU6(t + 3) / 6``: bitwise equal to ``F.hardsigmoid`` in its forward, but with the exact derivative 1/6 —
+    PyTorch's own backward uses a float32 1/6 even in float64 (measured 5e-9 relative), which alone would break the
+    float64 agreement gate of docs/equivalence.md."""
+    return F.relu6(t + 3.0) / 6.0
 
 
 def _out_of_place_module(module):

@@ -344,3 +344,52 @@ def test_vanished_relevance_warns_and_names_the_layer():
     with pytest.warns(RuntimeWarning, match=r"all zeros although the gradient is not.*'1' \(BatchNorm2d\)"):
         relevance = signxai.calculate_relevancemap(model, x, "lrp_epsilon_0_1")
     assert not relevance.any()
+
+
+# --- activations of the zoos, module and functional forms ---------------------------------------------------------
+
+ACTIVATIONS = {  # Keras activation name -> (PyTorch module, functional form)
+    "relu6": (nn.ReLU6, F.relu6), "hard_swish": (nn.Hardswish, F.hardswish), "silu": (nn.SiLU, F.silu),
+    "gelu": (nn.GELU, F.gelu), "mish": (nn.Mish, F.mish), "sigmoid": (nn.Sigmoid, torch.sigmoid),
+    "hard_sigmoid": (nn.Hardsigmoid, F.hardsigmoid), "tanh": (nn.Tanh, torch.tanh), "elu": (nn.ELU, F.elu),
+    "softplus": (nn.Softplus, F.softplus),
+}
+
+
+class _ActivationNet(nn.Module):
+    def __init__(self, activation, functional):
+        super().__init__()
+        self.conv, self.conv2, self.fc = nn.Conv2d(2, 6, 3, padding=1), nn.Conv2d(6, 4, 3), nn.Linear(4, 3)
+        module, function = ACTIVATIONS[activation]
+        self.act = function if functional else module()
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv2(self.act(self.conv(x)))).mean(dim=(2, 3)))
+
+
+@functools.lru_cache(maxsize=None)
+def activation_twin(activation, functional):
+    inputs = keras.Input((7, 7, 2))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation=activation, name="conv")(inputs)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv2")(h)
+    outputs = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
+    keras_model, torch_model = keras.Model(inputs, outputs), _ActivationNet(activation, functional).eval()
+    rng = np.random.RandomState(7)
+    with torch.no_grad():
+        for name in ("conv", "conv2", "fc"):
+            kernel = rng.normal(0, 0.7, keras_model.get_layer(name).kernel.shape).astype(np.float32)
+            bias = rng.normal(0, 0.3, keras_model.get_layer(name).bias.shape).astype(np.float32)
+            keras_model.get_layer(name).set_weights([kernel, bias])
+            module = getattr(torch_model, name)
+            module.weight.copy_(torch.tensor(kernel.T) if name == "fc" else _conv(kernel))
+            module.bias.copy_(torch.tensor(bias))
+    x = rng.uniform(-2, 2, (2, 7, 7, 2)).astype(np.float32)
+    return Twin(f"activation_{activation}", keras_model, torch_model, x, 2)
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "functional"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_zoo_activations_cross_framework(activation, functional):
+    t = activation_twin(activation, functional)
+    for method in ("gradient", "guided_backprop", "deconvnet", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0"):
+        assert_gates(t, method)
