@@ -11,13 +11,11 @@ from __future__ import annotations
 import functools
 import warnings
 
-import keras
 import numpy as np
 import pytest
-import torch
-import torchvision
 
 import signxai
+from signxai.zoo import keras_application, torchvision_model
 
 # one or more representatives of every family of the catalog (signxai.methods.method_families())
 METHODS = {
@@ -45,71 +43,16 @@ def _params(fast, slow):
     return list(fast) + [pytest.param(name, marks=pytest.mark.slow) for name in slow]
 
 
-# --- builders ----------------------------------------------------------------------------------------------------
+# --- builders (signxai.zoo: random weights, calibrated BatchNorm statistics) ------------------------------------
 
 @functools.lru_cache(maxsize=2)
 def torch_model(name: str, bias_free: bool = False):
-    torch.manual_seed(0)  # the tests' own models; the library itself never seeds
-    extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-    model = getattr(torchvision.models, name)(weights=None, num_classes=CLASSES, **extra)
-    size = {**TORCH_FAST, **TORCH_SLOW}[name]
-    if bias_free:
-        with torch.no_grad():
-            for module in model.modules():
-                if getattr(module, "bias", None) is not None and not isinstance(module, torch.nn.LayerNorm):
-                    module.bias.zero_()
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for module in norms:
-        module.reset_running_stats()
-        module.momentum = None  # cumulative averages over the calibration batches
-    model.train()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(8, 3, size, size, generator=generator))
-    if bias_free:
-        for module in norms:
-            module.running_mean.zero_()
-    model.eval()
-    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2))
-    return model, x.numpy()
+    return torchvision_model(name, size={**TORCH_FAST, **TORCH_SLOW}[name], classes=CLASSES, bias_free=bias_free)
 
 
 @functools.lru_cache(maxsize=2)
 def keras_model(name: str, bias_free: bool = False):
-    size = {**KERAS_FAST, **KERAS_SLOW}[name]
-    model = getattr(keras.applications, name)(weights=None, classes=CLASSES, input_shape=(size, size, 3),
-                                              classifier_activation=None)
-    rng = np.random.RandomState(0)
-    for layer in model.layers:  # deterministic He-scaled weights from a private RandomState
-        weights = layer.get_weights()
-        if not weights or isinstance(layer, keras.layers.BatchNormalization):
-            continue
-        new = []
-        for w, v in zip(weights, layer.weights):
-            if "bias" in v.path:
-                new.append(np.zeros_like(w) if bias_free else rng.normal(0, 0.05, w.shape).astype(w.dtype))
-            elif w.ndim >= 2:
-                fan_in = np.prod(w.shape[:-1]) if "depthwise" not in v.path else np.prod(w.shape[:-2])
-                new.append(rng.normal(0, np.sqrt(2.0 / fan_in), w.shape).astype(w.dtype))
-            else:
-                new.append(w)
-        layer.set_weights(new)
-    # raw pixel range for the models that rescale their input themselves (EfficientNet, ConvNeXt)
-    high = 255.0 if name.startswith(("EfficientNet", "ConvNeXt")) else 1.0
-    rng = np.random.RandomState(2)
-    calibration = rng.uniform(0, high, (8, size, size, 3)).astype(np.float32)
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0  # the moving statistics become those of the calibration batch
-    model(calibration, training=True)
-    for layer in norms:
-        layer.momentum = 0.99
-        if bias_free:
-            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
-            if layer.center:
-                layer.beta.assign(np.zeros(layer.beta.shape, np.float32))
-    return model, rng.uniform(0, high, (2, size, size, 3)).astype(np.float32)
+    return keras_application(name, size={**KERAS_FAST, **KERAS_SLOW}[name], classes=CLASSES, bias_free=bias_free)
 
 
 def _check_maps(model, x, name):
