@@ -2,6 +2,7 @@
 from importlib.util import find_spec
 
 from signxai.api import calculate_relevancemap, calculate_relevancemaps
+from signxai.core.layers import register_layer, unregister_layer
 from signxai.methods import list_methods
 
 __version__ = "2.0.0.dev0"
@@ -10,4 +11,5 @@ __version__ = "2.0.0.dev0"
 _AVAILABLE_BACKENDS = tuple(name for name, module in (("tensorflow", "tensorflow"), ("pytorch", "torch"))
                             if find_spec(module) is not None)
 
-__all__ = ["calculate_relevancemap", "calculate_relevancemaps", "list_methods", "_AVAILABLE_BACKENDS"]
+__all__ = ["calculate_relevancemap", "calculate_relevancemaps", "list_methods", "register_layer", "unregister_layer",
+           "_AVAILABLE_BACKENDS"]

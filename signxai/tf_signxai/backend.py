@@ -9,6 +9,7 @@ from keras import layers as L
 from signxai.core import graph as g
 from signxai.core.backend import Backend
 from signxai.core.engine import propagate, record
+from signxai.core.layers import registered
 from signxai.core.rules import identity
 
 _ACT = keras.activations
@@ -207,6 +208,9 @@ _SCALED_SUM_TYPES = _scaled_sum_types()
 
 def _classify(op, node):
     """The node kind of a non-kernel layer and extra Node fields (value bounds, scalar affine form)."""
+    custom = registered(op)  # signxai.register_layer: before the built-in table
+    if custom is not None:
+        return custom
     if isinstance(op, _SCALED_SUM_TYPES) and len(node.input_tensors) == 2:
         return g.ADD, {"coefficients": (1.0, float(op.scale))}
     if isinstance(op, L.ReLU):

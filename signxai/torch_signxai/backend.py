@@ -21,6 +21,7 @@ from torch import nn
 from signxai.core import graph as g
 from signxai.core.backend import Backend
 from signxai.core.engine import propagate, record
+from signxai.core.layers import is_registered, registered
 from signxai.core.rules import identity
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -165,7 +166,7 @@ class _Tracer(fx.Tracer):
     """Traces through containers and user modules; the modules of SPEC §7.3 (and unknown torch.nn ones) are leaves."""
 
     def is_leaf_module(self, module, qualname):
-        if isinstance(module, _LEAVES + _IDENTITY_MODULES):
+        if isinstance(module, _LEAVES + _IDENTITY_MODULES) or is_registered(module):
             return True
         return super().is_leaf_module(module, qualname) and not isinstance(module, (nn.Sequential, nn.ModuleList,
                                                                                       nn.ModuleDict))
@@ -489,6 +490,9 @@ def _softmax_error(where):
 
 
 def _classify_module(module, path):
+    custom = registered(module)  # signxai.register_layer: before the built-in table
+    if custom is not None:
+        return custom
     if isinstance(module, nn.Linear) or isinstance(module, _CONV):
         kernel = _kernel_from_module(module)
         return g.KERNEL, {"kernel": kernel, "forward": kernel.apply}

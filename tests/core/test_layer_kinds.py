@@ -393,3 +393,86 @@ def test_zoo_activations_cross_framework(activation, functional):
     t = activation_twin(activation, functional)
     for method in ("gradient", "guided_backprop", "deconvnet", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0"):
         assert_gates(t, method)
+
+
+# --- custom layer kinds (signxai.register_layer) -------------------------------------------------------------------
+
+class KerasHalf(keras.layers.Layer):
+    def call(self, x):
+        return x * 0.5
+
+
+class KerasSquash(keras.layers.Layer):
+    """A custom gate activation: (tanh(x) + 1) / 2 lies in [0, 1]."""
+
+    def call(self, x):
+        return (keras.ops.tanh(x) + 1.0) * 0.5
+
+
+class TorchHalf(nn.Module):
+    def forward(self, x):
+        return x * 0.5
+
+
+class TorchSquash(nn.Module):
+    def forward(self, x):
+        return (torch.tanh(x) + 1.0) * 0.5
+
+
+class _CustomNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.gate, self.fc = nn.Conv2d(2, 4, 3), nn.Conv2d(2, 4, 3), nn.Linear(4, 3)
+        self.halve, self.squash = TorchHalf(), TorchSquash()
+
+    def forward(self, x):
+        h = self.halve(F.relu(self.conv(x))) * self.squash(self.gate(x))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def _custom_twin():
+    inputs = keras.Input((6, 6, 2))
+    h = KerasHalf()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    gate = KerasSquash()(keras.layers.Conv2D(4, 3, name="gate")(inputs))
+    h = keras.layers.Multiply()([h, gate])
+    keras_model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h)))
+    torch_model = _CustomNet().eval()
+    rng = np.random.RandomState(8)
+    with torch.no_grad():
+        for name in ("conv", "gate", "fc"):
+            layer = keras_model.get_layer(name)
+            kernel = rng.normal(0, 0.7, layer.kernel.shape).astype(np.float32)
+            bias = rng.normal(0, 0.3, layer.bias.shape).astype(np.float32)
+            layer.set_weights([kernel, bias])
+            module = getattr(torch_model, name)
+            module.weight.copy_(torch.tensor(kernel.T) if name == "fc" else _conv(kernel))
+            module.bias.copy_(torch.tensor(bias))
+    return Twin("custom", keras_model, torch_model, rng.uniform(-1, 1, (2, 6, 6, 2)).astype(np.float32), 2)
+
+
+def test_custom_layers_are_refused_until_registered_then_agree_across_frameworks():
+    t = _custom_twin()
+    with pytest.raises(ValueError, match=r"KerasHalf"):
+        signxai.calculate_relevancemap(t.keras_model, t.x, "lrp_epsilon_0_1")
+    try:
+        for cls in (KerasHalf, TorchHalf):
+            signxai.register_layer(cls, "pass")
+        for cls in (KerasSquash, TorchSquash):
+            signxai.register_layer(cls, "activation", value_range=(0.0, 1.0))
+        t = _custom_twin()  # fresh models: captured graphs are cached per model
+        for method in ("lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop", "deconvnet", "lrpsign_z"):
+            assert assert_gates(t, method).peak > 0
+    finally:
+        for cls in (KerasHalf, TorchHalf, KerasSquash, TorchSquash):
+            signxai.unregister_layer(cls)
+
+
+def test_register_layer_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown layer kind 'pas'.*did you mean 'pass'"):
+        signxai.register_layer(TorchHalf, "pas")
+    with pytest.raises(TypeError, match="layer class"):
+        signxai.register_layer(TorchHalf(), "pass")
+    with pytest.raises(ValueError, match="value_range applies to 'activation' and 'relu'"):
+        signxai.register_layer(TorchHalf, "pass", value_range=(0, 1))
+    with pytest.raises(ValueError, match="low <= high"):
+        signxai.register_layer(TorchSquash, "activation", value_range=(1, 0))
