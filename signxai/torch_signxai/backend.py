@@ -503,6 +503,11 @@ def _classify_module(module, path):
         return g.BATCHNORM, _batchnorm(module)
     if isinstance(module, _AVGPOOL):
         return g.AVGPOOL, {}
+    if isinstance(module, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
+        sizes = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,)
+        if all(size == 1 for size in sizes) and not module.return_indices:
+            # global max pooling: as torch.amax (and Keras GlobalMaxPooling), exact ties split the signal equally
+            return g.GRADIENT, {"forward": lambda t: torch.amax(t, dim=tuple(range(2, t.dim())), keepdim=True)}
     if isinstance(module, _MAXPOOL) or isinstance(module, _RESHAPE):
         return g.GRADIENT, {}
     if isinstance(module, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):

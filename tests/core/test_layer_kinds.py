@@ -476,3 +476,26 @@ def test_register_layer_rejects_bad_input():
         signxai.register_layer(TorchHalf, "pass", value_range=(0, 1))
     with pytest.raises(ValueError, match="low <= high"):
         signxai.register_layer(TorchSquash, "activation", value_range=(1, 0))
+
+
+def test_global_max_pooling_splits_exact_ties_as_keras_does():
+    """``nn.AdaptiveMaxPool2d(1)`` and Keras ``GlobalMaxPooling2D`` give an exact tie's signal in equal parts."""
+    inputs = keras.Input((2, 2, 1))
+    h = keras.layers.Conv2D(1, 1, use_bias=False, name="conv")(inputs)
+    keras_model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(keras.layers.GlobalMaxPooling2D()(h)))
+    torch_model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                                nn.Linear(1, 2)).eval()
+    keras_model.get_layer("conv").set_weights([np.ones((1, 1, 1, 1), np.float32)])
+    kernel, bias = np.array([[0.7, -0.4]], np.float32), np.array([0.1, 0.2], np.float32)
+    keras_model.get_layer("fc").set_weights([kernel, bias])
+    with torch.no_grad():
+        torch_model[0].weight.fill_(1.0)
+        torch_model[3].weight.copy_(torch.tensor(kernel.T))
+        torch_model[3].bias.copy_(torch.tensor(bias))
+    x = np.zeros((1, 2, 2, 1), np.float32)
+    x[0, 0, 0, 0] = x[0, 1, 1, 0] = 1.0  # two equal maxima
+    t = Twin("global_max_tie", keras_model, torch_model, x, 2)
+    for method in ("gradient", "guided_backprop", "lrp_z"):
+        keras_map = signxai.calculate_relevancemap(keras_model, x, method, target=0)
+        assert keras_map[0, 0, 0, 0] == keras_map[0, 1, 1, 0] != 0
+        assert_gates(t, method, target=0)
