@@ -1,0 +1,381 @@
+"""What one dataset job is (model, methods, targets) and how one chunk is explained; shared by both engines.
+
+Only the public API computes maps (``calculate_relevancemaps``); the logits come from the backends' own forward
+(``BACKEND.logits``: Keras ``training=False``; PyTorch under ``no_grad`` with eval semantics and every module flag
+restored), so the caller's model is never modified.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+_RESERVED = {"target": "target=", "neuron_selection": "target=", "batched": None, "batchmode": None,
+             "dtype": "dtype="}
+
+
+# ------------------------------------------------------------------------------------------------------ methods
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: dict  # passed to calculate_relevancemaps
+
+    def attrs(self) -> dict:
+        return {"method": self.name, "params": jsonable(self.params)}
+
+
+def normalize_methods(methods, common: dict) -> list[MethodSpec]:
+    """``methods``: a name, a list of names, or a mapping name → parameters; ``common`` applies to every method."""
+    from signxai.methods import parse_method, resolve_method
+
+    if isinstance(methods, str):
+        items = [(methods, {})]
+    elif isinstance(methods, dict):
+        items = list(methods.items())
+    elif isinstance(methods, (list, tuple)):
+        items = [(m, {}) for m in methods]
+    else:
+        raise TypeError(f"methods must be a method name, a list of names or a dict name -> parameters, got "
+                        f"{type(methods).__name__}")
+    if not items:
+        raise ValueError("methods is empty: give at least one method name (see signxai.list_methods())")
+    specs, seen = [], set()
+    for name, own in items:
+        if not isinstance(name, str):
+            raise TypeError(f"method names must be strings, got {name!r}")
+        if own is None:
+            own = {}
+        if not isinstance(own, dict):
+            raise TypeError(f"the parameters of {name!r} must be a dict, got {type(own).__name__}")
+        parse_method(name)  # ValueError with suggestions for an unknown name
+        if name in seen:
+            raise ValueError(f"method {name!r} is given twice")
+        seen.add(name)
+        params = {**common, **own}
+        for key in params:
+            if key in _RESERVED:
+                where = _RESERVED[key]
+                raise ValueError(f"{key}= is not a method parameter here: " +
+                                 (f"give {where} to explain_dataset" if where else
+                                  "explain_dataset always explains batches"))
+        # TypeError for a parameter the method does not take (batch_size=, the points per pass of IG/SmoothGrad/
+        # VarGrad, is checked by calculate_relevancemaps itself, in the probe)
+        resolve_method(name, **{k: v for k, v in params.items() if k != "batch_size"})
+        specs.append(MethodSpec(name, params))
+    return specs
+
+
+def jsonable(value):
+    """A JSON-compatible description of a parameter value (arrays by shape and hash)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        array = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        return {"array": list(array.shape), "dtype": str(array.dtype),
+                "blake2b": hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()}
+    return repr(value)
+
+
+# -------------------------------------------------------------------------------------------------------- models
+def _framework(model):
+    """"pytorch", "keras" or None, without importing a framework that is not loaded."""
+    if "torch" in sys.modules:
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            return "pytorch"
+    if "keras" in sys.modules:
+        import keras
+
+        if isinstance(model, keras.Model):
+            return "keras"
+    return None
+
+
+def import_frameworks():
+    """Import PyTorch before TensorFlow where both are installed (the triton import-order trap)."""
+    if find_spec("torch") is not None:
+        import torch  # noqa: F401
+
+
+class ModelSpec:
+    """A model object, a zero-argument factory returning one, or a model file (loaded like ``signxai explain``)."""
+
+    def __init__(self, model_or_factory):
+        self.obj, self.path = model_or_factory, None
+        if isinstance(model_or_factory, (str, os.PathLike)):
+            self.kind, self.path, self.obj = "file", Path(model_or_factory), None
+            if not self.path.is_file():
+                raise ValueError(f"no such model file: {self.path}")
+        elif _framework(model_or_factory) is not None:
+            self.kind = "model"
+        elif callable(model_or_factory):
+            self.kind = "factory"
+        else:
+            raise TypeError(f"model_or_factory must be a keras.Model, a torch.nn.Module, a zero-argument callable "
+                            f"that returns one, or a .keras/.h5/.pt/.pth/.onnx file; got "
+                            f"{type(model_or_factory).__name__}")
+
+    def build(self):
+        """``(model, info)``: the model and a picklable :class:`signxai.cli._Model` (layout, input shape)."""
+        from signxai.cli import CLIError, _load_model, _Model
+
+        if self.kind == "file":
+            try:
+                loaded = _load_model(self.path)
+            except CLIError as error:
+                raise ValueError(str(error)) from None
+            return loaded.model, _Model(None, loaded.channels_first, loaded.input_shape)
+        model = self.obj
+        if self.kind == "factory":
+            model = self.obj()
+            if _framework(model) is None:
+                raise TypeError(f"the model factory returned a {type(model).__name__}, not a keras.Model or a "
+                                f"torch.nn.Module")
+        return model, model_info(model)
+
+
+def model_info(model):
+    """Layout and per-sample input shape of a model object (as ``signxai.cli`` infers them for files)."""
+    from signxai.cli import _Model
+
+    if _framework(model) == "keras":
+        try:
+            shape = model.input_shape
+        except (AttributeError, ValueError):  # not built: calculate_relevancemaps says so in the probe
+            shape = None
+        single = isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape)
+        return _Model(None, False, tuple(shape[1:]) if single else None)
+    import torch
+
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    conv = next((m for m in model.modules() if isinstance(m, convs)), None)
+    return _Model(None, True, None if conv is None else (conv.in_channels, *[None] * len(conv.kernel_size)))
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over the architecture (module/layer classes and their configuration, without generated names) and
+    every weight's shape, dtype and bytes. Reading weights does not modify the model."""
+    digest = hashlib.sha256()
+    framework = _framework(model)
+    if framework == "pytorch":
+        digest.update(b"pytorch\n")
+        for path, module in model.named_modules():
+            digest.update(f"{path}:{type(module).__module__}.{type(module).__qualname__}"
+                          f"({module.extra_repr()})\n".encode())
+        for key, tensor in model.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+            digest.update(tensor.reshape(-1).view(__import__("torch").uint8).numpy().tobytes())
+        return "sha256:" + digest.hexdigest()
+    if framework != "keras":
+        raise TypeError(f"cannot fingerprint a {type(model).__name__}")
+    import keras
+
+    digest.update(b"keras\n")
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        digest.update(f"{type(layer).__module__}.{type(layer).__qualname__}".encode())
+        if not isinstance(layer, keras.Model):
+            try:
+                config = _without_names(layer.get_config())
+                digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+            except Exception:  # a custom layer without get_config: its class and weights still count
+                pass
+        digest.update(b"\n")
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{value.dtype}:{value.shape}\n".encode())
+        digest.update(value.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _without_names(config):
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, list):
+        return [_without_names(v) for v in config]
+    return config
+
+
+def model_logits(model, x: np.ndarray) -> np.ndarray:
+    """The model's logits for a float32 batch, from the backend's inference forward (no flag is changed)."""
+    framework = _framework(model)
+    if framework == "pytorch":
+        from signxai.torch_signxai.backend import BACKEND
+    elif framework == "keras":
+        from signxai.tf_signxai.backend import BACKEND
+    else:
+        raise TypeError(f"model of type {type(model).__name__} is neither a keras.Model nor a torch.nn.Module")
+    with BACKEND.computation():
+        logits = np.asarray(BACKEND.logits(model, x))
+    if logits.ndim != 2:
+        raise ValueError(f"the model output has shape {logits.shape}; it must be (N, K) logits")
+    return logits
+
+
+# ----------------------------------------------------------------------------------------------------------- job
+@dataclass
+class Job:
+    """Everything an engine needs to explain chunk ``k`` (picklable apart from a model object, which the Ray engine
+    serialises with cloudpickle)."""
+
+    model_spec: ModelSpec
+    source: object  # a signxai.dataset.sources.Source
+    out: Path
+    format: str
+    methods: list
+    target: object  # None, an int, or an int64 array of length n
+    dtype: str
+    batch_size: int
+    n_classes: int
+    fingerprint: str
+    on_error: str
+
+    @property
+    def n(self) -> int:
+        return self.source.n
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def bounds(self, k: int):
+        start = k * self.batch_size
+        return start, min(self.n, start + self.batch_size)
+
+
+def normalize_target(target, n: int):
+    """None (the predicted class), one class index, or one index per sample (int64 array of length n)."""
+    if target is None or (isinstance(target, str) and target == "max_activation"):
+        return None
+    if isinstance(target, (bool, np.bool_)):
+        raise ValueError(f"target must be None, a class index or one index per sample, got {target!r}")
+    if hasattr(target, "detach"):
+        target = target.detach().cpu().numpy()
+    array = np.asarray(target)
+    if array.ndim == 0 and np.issubdtype(array.dtype, np.integer):
+        return int(array)
+    if array.ndim == 1 and (np.issubdtype(array.dtype, np.integer) or len(array) == 0):
+        if len(array) != n:
+            raise ValueError(f"target holds {len(array)} class indices, but the source has {n} samples: give one "
+                             f"per sample, one index for all, or None for the predicted class")
+        return array.astype(np.int64)
+    raise ValueError(f"target must be None, a class index or one index per sample (a 1-D integer array of length "
+                     f"{n}), got {target!r:.80}")
+
+
+def check_target(target, n_classes: int) -> None:
+    if target is None:
+        return
+    values = np.atleast_1d(target)
+    bad = values[(values < 0) | (values >= n_classes)]
+    if len(bad):
+        raise ValueError(f"target {int(bad[0])} is outside the model's classes 0 … {n_classes - 1}")
+
+
+def target_description(target):
+    if target is None:
+        return "predicted"
+    if isinstance(target, int):
+        return target
+    return {"per_sample": len(target), "blake2b": hashlib.blake2b(target.tobytes(), digest_size=16).hexdigest()}
+
+
+def layout(job: Job) -> dict:
+    """name → (shape, dtype, fill value, attrs) of every array in the store."""
+    arrays = {f"maps/{m.name}": ((job.n, *job.source.sample_shape), job.dtype, float("nan"), m.attrs())
+              for m in job.methods}
+    arrays["logits"] = ((job.n, job.n_classes), "float32", float("nan"),
+                        {"description": "the model's logits"})
+    arrays["predictions"] = ((job.n,), "int64", -1, {"description": "argmax of the logits (-1: not computed)"})
+    arrays["targets"] = ((job.n,), "int64", -1, {"description": "the class each map explains (-1: not computed)"})
+    arrays["valid"] = ((job.n,), "bool", False,
+                       {"description": "True where the sample was explained (False: skipped or not yet computed)"})
+    return arrays
+
+
+class Runner:
+    """Explains and writes chunks of a job with one model instance (kept, with the library's caches, for every
+    chunk it runs)."""
+
+    def __init__(self, job: Job, model=None, store=None):
+        from signxai.dataset.store import attach_store
+
+        self.job = job
+        if model is None:
+            model, _ = job.model_spec.build()
+            fingerprint = model_fingerprint(model)
+            if fingerprint != job.fingerprint:
+                raise ValueError(f"the model built in this worker differs from the driver's (fingerprint "
+                                 f"{fingerprint} != {job.fingerprint}): a model factory must build the same "
+                                 f"architecture and weights every time")
+        self.model = model
+        self.store = store if store is not None else attach_store(job.out, job.format)
+
+    def run_chunk(self, k: int) -> dict:
+        """Read, explain and write chunk ``k``; returns its log entry (rows, errors)."""
+        arrays, log = self.compute_chunk(k)
+        self.write_chunk(k, arrays, log)
+        return log
+
+    def compute_chunk(self, k: int):
+        """Read and explain chunk ``k``: ``(arrays, log entry)``."""
+        job = self.job
+        start, stop = job.bounds(k)
+        chunk = job.source.read(start, stop)
+        if chunk.errors and job.on_error == "raise":
+            first = chunk.errors[0]
+            raise ValueError(f"cannot use sample {first['index']} ({first['path']}): {first['error']} (fix or "
+                             f"remove it, or pass on_error='skip' to skip bad samples; finished chunks are kept "
+                             f"and a re-run resumes)")
+        arrays = explain_chunk(self.model, chunk.x, chunk.ok, job, start)
+        return arrays, {"chunk": int(k), "rows": [int(start), int(stop)], "errors": chunk.errors}
+
+    def write_chunk(self, k: int, arrays: dict, log: dict) -> None:
+        self.store.write_chunk(k, self.job.bounds(k)[0], arrays, log)
+
+
+def explain_chunk(model, x, ok, job: Job, start: int) -> dict:
+    """The arrays of one chunk (layout names → values); rows with ``ok == False`` get NaN maps and -1 classes."""
+    from signxai.api import calculate_relevancemaps
+
+    n = len(x)
+    arrays = {f"maps/{m.name}": np.full((n, *x.shape[1:]), np.nan, job.dtype) for m in job.methods}
+    arrays["logits"] = np.full((n, job.n_classes), np.nan, np.float32)
+    arrays["predictions"] = np.full(n, -1, np.int64)
+    arrays["targets"] = np.full(n, -1, np.int64)
+    arrays["valid"] = ok.copy()
+    if not ok.any():
+        return arrays
+    batch = x if ok.all() else x[ok]
+    logits = model_logits(model, batch)
+    predictions = logits.argmax(axis=1).astype(np.int64)  # ties: the lowest index, as calculate_relevancemaps
+    if job.target is None:
+        targets = predictions
+    elif isinstance(job.target, int):
+        targets = np.full(len(batch), job.target, np.int64)
+    else:
+        targets = job.target[start:start + n][ok]
+    arrays["logits"][ok] = logits
+    arrays["predictions"][ok] = predictions
+    arrays["targets"][ok] = targets
+    for method in job.methods:
+        arrays[f"maps/{method.name}"][ok] = calculate_relevancemaps(model, batch, method.name, target=targets,
+                                                                    dtype=job.dtype, **method.params)
+    return arrays
