@@ -1,21 +1,37 @@
 """The benchmark networks as identical Keras/PyTorch twins with random weights.
 
-``vgg16``: the VGG16 topology of ``tests/twins.py`` (224×224×3, 1000 classes). ``ecg``: a Conv1D ECG-style net
-(length×12 leads, four Conv1D+ReLU blocks with max pooling, global average pooling, Dense). Both are built by
-``signxai.converters.spec_models`` from one spec and one set of Keras-layout weights.
+``vgg16``: the VGG16 topology of ``tests/twins.py`` (224×224×3, 1000 classes), built by
+``signxai.converters.spec_models`` from one spec and one set of Keras-layout weights. ``resnet50``: torchvision's
+ResNet-50 with its own random initialisation (fixed seed, no download); its Keras twin is converted from it by
+``signxai.converters.torch_to_tf.convert_torch_to_tf_direct`` (same graph and weights). ``ecg``: a Conv1D ECG-style
+net (length×12 leads, four Conv1D+ReLU blocks with max pooling, global average pooling, Dense).
 
 This module is light to import; frameworks are imported inside the functions (torch before TensorFlow).
 """
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BATCHES = {"vgg16": (1, 8), "ecg": (1, 32)}
+BATCHES = {"vgg16": (1, 8), "resnet50": (1, 8), "ecg": (1, 32)}
+
+
+def vgg16_spec(classes: int = 1000, size: int = 224) -> dict:
+    """The VGG16 topology (as ``tests/twins.py``; repeated here so a TensorFlow process need not import torch)."""
+    layers = []
+    for block, (convs, filters) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
+        for i in range(1, convs + 1):
+            layers.append({"kind": "conv2d", "filters": filters, "kernel": 3, "padding": "same",
+                           "activation": "relu", "name": f"block{block}_conv{i}"})
+        layers.append({"kind": "maxpool2d", "pool": 2, "name": f"block{block}_pool"})
+    layers += [{"kind": "flatten", "name": "flatten"},
+               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc1"},
+               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc2"},
+               {"kind": "dense", "units": classes, "name": "predictions"}]
+    return {"input_shape": [size, size, 3], "layers": layers}
 
 
 def ecg_spec(length: int = 2000, leads: int = 12, classes: int = 5) -> dict:
@@ -31,26 +47,49 @@ def ecg_spec(length: int = 2000, leads: int = 12, classes: int = 5) -> dict:
 
 def spec(name: str, vgg_size: int = 224, ecg_length: int = 2000) -> dict:
     if name == "vgg16":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from twins import vgg16_spec  # noqa: E402  (imports torch first, then keras: the safe order)
         return vgg16_spec(size=vgg_size)
     if name == "ecg":
         return ecg_spec(ecg_length)
-    raise ValueError(f"unknown benchmark model {name!r}")
+    raise ValueError(f"unknown spec model {name!r}")
 
 
 class Bench:
     """One benchmark network for one framework: fresh model objects on demand, inputs, and targets."""
 
     def __init__(self, framework: str, name: str, vgg_size: int = 224, ecg_length: int = 2000):
-        from signxai.converters.spec_models import random_weights
-
         self.framework, self.name = framework, name
-        self.spec = spec(name, vgg_size, ecg_length)
-        self.weights = random_weights(self.spec, seed=3)
+        self.size = vgg_size
+        if name == "resnet50":
+            self.spec = {"input_shape": [vgg_size, vgg_size, 3]}
+            self._base = None
+        else:
+            from signxai.converters.spec_models import random_weights
+
+            self.spec = spec(name, vgg_size, ecg_length)
+            self.weights = random_weights(self.spec, seed=3)
+
+    def _torch_resnet50(self):
+        import torch
+        import torchvision
+
+        with torch.random.fork_rng():  # torchvision initialises from the global generator: a private, seeded fork
+            torch.manual_seed(3)
+            return torchvision.models.resnet50(weights=None).eval()
 
     def model(self):
         """A fresh model object (no signxai cache has seen it)."""
+        if self.name == "resnet50":
+            if self.framework == "pytorch":
+                return self._torch_resnet50()
+            import keras
+
+            if self._base is None:
+                from signxai.converters.torch_to_tf import convert_torch_to_tf_direct
+
+                self._base = convert_torch_to_tf_direct(self._torch_resnet50(), (3, self.size, self.size))
+            fresh = keras.models.clone_model(self._base)
+            fresh.set_weights(self._base.get_weights())
+            return fresh
         from signxai.converters import spec_models
 
         build = spec_models.build_torch_model if self.framework == "pytorch" else spec_models.build_keras_model

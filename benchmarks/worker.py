@@ -1,7 +1,10 @@
 """The measuring side: runs in a subprocess of ``benchmarks.run`` and writes JSON.
 
-``time``:   all timings of one framework in one process (signxai, and on PyTorch Zennit and Captum).
-``memory``: the peak memory of one (model, batch, method) in a fresh process.
+``time``:   all timings of one framework in one process (the framework's own plain gradient, signxai, and on
+            PyTorch Zennit and Captum).
+``memory``: the peak memory of one (model, batch, method) call in a fresh process.
+``rss``:    the peak resident memory of one fresh process that explains one model with a list of methods in float32
+            and float64 (the process's whole footprint: framework, model, float64 copy, every call).
 
 Heavy imports happen inside functions, so ``benchmarks.run`` can import the case lists without loading a framework.
 """
@@ -17,42 +20,54 @@ import sys
 import time
 import warnings
 
+import numpy as np
+
 warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")  # "required_grads has been set" etc.
 
 GRADIENT = "gradient"
-SINGLE_RULE_LRP = ("lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x", "lrp_z")
+# The framework's own plain gradient, the denominator of every ratio: PyTorch autograd on the module; TensorFlow
+# a GradientTape inside a tf.function (its fastest form) and, for reference, the eager tape.
+FRAMEWORK_GRADIENTS = {"pytorch": ("torch:autograd",), "tensorflow": ("tf:tape_function", "tf:tape_eager")}
+SINGLE_OP_LRP = ("lrp_z", "lrp_epsilon_0_1", "lrp_epsilon_0_25_std_x", "lrpsign_epsilon_0_25_std_x")
 MULTI_RULE_LRP = ("lrp_alpha_1_beta_0", "lrp_sequential_composite_a", "lrp_sequential_composite_b")
-LRP = SINGLE_RULE_LRP + MULTI_RULE_LRP
-SIGNXAI = (GRADIENT, *LRP, "integrated_gradients", "smoothgrad", "grad_cam", "guided_backprop")
+LRP = SINGLE_OP_LRP + MULTI_RULE_LRP
+FIFTY_SAMPLES_SIGNXAI = ("integrated_gradients", "smoothgrad")
+OTHER_SIGNXAI = ("grad_cam", "guided_backprop")
+SIGNXAI = (GRADIENT, *LRP, *FIFTY_SAMPLES_SIGNXAI, *OTHER_SIGNXAI)
 ZENNIT = ("zennit:epsilon", "zennit:epsilon_plus_flat", "zennit:epsilon_alpha2_beta1")
-CAPTUM = ("captum:integrated_gradients", "captum:smoothgrad", "captum:guided_backprop", "captum:lrp")
-# The nearest Zennit composite of each signxai LRP method (Zennit's ZPlus is LRP-α1β0; composite A is α1β0 on
-# convolutions and ε on dense layers, B is α2β1 / ε).
-ZENNIT_NEAREST = {"lrp_epsilon_0_1": "zennit:epsilon", "lrpsign_epsilon_0_25_std_x": "zennit:epsilon",
-                  "lrp_z": "zennit:epsilon", "lrp_alpha_1_beta_0": "zennit:epsilon_plus_flat",
-                  "lrp_sequential_composite_a": "zennit:epsilon_plus_flat",
-                  "lrp_sequential_composite_b": "zennit:epsilon_alpha2_beta1"}
-# 50 samples per explanation; measured at batch 1 only (a VGG16 batch of 8 would be 400 gradients per call).
-FIFTY_SAMPLES = ("integrated_gradients", "smoothgrad", "captum:integrated_gradients", "captum:smoothgrad")
-YARDSTICK_BATCH = 50  # a plain gradient of 50 samples as one batch: the yardstick of IG(50) and SmoothGrad(50)
+CAPTUM = ("captum:lrp", "captum:integrated_gradients", "captum:smoothgrad", "captum:guided_backprop")
+# 50 samples per explanation; measured at batch 1 only (a batch of 8 would be 400 gradients per call).
+FIFTY_SAMPLES = FIFTY_SAMPLES_SIGNXAI + ("captum:integrated_gradients", "captum:smoothgrad")
+# Measured at batch 1 only: the 50-sample methods, and what no target needs (context for the table).
+BATCH1_ONLY = FIFTY_SAMPLES + OTHER_SIGNXAI + ("tf:tape_eager", "captum:guided_backprop")
+YARDSTICK_BATCH = 50  # the framework's plain gradient of 50 samples as one batch: the yardstick of IG/SmoothGrad(50)
 EPSILON = 0.1  # ε of lrp_epsilon_0_1 and of the ε layers of the composites
+# Methods of the peak-RSS target (one process per framework, float32 and float64).
+RSS_METHODS = ("gradient", "lrp_epsilon_0_1", "smoothgrad", "vargrad", "integrated_gradients")
 
 
 def methods_for(framework: str) -> tuple:
-    return SIGNXAI + (ZENNIT + CAPTUM if framework == "pytorch" else ())
+    return FRAMEWORK_GRADIENTS[framework] + SIGNXAI + (ZENNIT + CAPTUM if framework == "pytorch" else ())
+
+
+def baseline(framework: str) -> str:
+    """The framework's fastest plain gradient (the only one measured at the yardstick batch)."""
+    return FRAMEWORK_GRADIENTS[framework][0]
 
 
 def cases(framework: str, batches: dict, only=None) -> list[dict]:
-    """Every (model, batch, method) one framework measures, in order; ``only`` filters method names."""
+    """Every (model, batch, method) one framework measures, in order; ``only`` filters method names (the
+    framework's plain gradients are always kept: they are the denominators)."""
     out = []
+    keep = set(FRAMEWORK_GRADIENTS[framework]) | set(only or methods_for(framework))
     for model, sizes in batches.items():
         for batch in sizes:
             for method in methods_for(framework):
-                if (method in FIFTY_SAMPLES and batch != 1) or (only and method not in only):
+                if (method in BATCH1_ONLY and batch != 1) or method not in keep:
                     continue
                 out.append({"model": model, "batch": batch, "method": method})
-        if (not only or any(m in only for m in FIFTY_SAMPLES)) and 1 in sizes:
-            out.append({"model": model, "batch": YARDSTICK_BATCH, "method": GRADIENT})
+        if any(m in keep for m in FIFTY_SAMPLES) and 1 in sizes:
+            out.append({"model": model, "batch": YARDSTICK_BATCH, "method": baseline(framework)})
     return out
 
 
@@ -65,9 +80,42 @@ def make_call(framework, method, model, x, targets):
 
         return lambda: signxai.calculate_relevancemap(model, x, method, target=targets)
     tool, name = method.split(":")
+    if tool == "torch":
+        return _torch_gradient_call(model, x, targets)
+    if tool == "tf":
+        return _tf_gradient_call(model, x, targets, compiled=(name == "tape_function"))
     if tool == "zennit":
         return _zennit_call(name, model, x, targets)
     return _captum_call(name, model, x, targets)
+
+
+def _torch_gradient_call(model, x, targets):
+    """Plain autograd on the module (eval mode), NumPy in and out like every other call."""
+    import torch
+
+    model.eval()
+    rows, classes = torch.arange(len(x)), torch.from_numpy(np.asarray(targets))
+
+    def call():
+        xt = torch.from_numpy(x).requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xt)[rows, classes].sum(), xt)
+        return grad.numpy()
+    return call
+
+
+def _tf_gradient_call(model, x, targets, compiled):
+    """A GradientTape around ``model(x, training=False)``, inside a tf.function (traced on the first call) or
+    eager."""
+    import tensorflow as tf
+
+    def gradient(xt, t):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            selected = tf.reduce_sum(tf.gather(model(xt, training=False), t, batch_dims=1))
+        return tape.gradient(selected, xt)
+    fn = tf.function(gradient, reduce_retracing=True) if compiled else gradient
+    t = tf.constant(np.asarray(targets, dtype=np.int64))
+    return lambda: fn(tf.constant(x), t).numpy()
 
 
 def _zennit_call(name, model, x, targets):
@@ -83,6 +131,7 @@ def _zennit_call(name, model, x, targets):
         "epsilon_plus_flat": lambda: zc.EpsilonPlusFlat(epsilon=EPSILON),
         "epsilon_alpha2_beta1": lambda: zc.EpsilonAlpha2Beta1(epsilon=EPSILON),
     }[name]()
+    model.eval()
     with torch.no_grad():
         onehot = torch.eye(model(torch.from_numpy(x[:1])).shape[-1])[torch.from_numpy(targets)]
 
@@ -99,6 +148,7 @@ def _captum_call(name, model, x, targets):
     from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
     from captum.attr._utils.lrp_rules import EpsilonRule
 
+    model.eval()
     target = [int(t) for t in targets]
     if name == "integrated_gradients":
         explainer = IntegratedGradients(model)
@@ -156,22 +206,30 @@ def install_trace_counters(framework):
 
 # --- time ------------------------------------------------------------------------------------------------------
 
-def _import_framework(framework):
-    """torch before TensorFlow (see shared NOTES); returns the framework's version string."""
-    import torch
+def _import_framework(framework, models=("resnet50",)):
+    """The framework's version string. A TensorFlow process imports torch (first: see shared NOTES) only where a
+    model needs it (the ResNet-50 twin is converted from torchvision's), so its memory is TensorFlow's alone."""
+    if framework == "pytorch" or "resnet50" in models:
+        import torch
 
-    if framework == "pytorch":
-        return torch.__version__
+        if framework == "pytorch":
+            return torch.__version__
     import tensorflow as tf
 
     return tf.__version__
 
 
+def _load():
+    import os
+
+    return round(os.getloadavg()[0], 2)
+
+
 def time_framework(framework: str, cfg: dict) -> dict:
     from benchmarks.models import Bench
 
+    version = _import_framework(framework, tuple(cfg["batches"]))
     benches = {m: Bench(framework, m, cfg["vgg_size"], cfg["ecg_length"]) for m in cfg["batches"]}
-    version = _import_framework(framework)
     install_trace_counters(framework)
     records, targets = [], {}
     for case in cases(framework, cfg["batches"], cfg.get("only")):
@@ -180,14 +238,16 @@ def time_framework(framework: str, cfg: dict) -> dict:
         if key not in targets:  # process-level warm-up for this input shape (kernels, thread pools) and targets
             scratch = bench.model()
             targets[key] = bench.targets(scratch, x)
-            make_call(framework, GRADIENT, scratch, x, targets[key])()
+            make_call(framework, baseline(framework), scratch, x, targets[key])()
+            make_call(framework, GRADIENT, scratch, x, targets[key])()  # signxai's own imports and one-offs
             del scratch
-        record = dict(case, framework=framework)
+        record = dict(case, framework=framework, load_before=_load())
         try:
             record.update(measure(lambda: make_call(framework, method, bench.model(), x, targets[key]),
                                   cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"]))
         except Exception as error:  # one failing method must not stop the run
             record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+        record["load_after"] = _load()
         gc.collect()
         records.append(record)
         _progress(record)
@@ -199,22 +259,26 @@ def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: i
 
     Long cases are cut short: no warm-up call when the first call took more than ``budget``/2 seconds (it has
     warmed everything already), and no further timed call once ``budget`` seconds have passed since the first call
-    began and ``min_repeats`` timed calls (or ``repeats``, if fewer) exist.
+    began and ``min_repeats`` timed calls (or ``repeats``, if fewer) exist. ``identical``: every call returned the
+    same array, bit for bit (SPEC §2.4), the first call included.
     """
+    traces = TRACES[0]
     call = fresh_call()
     start = time.perf_counter()
-    call()
+    reference = call()
     first = time.perf_counter() - start
+    first_traces, identical = TRACES[0] - traces, True
     for _ in range(warmup if first <= budget / 2 else 0):
-        call()
+        identical &= bool(np.array_equal(call(), reference))
     traces, times = TRACES[0], []
     while len(times) < repeats and not (len(times) >= min(min_repeats, repeats)
                                         and time.perf_counter() - start > budget):
         begun = time.perf_counter()
-        call()
+        result = call()
         times.append(time.perf_counter() - begun)
-    return {"first_s": first, "median_s": statistics.median(times), "times_s": times,
-            "retraces": TRACES[0] - traces}
+        identical &= bool(np.array_equal(result, reference))
+    return {"first_s": first, "median_s": statistics.median(times), "times_s": times, "first_traces": first_traces,
+            "retraces": TRACES[0] - traces, "identical": identical}
 
 
 def _threads(framework):
@@ -228,12 +292,13 @@ def _threads(framework):
 
 
 def _progress(record):
-    head = f"{record['framework']:10s} {record['model']:5s} b{record['batch']:<3d} {record['method']:32s}"
+    head = f"{record['framework']:10s} {record['model']:8s} b{record['batch']:<3d} {record['method']:32s}"
     if "error" in record:
         print(f"{head} ERROR {record['error']}", file=sys.stderr, flush=True)
     else:
         print(f"{head} first {record['first_s'] * 1e3:9.1f} ms  median {record['median_s'] * 1e3:9.1f} ms  "
-              f"n={len(record['times_s'])} retraces={record['retraces']}", file=sys.stderr, flush=True)
+              f"n={len(record['times_s'])} retraces={record['retraces']} identical={record['identical']} "
+              f"load {record['load_before']}", file=sys.stderr, flush=True)
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
@@ -253,6 +318,14 @@ def _reset_peak() -> bool:
         return False
 
 
+def _trim():
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def peak_mb(call, framework) -> dict:
     """Peak memory growth (MiB) during one call.
 
@@ -262,11 +335,7 @@ def peak_mb(call, framework) -> dict:
     allocator is a pool that keeps freed memory resident, so after the first call RSS no longer shows TensorFlow's
     peak; its own statistics do.
     """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    _trim()
     if framework == "tensorflow":
         import tensorflow as tf
 
@@ -284,8 +353,8 @@ def peak_mb(call, framework) -> dict:
 def memory_case(framework: str, cfg: dict, case: dict) -> dict:
     from benchmarks.models import Bench
 
+    _import_framework(framework, (case["model"],))
     bench = Bench(framework, case["model"], cfg["vgg_size"], cfg["ecg_length"])
-    _import_framework(framework)
     model, x = bench.model(), bench.inputs(case["batch"])
     call = make_call(framework, case["method"], model, x, bench.targets(model, x))
     first, steady = peak_mb(call, framework), peak_mb(call, framework)
@@ -294,20 +363,49 @@ def memory_case(framework: str, cfg: dict, case: dict) -> dict:
                 first=first, steady=steady, rss_mb=_status_kb("VmRSS") / 1024)
 
 
+def rss_case(framework: str, cfg: dict, case: dict) -> dict:
+    """One process explains ``case['model']`` at ``case['batch']`` with every method of ``case['methods']`` in
+    float32, then in float64; the result is the process's peak RSS (VmHWM, never reset) and the RSS after each call.
+    Nothing is released between calls except what the library releases itself."""
+    import signxai
+    from benchmarks.models import Bench
+
+    _import_framework(framework, (case["model"],))
+    bench = Bench(framework, case["model"], cfg["vgg_size"], cfg["ecg_length"])
+    model, x = bench.model(), bench.inputs(case["batch"])
+    steps = [{"step": "model built", "rss_mb": _status_kb("VmRSS") / 1024, "hwm_mb": _status_kb("VmHWM") / 1024}]
+    for dtype in ("float32", "float64"):
+        for method in case["methods"]:
+            begun = time.perf_counter()
+            signxai.calculate_relevancemap(model, x, method, dtype=dtype)
+            steps.append({"step": f"{method} {dtype}", "seconds": time.perf_counter() - begun,
+                          "rss_mb": _status_kb("VmRSS") / 1024, "hwm_mb": _status_kb("VmHWM") / 1024})
+            print(f"rss {framework:10s} {steps[-1]['step']:36s} {steps[-1]['seconds']:7.1f} s  "
+                  f"RSS {steps[-1]['rss_mb']:7.0f} MiB  peak {steps[-1]['hwm_mb']:7.0f} MiB", file=sys.stderr,
+                  flush=True)
+    del model
+    _trim()
+    steps.append({"step": "model released", "rss_mb": _status_kb("VmRSS") / 1024,
+                  "hwm_mb": _status_kb("VmHWM") / 1024})
+    return dict(case, framework=framework, peak_mb=_status_kb("VmHWM") / 1024, steps=steps)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("time", "memory"))
+    parser.add_argument("mode", choices=("time", "memory", "rss"))
     parser.add_argument("--framework", required=True, choices=("tensorflow", "pytorch"))
     parser.add_argument("--config", required=True, help="JSON: batches, vgg_size, ecg_length, repeats, ...")
-    parser.add_argument("--case", help="JSON {model, batch, method} (memory mode)")
+    parser.add_argument("--case", help="JSON {model, batch, method} (memory) or {model, batch, methods} (rss)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     cfg = json.loads(args.config)
     cfg["batches"] = {k: tuple(v) for k, v in cfg["batches"].items()}
     if args.mode == "time":
         result = time_framework(args.framework, cfg)
-    else:
+    elif args.mode == "memory":
         result = memory_case(args.framework, cfg, json.loads(args.case))
+    else:
+        result = rss_case(args.framework, cfg, json.loads(args.case))
     with open(args.out, "w") as f:
         json.dump(result, f)
 

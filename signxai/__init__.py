@@ -3,6 +3,7 @@ from importlib.util import find_spec
 
 from signxai.api import calculate_relevancemap, calculate_relevancemaps
 from signxai.core.layers import register_layer, unregister_layer
+from signxai.dataset import explain_dataset  # noqa: F401  (light: zarr, Ray and frameworks load on use)
 from signxai.methods import list_methods
 
 __version__ = "2.0.0.dev0"

@@ -1,14 +1,17 @@
 """``calculate_relevancemap``: argument handling shared by both backends (SPEC §2)."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from signxai.core.explain import explain
-from signxai.core.targets import resolve_targets
+from signxai.core.targets import Targets
 from signxai.methods import resolve_method
 
 _ALIASES = {"neuron_selection": "target", "batchmode": "batched", "last_conv_layer_name": "layer"}
 _DTYPES = ("float32", "float64")
+_CHUNKED = ("integrated_gradients", "smoothgrad", "vargrad")  # the families that accept batch_size=
 
 
 def _backend_for(model):
@@ -97,7 +100,10 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
 
     ``model`` is a Keras 3 ``keras.Model`` or a ``torch.nn.Module`` that outputs logits. ``target`` is None /
     ``'max_activation'`` (argmax per sample), a class index, or one index per sample. ``dtype='float64'`` computes
-    the whole explanation in float64 on a private copy of the model. Further parameters as in SPEC §3.3.
+    the whole explanation in float64 on a private copy of the model. ``batch_size=`` (IG, SmoothGrad, VarGrad
+    only) sets how many points one framework pass evaluates; by default as many as fit a 1 GiB activation budget
+    (``signxai.core.explain.MEMORY_BUDGET``), measured per sample on the model's first pass. Further parameters as
+    in SPEC §3.3.
     """
     kwargs = _merge_aliases(dict(params, target=target, batched=batched))
     target, batched = kwargs.pop("target"), kwargs.pop("batched")
@@ -105,7 +111,9 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
     if dtype not in _DTYPES and getattr(dtype, "__name__", None) not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     dtype = dtype if isinstance(dtype, str) else dtype.__name__
+    batch_size = kwargs.pop("batch_size", None)
     resolved = resolve_method(method, **kwargs)
+    batch_size = _batch_size(method, kwargs, resolved, batch_size)
     backend = _backend_for(model)
     array = _to_numpy(x, backend)
     backend.check(model)
@@ -115,14 +123,24 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
         raise ValueError("x is an empty batch; give at least one sample")
     work_model = backend.model_for(model, dtype)
     batch = batch.astype(dtype)
+    # The explanation's own first forward pass gives the logits the targets are resolved from (SPEC §2.3).
+    targets = Targets(target, unbatched=not is_batched)
     with backend.computation():
-        logits = backend.logits(work_model, batch)
-    if logits.ndim != 2:
-        raise ValueError(f"the model output has shape {logits.shape}; it must be (N, K) logits")
-    targets = resolve_targets(target, logits, unbatched=not is_batched)
-    with backend.computation():
-        result = explain(backend, work_model, batch, resolved, targets)
+        if resolved.base == "random_uniform":  # it runs no pass of its own but validates the target
+            backend.resolved_targets(work_model, batch, targets)
+        result = explain(backend, work_model, batch, resolved, targets, batch_size=batch_size)
     return result if is_batched else result[0]
+
+
+def _batch_size(name, kwargs, resolved, value):
+    """``batch_size=``: the most points per pass of IG/SmoothGrad/VarGrad (an integer >= 1), or None."""
+    if value is None:
+        return None
+    if resolved.base not in _CHUNKED:
+        resolve_method(name, **kwargs, batch_size=value)  # TypeError listing the kwargs this method accepts
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def calculate_relevancemaps(model, X, method, **kwargs):

@@ -3,6 +3,7 @@
     signxai methods
     signxai explain --model net.keras --input photo.jpg --method lrp_epsilon_0_1 --out relevance.png
     signxai compare --methods 'lrp_epsilon*' --out-dir results
+    signxai compare --keras-model net.keras --torch-model net.pt --input photo.jpg
 
 User errors print one line ``signxai: error: ...`` on stderr and exit with status 2. ``compare`` exits with 1 when a
 method breaks SPEC §9. PyTorch is imported before TensorFlow (NOTES: triton).
@@ -86,20 +87,43 @@ def _parser():
     explain.set_defaults(command=_explain)
 
     compare = commands.add_parser(
-        "compare", help="check that TensorFlow and PyTorch agree (SPEC §9) on a demo model",
+        "compare", help="check that TensorFlow and PyTorch agree (SPEC §9) on a model pair",
         description="Run methods on a Keras model and its PyTorch twin, check SPEC §9 gates 1-2 (float32 and "
-                    "float64 in both frameworks), write a table, CSV, JSON and one figure per method. Exit status "
-                    "1 if any method breaks SPEC §9.")
+                    "float64 in both frameworks), write a table, CSV, JSON and one figure per method. The pair is "
+                    "a demo, a Keras file and its conversion (--model), or your own Keras model and its PyTorch "
+                    "port (--keras-model with --torch-model). Before any method runs, the logits of the two models "
+                    "are compared on the input: if they differ by more than 1e-4 of the largest |logit|, the pair "
+                    "is not a twin and compare stops with exit status 2 and the figure (--force explains it "
+                    "anyway). Exit status 1 if any method breaks SPEC §9.")
     compare.add_argument("--methods", help="catalog names: a glob such as 'lrp_epsilon*' and/or a comma-separated "
                                            "list (default: the whole catalog)")
-    compare.add_argument("--model", default="digits", help="demo (= digits), digits, eeg, or a .keras/.h5 file "
-                                                          "(converted with convert_tf_to_torch_direct and explained "
-                                                          "on a seeded uniform [0, 1) batch)")
-    compare.add_argument("--samples", type=int, default=4, help="number of samples explained (default 4)")
+    compare.add_argument("--model", help="demo (= digits, the default), digits, eeg, or a .keras/.h5 file "
+                                         "(converted with convert_tf_to_torch_direct)")
+    compare.add_argument("--keras-model", type=Path, metavar="FILE",
+                         help="your Keras model (.keras/.h5), compared with --torch-model")
+    compare.add_argument("--torch-model", type=Path, metavar="FILE",
+                         help="its PyTorch twin (.pt/.pth: a whole pickled torch.nn.Module, loaded with "
+                              "torch.load(weights_only=False): only load files you trust), taking the Keras input "
+                              "channels-first")
+    compare.add_argument("--input", type=Path,
+                         help="an image file (converted to RGB or grayscale as the Keras model's input needs, "
+                              "resized to its input size, scaled to [0, 1]) or a .npy array in the Keras layout "
+                              "(channels-last), with or without the batch axis; default: a seeded uniform [0, 1) "
+                              "batch of the Keras input shape (the demos: their held-out samples)")
+    compare.add_argument("--samples", type=int, help="number of samples explained (default 4; with --input: the "
+                                                     "whole input)")
+    compare.add_argument("--force", action="store_true",
+                         help="explain a pair whose logits differ by more than 1e-4 (relative) instead of stopping")
     compare.add_argument("--out-dir", type=Path, default=Path("results"))
     compare.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                          help="precision of the maps in the table and figures (the gates always use both)")
     compare.set_defaults(command=_compare)
+
+    from signxai.explain_dataset_cli import add_parser as add_explain_dataset
+    add_explain_dataset(commands)
+
+    from signxai.evaluate import add_parser as add_evaluate
+    add_evaluate(commands)
     return parser
 
 
@@ -297,9 +321,10 @@ COLUMNS = ("method", "mae", "rel_error", "pearson", "time_tf_ms", "time_pt_ms", 
 
 def _compare(args) -> int:
     methods = _select(args.methods)
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise CLIError("--samples must be at least 1")
-    keras_model, torch_model, x, label = _pair(args.model, args.samples)
+    keras_model, torch_model, x, label = _pair(args)
+    logit_difference = _check_logits(keras_model, torch_model, x, args.force)
     figures = args.out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     timeseries = x.ndim == 3 and any(len(getattr(getattr(layer, "kernel", None), "shape", ())) == 3
@@ -329,8 +354,8 @@ def _compare(args) -> int:
         writer.writeheader()
         writer.writerows(asdict(row) for row in rows)
     (args.out_dir / "values_method_comparison.json").write_text(json.dumps(
-        {"model": label, "samples": len(x), "dtype": args.dtype, "rows": [asdict(row) for row in rows],
-         "summary": counts}, indent=1))
+        {"model": label, "samples": len(x), "dtype": args.dtype, "logit_max_rel_diff": logit_difference,
+         "rows": [asdict(row) for row in rows], "summary": counts}, indent=1))
     return 0 if counts["failed"] == 0 else 1
 
 
@@ -352,25 +377,105 @@ def _select(pattern) -> list[str]:
     return selected
 
 
-def _pair(name: str, samples: int):
-    """``(keras_model, torch_model, x, label)``: a demo twin pair, or a Keras file and its direct conversion."""
+LOGIT_TOLERANCE = 1e-4
+"""The largest relative logit difference ``max|y_tf − y_pt| / max|y_tf|`` of a pair that ``compare`` explains."""
+
+
+def _pair(args):
+    """``(keras_model, torch_model, x, label)``: a demo twin pair, a Keras file and its direct conversion, or the
+    user's Keras model and PyTorch twin; ``x`` (channels-last) from ``--input`` or generated."""
     _import_keras()
-    if name in ("demo", "digits", "eeg"):
-        from signxai.demo import load_demo
+    pair = args.keras_model is not None or args.torch_model is not None
+    if pair and args.model is not None:
+        raise CLIError("give either --model or --keras-model with --torch-model, not both")
+    if pair and (args.keras_model is None or args.torch_model is None):
+        raise CLIError("--keras-model and --torch-model go together: a Keras model and its PyTorch twin")
+    samples = args.samples
+    if pair:
+        keras_path, torch_path = _existing(args.keras_model), _existing(args.torch_model)
+        if keras_path.suffix.lower() not in KERAS_SUFFIXES:
+            raise CLIError(f"--keras-model must be a .keras/.h5 file, not {keras_path.name!r}")
+        if torch_path.suffix.lower() not in TORCH_SUFFIXES:
+            raise CLIError(f"--torch-model must be a .pt/.pth file (a pickled torch.nn.Module), not "
+                           f"{torch_path.name!r}")
+        keras_model, torch_model = _load_model(keras_path).model, _load_model(torch_path).model
+        label, x = f"{keras_path} + {torch_path}", None
+    else:
+        name = args.model or "digits"
+        if name in ("demo", "digits", "eeg"):
+            from signxai.demo import load_demo
 
-        demo = load_demo("digits" if name == "demo" else name)
-        return demo.keras_model, demo.torch_model, demo.x[:samples], f"demo {demo.name}"
-    path = _existing(Path(name))
-    if path.suffix.lower() not in KERAS_SUFFIXES:
-        raise CLIError(f"--model must be demo, digits, eeg or a .keras/.h5 file, not {name!r}")
-    loaded = _load_model(path)
-    from signxai.converters.direct_tf_to_torch import convert_tf_to_torch_direct
+            demo = load_demo("digits" if name == "demo" else name)
+            keras_model, torch_model, label, x = demo.keras_model, demo.torch_model, f"demo {demo.name}", demo.x
+        else:
+            path = _existing(Path(name))
+            if path.suffix.lower() not in KERAS_SUFFIXES:
+                raise CLIError(f"--model must be demo, digits, eeg or a .keras/.h5 file, not {name!r}")
+            from signxai.converters.direct_tf_to_torch import convert_tf_to_torch_direct
 
-    shape = loaded.input_shape
-    if None in shape:
-        raise CLIError(f"the model's input shape {shape} has unknown axes")
-    x = np.random.RandomState(0).uniform(0, 1, (samples, *shape)).astype(np.float32)
-    return loaded.model, convert_tf_to_torch_direct(loaded.model), x, str(path)
+            keras_model = _load_model(path).model
+            torch_model, label, x = convert_tf_to_torch_direct(keras_model), str(path), None
+    shape = tuple(keras_model.input_shape[1:])
+    if args.input is not None:
+        x = _compare_input(_existing(args.input), keras_model, shape)
+    elif x is None:
+        if None in shape:
+            raise CLIError(f"the Keras model's input shape {shape} has unknown axes; give an --input")
+        x = np.random.RandomState(0).uniform(0, 1, (samples or 4, *shape)).astype(np.float32)
+        samples = None
+    elif samples is None:
+        samples = 4
+    return keras_model, torch_model, x[:samples] if samples else x, label
+
+
+def _compare_input(path: Path, keras_model, shape) -> np.ndarray:
+    """A channels-last float32 batch from an image or a ``.npy`` file (see the ``compare`` help)."""
+    if path.suffix.lower() == ".npy":
+        x = np.load(path)
+        if x.ndim == len(shape):
+            x = x[None]
+        if x.ndim != len(shape) + 1 or any(d is not None and d != n for d, n in zip(shape, x.shape[1:])):
+            raise CLIError(f"the input has shape {x.shape}; the Keras model takes {shape} per sample (channels-last,"
+                           f" batch axis optional)")
+    else:
+        x = _load_image(path, _Model(keras_model, False, shape), caffe=False)[None]
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise CLIError(f"the input {path} must hold finite numbers")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_logits(keras_model, torch_model, x, force) -> float:
+    """The pair's max relative logit difference on ``x``; a CLIError above LOGIT_TOLERANCE unless ``force``."""
+    import torch
+
+    keras = _import_keras()
+    y_tf = keras.ops.convert_to_numpy(keras_model(x, training=False)).astype(np.float64)
+    training = [(m, m.training) for m in torch_model.modules()]
+    torch_model.eval()
+    try:
+        with torch.no_grad():
+            y_pt = torch_model(torch.as_tensor(_channels_first(x))).double().cpu().numpy()
+    except Exception as error:  # a wrong layout or input size of the PyTorch twin
+        raise CLIError(f"the PyTorch model cannot take the input of shape {_channels_first(x).shape} "
+                       f"(channels-first): {_one_line(error)}") from error
+    finally:
+        for module, flag in training:
+            module.training = flag
+    if y_tf.shape != y_pt.shape:
+        raise CLIError(f"the models' outputs differ in shape: Keras {y_tf.shape}, PyTorch {y_pt.shape}")
+    scale = np.abs(y_tf).max()
+    difference = np.abs(y_tf - y_pt).max()
+    relative = float(difference / scale) if scale else 0.0 if difference == 0 else float("inf")
+    message = (f"the models' logits differ by {relative:.3g} of the largest |logit| ({scale:.3g}) on "
+               f"{len(x)} sample(s), more than {LOGIT_TOLERANCE:g}")
+    if relative > LOGIT_TOLERANCE:
+        if not force:
+            raise CLIError(f"not a twin pair: {message}; check the weights, layouts, padding and BN eps (SPEC §8), "
+                           f"or pass --force to explain it anyway")
+        print(f"signxai: warning: {message} (--force)", file=sys.stderr)
+    else:
+        print(f"logits: max relative difference {relative:.2g} on {len(x)} sample(s)", file=sys.stderr)
+    return relative
 
 
 def _compare_method(method, keras_model, torch_model, x, dtype, figures, timeseries) -> Row:

@@ -6,10 +6,29 @@ tensor with the channel axis moved to position 1. So a Keras input of shape ``(N
 the last two axes swapped (``np.moveaxis(x, -1, 1)``), as in ``spec_models.build_torch_model``. Flat tensors keep
 their shape. Outputs follow the same rule.
 
+Layers that act on the channel axis of a tensor of rank ≥ 2 (``Dense``, ``LayerNormalization``, ``LayerScale``)
+run on a channels-last view (a ``Permute`` module ``<tensor>_channels_last``); elementwise layers that follow keep that
+layout, and the first consumer that needs channels-first gets the inverse ``Permute`` (``<tensor>_channels_first``).
+
 Flatten: PyTorch flattens ``(C, H, W)``, Keras ``(H, W, C)``. The converter keeps the PyTorch order and permutes the
 input rows of the Dense layer(s) that consume it (through Dropout/activation/BN/PReLU, whose per-feature parameters
 are permuted alike); a consumer that needs the Keras order (Reshape, Concatenate, the model output, …) first gets an
-explicit re-ordering module (``KerasReshape``).
+explicit re-ordering module (``KerasReshape``). The orders agree (nothing is permuted) when at most one axis of the
+flattened tensor is longer than 1.
+
+Further equivalences (SPEC §7.3, §8):
+
+* ``SeparableConv*D`` → a depthwise ``Conv*d`` (``groups=C``, no bias, ``<layer>_depthwise``) followed by a pointwise
+  1×1 ``Conv*d`` with the bias (``<layer>``), as the explainers treat it.
+* Element-wise products (``Multiply``, ``a * b`` between model tensors) → ``a * b`` (``operator.mul``); constant
+  operands of Keras op layers (``x + 3.0``, ``x * (1 / 6)``) → the same Python scalar in the graph, array constants →
+  buffers of the module. ``Rescaling`` → ``x * scale + offset``; ``Normalization`` → ``(x − mean) /
+  max(√variance, ε)`` with buffers ``<layer>_mean``/``<layer>_variance`` (the constants rounded as Keras rounds them,
+  so float64 copies agree too); ``LayerScale`` (``keras.src.applications.convnext``) → ``x * gamma`` with the
+  parameter ``<layer>_gamma``; ``LayerNormalization`` over the channel axis → ``nn.LayerNorm``.
+* Asymmetric ``'same'`` pooling (stride 2 on an even size): TensorFlow's padding is ignored by the max and left out
+  of the average, as PyTorch's ``ceil_mode=True`` windows are; the pool gets ``ceil_mode=True`` with the leading
+  padding when both give the same windows.
 
 Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises ValueError (SPEC §2.4: no method
 explains a softmax model); remove it first.
@@ -28,6 +47,10 @@ from torch import fx, nn
 from signxai.converters.spec_models import _flatten_permutation
 
 __all__ = ["convert_tf_to_torch_direct", "KerasReshape", "Permute", "Crop"]
+
+_BINARY_OPS = {"Add": operator.add, "Subtract": operator.sub, "Multiply": operator.mul, "Divide": operator.truediv,
+               "TrueDivide": operator.truediv}
+"""Keras op layers (``keras.src.ops.numpy``), created by ``+ - * /`` on Keras tensors, → Python operators."""
 
 TORCH_ACTIVATIONS = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU,
@@ -97,9 +120,9 @@ def convert_tf_to_torch_direct(keras_model) -> nn.Module:
 
     A model whose graph is a chain becomes an ``nn.Sequential`` whose children carry the Keras layer names (fused
     activations and explicit paddings get ``<layer>_<activation>`` / ``<layer>_pad``); any other graph becomes a
-    ``torch.fx.GraphModule`` whose forward uses ``+`` and ``torch.cat`` (symbolically traceable). Nested models are
-    inlined. The result is in eval mode, in the dtype of the Keras input. Raises ValueError naming the first
-    unsupported layer (name and class).
+    ``torch.fx.GraphModule`` whose forward uses ``+``, ``*``, ``torch.cat`` and constant arithmetic (symbolically
+    traceable). Nested models are inlined. The result is in eval mode, in the dtype of the Keras input. Raises
+    ValueError naming the first unsupported layer (name and class).
     """
     import keras
 
@@ -114,6 +137,7 @@ class _Tensor:
     node: fx.Node
     shape: tuple
     flat_from: tuple | None = None
+    channels_last: bool = False  # the PyTorch tensor is (still) in Keras's channels-last layout
 
 
 def _channels_first(shape):
@@ -159,13 +183,24 @@ class _Converter:
         self.keras = keras
         self.graph = fx.Graph()
         self.modules = OrderedDict()
+        self.constants = OrderedDict()  # buffers and parameters read with get_attr
+        self.layouts = {}  # (fx node, "first"/"last") → the tensor in that layout
         L = keras.layers
         handlers = {
             L.Dense: self._dense, L.BatchNormalization: self._batchnorm, L.Flatten: self._flatten,
             L.Reshape: self._reshape, L.Permute: self._permute, L.Activation: self._activation_layer,
             L.ReLU: self._relu, L.LeakyReLU: self._leaky_relu, L.ELU: self._elu, L.PReLU: self._prelu,
             L.Add: self._add, L.Concatenate: self._concatenate, L.Softmax: self._softmax,
+            L.Multiply: self._multiply, L.Subtract: self._subtract, L.Rescaling: self._rescaling,
+            L.Normalization: self._normalization, L.LayerNormalization: self._layer_normalization,
+            L.SeparableConv1D: self._separable_conv, L.SeparableConv2D: self._separable_conv,
         }
+        try:
+            from keras.src.applications.convnext import LayerScale
+        except ImportError:  # a Keras without ConvNeXt
+            pass
+        else:
+            handlers[LayerScale] = self._layer_scale
         for cls in (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D,
                     L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
             handlers[cls] = self._conv
@@ -185,6 +220,12 @@ class _Converter:
         for cls in (L.UpSampling1D, L.UpSampling2D, L.UpSampling3D):
             handlers[cls] = self._upsampling
         self.handlers = handlers
+        # handlers that accept a channels-last tensor (all others get channels-first inputs)
+        self.layout_aware = {self._dense, self._layer_normalization, self._layer_scale, self._activation_layer,
+                             self._relu, self._leaky_relu, self._elu, self._dropout, self._add, self._multiply,
+                             self._subtract, self._binary_op, self._rescaling, self._normalization, self._flatten,
+                             self._softmax}
+        self.multi_input = {self._add, self._concatenate, self._multiply, self._subtract, self._binary_op}
 
     # ----------------------------------------------------------------------------------------------- graph walk
     def convert(self, model):
@@ -192,9 +233,10 @@ class _Converter:
         if len(functional.inputs) != 1 or len(functional.outputs) != 1:
             raise ValueError(f"model {model.name!r} must have one input and one output")
         (keras_input,) = functional.inputs
+        self.dtype = str(keras_input.dtype)
         x = _Tensor(self.graph.placeholder("x"), tuple(keras_input.shape[1:]))
         (y,) = self._inline(functional, [x])
-        self.graph.output(self._keras_order(y, "output").node)
+        self.graph.output(self._keras_order(self._to_channels_first(y), "output").node)
         module = self._finish()
         return module.to(getattr(torch, str(keras_input.dtype))).eval()
 
@@ -217,19 +259,34 @@ class _Converter:
                 if isinstance(operation, self.keras.Model):
                     outputs = self._inline(self._functional(operation), args)
                 else:
+                    if self._binary_op_of(operation) is not None:  # constants are arguments of op layers
+                        args = [tensors[id(a)] if isinstance(a, self.keras.KerasTensor) else a
+                                for a in node.arguments.args]
+                        if node.arguments.kwargs:
+                            raise ValueError(f"layer {operation.name!r} ({type(operation).__name__}): keyword "
+                                             f"arguments are not supported")
                     outputs = [self._layer(operation, args, tuple(node.outputs[0].shape[1:]))]
                 for kt, t in zip(node.outputs, outputs):
                     tensors[id(kt)] = t
         return [tensors[id(kt)] for kt in functional.outputs]
 
+    @staticmethod
+    def _binary_op_of(operation):
+        """The Python operator of a Keras op layer (``a + b``, ``x * 0.5`` …), else None."""
+        if type(operation).__module__ == "keras.src.ops.numpy":
+            return _BINARY_OPS.get(type(operation).__name__)
+        return None
+
     def _layer(self, layer, inputs, out_shape):
         handler = self.handlers.get(type(layer))
-        if handler is None and type(layer).__name__ == "Add" and type(layer).__module__ == "keras.src.ops.numpy":
-            handler = self._add  # `a + b` / keras.ops.add between model tensors
+        if handler is None and self._binary_op_of(layer) is not None:
+            handler = self._binary_op  # `a + b`, `x * 0.5`, keras.ops.multiply … on model tensors
         if handler is None:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not supported by the Keras → PyTorch "
                              f"converter (see SPEC §7.3)")
-        if handler not in (self._add, self._concatenate):
+        if handler not in self.layout_aware:
+            inputs = [self._to_channels_first(t) if isinstance(t, _Tensor) else t for t in inputs]
+        if handler not in self.multi_input:
             if len(inputs) != 1:
                 raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) must have exactly one input")
             inputs = inputs[0]
@@ -248,18 +305,92 @@ class _Converter:
         root = nn.Module()
         for name, module in self.modules.items():
             root.add_module(name, module)
+        for name, value in self.constants.items():
+            if isinstance(value, nn.Parameter):
+                root.register_parameter(name, value)
+            else:
+                root.register_buffer(name, value)
         self.graph.lint()
         return fx.GraphModule(root, self.graph, class_name="ConvertedKerasModel")
 
     # ------------------------------------------------------------------------------------------------- emitters
-    def _emit(self, name, module, t, shape, flat_from=None):
+    def _unique(self, name):
         name = re.sub(r"\W", "_", name)
         unique, i = name, 0
-        while unique in self.modules:
+        while unique in self.modules or unique in self.constants:
             i += 1
             unique = f"{name}_{i}"
+        return unique
+
+    def _emit(self, name, module, t, shape, flat_from=None, channels_last=False):
+        unique = self._unique(name)
         self.modules[unique] = module
-        return _Tensor(self.graph.call_module(unique, (t.node,)), tuple(shape), flat_from)
+        return _Tensor(self.graph.call_module(unique, (t.node,)), tuple(shape), flat_from, channels_last)
+
+    def _elementwise(self, name, module, t):
+        """Append an elementwise module: shape, pending flatten order and layout are kept."""
+        return self._emit(name, module, t, t.shape, t.flat_from, t.channels_last)
+
+    def _constant(self, name, value, parameter=False):
+        """A ``get_attr`` node of a new buffer (or parameter) holding ``value``."""
+        unique = self._unique(name)
+        tensor = torch.tensor(np.array(value))
+        self.constants[unique] = nn.Parameter(tensor) if parameter else tensor
+        return self.graph.get_attr(unique)
+
+    @staticmethod
+    def _source_name(t):
+        node = t.node
+        return node.target if node.op == "call_module" else node.name
+
+    def _to_channels_first(self, t):
+        """``t`` in the channels-first layout (a ``<tensor>_channels_first`` Permute if it is channels-last)."""
+        if not t.channels_last:
+            return t
+        key = (t.node, "first")
+        if key not in self.layouts:
+            rank = len(t.shape)
+            self.layouts[key] = self._emit(f"{self._source_name(t)}_channels_first",
+                                           Permute((0, rank, *range(1, rank))), t, t.shape)
+        return self.layouts[key]
+
+    def _to_channels_last(self, t):
+        """``t`` in the channels-last layout (a ``<tensor>_channels_last`` Permute if needed; rank-1 tensors are
+        unchanged)."""
+        rank = len(t.shape)
+        if t.channels_last or rank < 2:
+            return t
+        key = (t.node, "last")
+        if key not in self.layouts:
+            self.layouts[key] = self._emit(f"{self._source_name(t)}_channels_last",
+                                           Permute((0, *range(2, rank + 1), 1)), t, t.shape, channels_last=True)
+        return self.layouts[key]
+
+    def _same_layout(self, tensors):
+        """Tensors of one elementwise op in one layout: channels-last only if all of them are."""
+        if all(t.channels_last for t in tensors):
+            return tensors
+        return [self._to_channels_first(t) for t in tensors]
+
+    def _layout_constant(self, name, array, t, dtype):
+        """A ``get_attr`` node for a constant that broadcasts against the Keras tensor of ``t`` (Keras broadcasting
+        aligns trailing axes), rearranged for ``t``'s PyTorch layout."""
+        rank = len(t.shape)
+        array = np.asarray(array, dtype=dtype)
+        if array.ndim == rank + 1 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim > rank:
+            raise ValueError(f"{name}: a constant of shape {array.shape} does not broadcast per sample against a "
+                             f"tensor of shape {t.shape}")
+        array = array.reshape((1,) * (rank - array.ndim) + array.shape)
+        if rank >= 2 and not t.channels_last:
+            array = np.moveaxis(array, -1, 0)
+        return self._constant(name, np.ascontiguousarray(array[None]))
+
+    def _call(self, function, args, shape, like, kwargs=None):
+        """A ``call_function`` node; ``like`` (a converted operand) gives flatten order and layout."""
+        node = self.graph.call_function(function, tuple(args), kwargs or {})
+        return _Tensor(node, tuple(shape), like.flat_from, like.channels_last)
 
     def _keras_order(self, t, name):
         """``t`` in Keras's element order (undoes a pending PyTorch flatten order)."""
@@ -281,7 +412,7 @@ class _Converter:
         if key not in TORCH_ACTIVATIONS:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): activation {key!r} is not supported; "
                              f"supported: {sorted(TORCH_ACTIVATIONS)}")
-        return self._emit(name or f"{layer.name}_{key}", TORCH_ACTIVATIONS[key](), t, t.shape, t.flat_from)
+        return self._elementwise(name or f"{layer.name}_{key}", TORCH_ACTIVATIONS[key](), t)
 
     # ---------------------------------------------------------------------------------------------- layer types
     def _dense(self, layer, t, out_shape):
@@ -292,13 +423,9 @@ class _Converter:
         linear.weight = _parameter(kernel.T)
         if layer.use_bias:
             linear.bias = _parameter(layer.bias.numpy())
-        rank = len(t.shape)
-        if rank == 1:
-            t = self._emit(layer.name, linear, t, out_shape)
-        else:  # Dense acts on the channel axis: move it last and back
-            t = self._emit(f"{layer.name}_channels_last", Permute((0, *range(2, rank + 1), 1)), t, t.shape)
-            t = self._emit(layer.name, linear, t, out_shape)
-            t = self._emit(f"{layer.name}_channels_first", Permute((0, rank, *range(1, rank))), t, out_shape)
+        # Dense acts on the channel axis: a tensor of rank ≥ 2 is (made) channels-last, and stays so
+        t = self._to_channels_last(t)
+        t = self._emit(layer.name, linear, t, out_shape, channels_last=len(out_shape) > 1)
         return self._activation(layer, t, layer.activation, None)
 
     def _conv(self, layer, t, out_shape):
@@ -315,19 +442,7 @@ class _Converter:
                                                        padding=conv_padding, output_padding=output_padding,
                                                        bias=layer.use_bias)
         else:
-            if layer.padding == "valid":
-                pads = [(0, 0)] * n
-            elif layer.padding == "same":
-                pads = [_same_padding(*args) for args in zip(size, layer.kernel_size, stride, dilation)]
-            else:  # causal (Conv1D)
-                pads = [((layer.kernel_size[0] - 1) * dilation[0], 0)]
-            if all(a == b for a, b in pads):
-                conv_padding = tuple(a for a, _ in pads)
-            else:  # asymmetric: an explicit zero pad, then a 'valid' conv (SPEC §8)
-                conv_padding = 0
-                padded = tuple(d + a + b for d, (a, b) in zip(size, pads))
-                t = self._emit(f"{layer.name}_pad", getattr(nn, f"ZeroPad{n}d")(_torch_pad(pads)), t,
-                               (*padded, in_channels))
+            t, conv_padding = self._conv_padding(layer, t)
             if depthwise:
                 kernel = kernel.reshape(*kernel.shape[:-2], 1, -1)
             groups = in_channels if depthwise else layer.groups
@@ -338,6 +453,42 @@ class _Converter:
         if layer.use_bias:
             module.bias = _parameter(layer.bias.numpy())
         t = self._emit(layer.name, module, t, out_shape)
+        return self._activation(layer, t, layer.activation, None)
+
+    def _conv_padding(self, layer, t):
+        """``(t, padding)``: Keras's padding as PyTorch's symmetric ``padding``, or an explicit ``<layer>_pad``
+        zero pad followed by a ``'valid'`` conv where it is asymmetric (SPEC §8)."""
+        n, size, dilation = layer.rank, t.shape[:-1], layer.dilation_rate
+        if layer.padding == "valid":
+            pads = [(0, 0)] * n
+        elif layer.padding == "same":
+            pads = [_same_padding(*args) for args in zip(size, layer.kernel_size, layer.strides, dilation)]
+        else:  # causal (Conv1D)
+            pads = [((layer.kernel_size[0] - 1) * dilation[0], 0)]
+        if all(a == b for a, b in pads):
+            return t, tuple(a for a, _ in pads)
+        padded = tuple(d + a + b for d, (a, b) in zip(size, pads))
+        t = self._emit(f"{layer.name}_pad", getattr(nn, f"ZeroPad{n}d")(_torch_pad(pads)), t,
+                       (*padded, t.shape[-1]))
+        return t, 0
+
+    def _separable_conv(self, layer, t, out_shape):
+        """A depthwise conv (``groups=C``, no bias) and a pointwise 1×1 conv with the bias and the activation."""
+        n = layer.rank
+        in_channels = t.shape[-1]
+        t, padding = self._conv_padding(layer, t)
+        depthwise_kernel = layer.depthwise_kernel.numpy()  # (k..., C, M)
+        middle = in_channels * depthwise_kernel.shape[-1]
+        depthwise = getattr(nn, f"Conv{n}d")(in_channels, middle, layer.kernel_size, stride=layer.strides,
+                                             padding=padding, dilation=layer.dilation_rate, groups=in_channels,
+                                             bias=False)
+        depthwise.weight = _parameter(_conv_weight(depthwise_kernel.reshape(*depthwise_kernel.shape[:-2], 1, -1)))
+        pointwise = getattr(nn, f"Conv{n}d")(middle, layer.filters, 1, bias=layer.use_bias)
+        pointwise.weight = _parameter(_conv_weight(layer.pointwise_kernel.numpy()))
+        if layer.use_bias:
+            pointwise.bias = _parameter(layer.bias.numpy())
+        t = self._emit(f"{layer.name}_depthwise", depthwise, t, (*out_shape[:-1], middle))
+        t = self._emit(layer.name, pointwise, t, out_shape)
         return self._activation(layer, t, layer.activation, None)
 
     @staticmethod
@@ -374,18 +525,32 @@ class _Converter:
     def _pool(self, layer, t, out_shape):
         n = len(layer.pool_size)
         average = "Average" in type(layer).__name__
+        ceil_mode = False
         if layer.padding == "valid":
             padding = 0
         else:
-            pads = [_same_padding(*args) for args in zip(t.shape[:-1], layer.pool_size, layer.strides)]
-            if any(a != b or 2 * a > k for (a, b), k in zip(pads, layer.pool_size)):
-                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): this 'same' padding is asymmetric "
-                                 f"and has no exact PyTorch form")
+            size, kernel, stride = t.shape[:-1], layer.pool_size, layer.strides
+            pads = [_same_padding(*args) for args in zip(size, kernel, stride)]
             padding = tuple(a for a, _ in pads)
+            if any(2 * a > k for a, k in zip(padding, kernel)):
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): this 'same' padding exceeds half "
+                                 f"the pool size and has no PyTorch form")
+            if any(a != b for a, b in pads):
+                # TensorFlow ignores its padding (max) and leaves it out of the count (average); PyTorch's ceil_mode
+                # windows past the end do the same. Same windows iff the output sizes agree.
+                ceil_mode = True
+                for d, a, k, s, o in zip(size, padding, kernel, stride, out_shape[:-1]):
+                    windows = -(-(d + 2 * a - k) // s) + 1
+                    if (windows - 1) * s >= d + a:
+                        windows -= 1
+                    if windows != o:
+                        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): this asymmetric 'same' "
+                                         f"padding has no exact PyTorch form")
         if average:
-            module = getattr(nn, f"AvgPool{n}d")(layer.pool_size, layer.strides, padding, count_include_pad=False)
+            module = getattr(nn, f"AvgPool{n}d")(layer.pool_size, layer.strides, padding, ceil_mode=ceil_mode,
+                                                 count_include_pad=False)
         else:
-            module = getattr(nn, f"MaxPool{n}d")(layer.pool_size, layer.strides, padding)
+            module = getattr(nn, f"MaxPool{n}d")(layer.pool_size, layer.strides, padding, ceil_mode=ceil_mode)
         return self._emit(layer.name, module, t, out_shape)
 
     def _global_pool(self, layer, t, out_shape):
@@ -397,7 +562,12 @@ class _Converter:
         return self._emit(layer.name, module, t, out_shape)
 
     def _flatten(self, layer, t, out_shape):
-        flat_from = t.flat_from if len(t.shape) == 1 else t.shape
+        if len(t.shape) == 1:
+            flat_from = t.flat_from
+        elif t.channels_last or sum(d != 1 for d in t.shape) <= 1:
+            flat_from = None  # the PyTorch tensor flattens in Keras's order already
+        else:
+            flat_from = t.shape
         return self._emit(layer.name, nn.Flatten(), t, out_shape, flat_from)
 
     def _reshape(self, layer, t, out_shape):
@@ -414,7 +584,7 @@ class _Converter:
 
     def _activation_layer(self, layer, t, out_shape):
         if layer.activation is self.keras.activations.linear:
-            return self._emit(layer.name, nn.Identity(), t, out_shape, t.flat_from)
+            return self._elementwise(layer.name, nn.Identity(), t)
         return self._activation(layer, t, layer.activation, layer.name)
 
     def _relu(self, layer, t, out_shape):
@@ -424,13 +594,13 @@ class _Converter:
             module = nn.LeakyReLU(float(layer.negative_slope))
         else:
             raise ValueError(f"layer {layer.name!r} (ReLU): threshold / this max_value are not supported")
-        return self._emit(layer.name, module, t, out_shape, t.flat_from)
+        return self._elementwise(layer.name, module, t)
 
     def _leaky_relu(self, layer, t, out_shape):
-        return self._emit(layer.name, nn.LeakyReLU(float(layer.negative_slope)), t, out_shape, t.flat_from)
+        return self._elementwise(layer.name, nn.LeakyReLU(float(layer.negative_slope)), t)
 
     def _elu(self, layer, t, out_shape):
-        return self._emit(layer.name, nn.ELU(float(layer.alpha)), t, out_shape, t.flat_from)
+        return self._elementwise(layer.name, nn.ELU(float(layer.alpha)), t)
 
     def _prelu(self, layer, t, out_shape):
         alpha = layer.alpha.numpy()
@@ -451,7 +621,9 @@ class _Converter:
         kinds = {L.Dropout: nn.Dropout, L.SpatialDropout1D: nn.Dropout1d, L.SpatialDropout2D: nn.Dropout2d,
                  L.SpatialDropout3D: nn.Dropout3d, L.AlphaDropout: nn.AlphaDropout}
         module = kinds[type(layer)](rate) if type(layer) in kinds else nn.Identity()
-        return self._emit(layer.name, module, t, out_shape, t.flat_from)
+        if isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
+            t = self._to_channels_first(t)  # drops whole channels
+        return self._elementwise(layer.name, module, t)
 
     def _zero_padding(self, layer, t, out_shape):
         pads = [layer.padding] if isinstance(layer.padding[0], int) else layer.padding
@@ -472,12 +644,110 @@ class _Converter:
         if len(inputs) < 2:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): only sums of model tensors are "
                              f"supported, not a tensor plus a constant")
+        return self._merge(layer, inputs, out_shape, operator.add)
+
+    def _multiply(self, layer, inputs, out_shape):
+        return self._merge(layer, inputs, out_shape, operator.mul)
+
+    def _subtract(self, layer, inputs, out_shape):
+        return self._merge(layer, inputs, out_shape, operator.sub)
+
+    def _merge(self, layer, inputs, out_shape, function):
+        """``a ∘ b ∘ …`` of model tensors (Keras broadcasting between tensors of one rank)."""
+        if len({len(t.shape) for t in inputs}) > 1:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): operands of different ranks "
+                             f"{[t.shape for t in inputs]} are not supported")
         if len({t.flat_from for t in inputs}) > 1:
             inputs = [self._keras_order(t, f"{layer.name}_{i}") for i, t in enumerate(inputs)]
+        inputs = self._same_layout(inputs)
         node = inputs[0].node
         for t in inputs[1:]:
-            node = self.graph.call_function(operator.add, (node, t.node))
-        return _Tensor(node, out_shape, inputs[0].flat_from)
+            node = self.graph.call_function(function, (node, t.node))
+        return _Tensor(node, out_shape, inputs[0].flat_from, inputs[0].channels_last)
+
+    def _binary_op(self, layer, operands, out_shape):
+        """A Keras op layer ``a ∘ b`` (``+ - * /``): between model tensors, or with a constant operand (a Python
+        scalar in the graph, an array as a buffer in the PyTorch layout)."""
+        function = self._binary_op_of(layer)
+        tensors = [a for a in operands if isinstance(a, _Tensor)]
+        if len(operands) != 2 or not tensors:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): expected two operands")
+        if len(tensors) == 2:
+            if function is operator.add:
+                return self._add(layer, tensors, out_shape)
+            return self._merge(layer, tensors, out_shape, function)
+        (t,) = tensors
+        constant = next(a for a in operands if not isinstance(a, _Tensor))
+        if isinstance(constant, (int, float)) and not isinstance(constant, bool):
+            value = float(constant)  # Keras converts a Python scalar to the tensor's dtype, as PyTorch does
+        else:
+            array = np.asarray(self.keras.ops.convert_to_numpy(constant), dtype=self.dtype)
+            if array.size == 1 and array.ndim <= len(t.shape) + 1:
+                value = float(array.reshape(()))
+            else:
+                t = self._keras_order(t, layer.name)
+                value = self._layout_constant(f"{layer.name}_constant", array, t, self.dtype)
+        args = [t.node if isinstance(a, _Tensor) else value for a in operands]
+        return self._call(function, args, out_shape, t)
+
+    def _rescaling(self, layer, t, out_shape):
+        """``x * scale + offset``, the constants rounded to float32 as Keras's ``cast`` rounds them."""
+        for key in ("scale", "offset"):
+            value = np.asarray(getattr(layer, key), dtype=np.float32)
+            neutral = 1.0 if key == "scale" else 0.0
+            if value.size == 1:
+                value = float(value.reshape(()))
+                if value == neutral:
+                    continue
+            else:
+                t = self._keras_order(t, layer.name)
+                value = self._layout_constant(f"{layer.name}_{key}", value, t, self.dtype)
+            t = self._call(operator.mul if key == "scale" else operator.add, (t.node, value), out_shape, t)
+        return t
+
+    def _normalization(self, layer, t, out_shape):
+        """``(x − mean) / max(√variance, ε)`` (``mean + x·max(√variance, ε)`` with ``invert``), over the channel axis.
+        √ and max are computed in the graph from the buffers, so a float64 copy computes them in float64 as Keras's
+        float64 copy does."""
+        rank = len(t.shape)
+        keep = tuple(a % (rank + 1) for a in layer._keep_axis)
+        if keep != (rank,):
+            raise ValueError(f"layer {layer.name!r} (Normalization): only normalization over the last (channel) axis "
+                             f"is supported")
+        t = self._keras_order(t, layer.name)
+        mean = self.keras.ops.convert_to_numpy(layer.mean)
+        variance = self.keras.ops.convert_to_numpy(layer.variance)
+        mean = self._layout_constant(f"{layer.name}_mean", mean, t, self.dtype)
+        variance = self._layout_constant(f"{layer.name}_variance", variance, t, self.dtype)
+        scale = self.graph.call_function(torch.clamp, (self.graph.call_function(torch.sqrt, (variance,)),),
+                                         {"min": float(self.keras.backend.epsilon())})
+        if layer.invert:
+            product = self.graph.call_function(operator.mul, (t.node, scale))
+            return _Tensor(self.graph.call_function(operator.add, (mean, product)), out_shape, None, t.channels_last)
+        centred = self.graph.call_function(operator.sub, (t.node, mean))
+        return _Tensor(self.graph.call_function(operator.truediv, (centred, scale)), out_shape, None, t.channels_last)
+
+    def _layer_normalization(self, layer, t, out_shape):
+        rank = len(t.shape)
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        if [a % (rank + 1) for a in axes] != [rank] or getattr(layer, "rms_scaling", False):
+            raise ValueError(f"layer {layer.name!r} (LayerNormalization): only normalization over the last (channel) "
+                             f"axis, without rms_scaling, is supported")
+        channels = t.shape[-1]
+        gamma = layer.gamma.numpy() if layer.scale else np.ones(channels, dtype=layer.compute_dtype)
+        beta = layer.beta.numpy() if layer.center else np.zeros(channels, dtype=layer.compute_dtype)
+        if t.flat_from is not None:
+            gamma, beta = (_flatten_permutation(t.flat_from, a) for a in (gamma, beta))
+        module = nn.LayerNorm(channels, eps=layer.epsilon)
+        module.weight, module.bias = _parameter(gamma), _parameter(beta)
+        t = self._to_channels_last(t)
+        return self._elementwise(layer.name, module, t)
+
+    def _layer_scale(self, layer, t, out_shape):
+        """ConvNeXt's LayerScale: ``x * gamma`` per channel (``gamma`` a parameter ``<layer>_gamma``)."""
+        t = self._to_channels_last(self._keras_order(t, layer.name))
+        gamma = self._constant(f"{layer.name}_gamma", layer.gamma.numpy(), parameter=True)
+        return self._call(operator.mul, (t.node, gamma), out_shape, t)
 
     def _concatenate(self, layer, inputs, out_shape):
         inputs = [self._keras_order(t, f"{layer.name}_{i}") for i, t in enumerate(inputs)]

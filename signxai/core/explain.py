@@ -12,14 +12,20 @@ import numpy as np
 
 from signxai.core import numerics
 from signxai.core.layout import from_canonical, to_canonical
-from signxai.core.rules import LRP, GuidedBackprop
+from signxai.core.composite import LRP, lrp_key
+from signxai.core.rules import GuidedBackprop
 
-# IG/SmoothGrad points are evaluated as batches of at most this many samples.
-CHUNK = 64
+# IG/SmoothGrad/VarGrad evaluate their points in chunks whose gradient passes keep at most this many bytes of
+# activations (measured per sample on the model's first pass); ``batch_size=`` sets the chunk instead.
+MEMORY_BUDGET = 1 << 30
 
 
-def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.ndarray:
-    """The relevance map of ``method`` for the batch ``x`` (dtype float32 or float64) and per-sample targets."""
+def explain(backend, model, x: np.ndarray, method, targets, batch_size=None) -> np.ndarray:
+    """The relevance map of ``method`` for the batch ``x`` (dtype float32 or float64) and per-sample targets.
+
+    ``targets`` is an array of classes or a :class:`signxai.core.targets.Targets` that the first pass resolves from
+    its own logits. ``batch_size`` caps the samples per pass of IG/SmoothGrad/VarGrad (default: memory budget).
+    """
     base = method.base
     if base == "random_uniform":
         return _random_uniform(backend, x, method)
@@ -28,13 +34,15 @@ def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.nd
     elif base in ("guided_backprop", "deconvnet"):
         result = _guided(backend, model, x, targets, deconvnet=(base == "deconvnet"))
     elif base == "integrated_gradients":
-        result = _integrated_gradients(backend, model, x, targets, method.params)
+        result = _integrated_gradients(backend, model, x, targets, method.params, batch_size)
     elif base in ("smoothgrad", "vargrad"):
-        result = _noise_tunnel(backend, model, x, targets, method.params, variance=(base == "vargrad"))
+        result = _noise_tunnel(backend, model, x, targets, method.params, variance=(base == "vargrad"),
+                               batch_size=batch_size)
     elif base in ("grad_cam", "guided_grad_cam"):
         result = _grad_cam(backend, model, x, targets, method)
     elif base == "lrp":
-        result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True)
+        result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True,
+                                        key=lambda: lrp_key(method, backend.graph(model)))
         _warn_if_vanished(backend, model, x, targets, method, result)
     else:
         raise ValueError(f"unknown method family {base!r}")
@@ -42,7 +50,8 @@ def explain(backend, model, x: np.ndarray, method, targets: np.ndarray) -> np.nd
 
 
 def _guided(backend, model, x, targets, deconvnet):
-    return backend.graph_backward(model, x, targets, lambda graph: GuidedBackprop(deconvnet), lrp_head=False)
+    return backend.graph_backward(model, x, targets, lambda graph: GuidedBackprop(deconvnet), lrp_head=False,
+                                  key=("guided_backprop", deconvnet))
 
 
 def _apply_product(result, x, method):
@@ -60,25 +69,31 @@ def _random_uniform(backend, x, method):
     return from_canonical(np.ascontiguousarray(stacked), backend.channels_first).astype(x.dtype)
 
 
-def _chunked_gradients(backend, model, points, targets):
-    """Gradients of many points (N, m, ...) with per-sample targets, evaluated in batches of ``CHUNK``."""
+def _chunked_gradients(backend, model, points, targets, batch_size=None):
+    """Gradients of many points (N, m, ...) with per-sample targets, in passes of at most ``batch_size`` points
+    (default: as many as fit :data:`MEMORY_BUDGET`), split into equal chunks."""
     n, m = points.shape[:2]
     flat = points.reshape((n * m,) + points.shape[2:])
-    flat_targets = np.repeat(targets, m)
-    grads = [backend.gradients(model, flat[i:i + CHUNK], flat_targets[i:i + CHUNK])
-             for i in range(0, len(flat), CHUNK)]
-    return np.concatenate(grads).reshape(points.shape)
+    flat_targets = np.repeat(np.asarray(targets), m)
+    size = batch_size or backend.chunk_size(model, flat, MEMORY_BUDGET)
+    bounds = np.linspace(0, len(flat), -(-len(flat) // size) + 1).round().astype(int)
+    grads = np.empty_like(flat)
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        grads[begin:end] = backend.gradients(model, flat[begin:end], flat_targets[begin:end])
+    return grads.reshape(points.shape)
 
 
-def _integrated_gradients(backend, model, x, targets, params):
+def _integrated_gradients(backend, model, x, targets, params, batch_size=None):
+    targets = backend.resolved_targets(model, x, targets)  # D4: from the unperturbed x
     reference = np.asarray(params.get("reference", 0.0), dtype=x.dtype)  # a scalar, one sample, or the batch
     reference = np.broadcast_to(reference if reference.ndim == x.ndim else reference[None], x.shape)
     points = numerics.integrated_gradient_points(x, reference, params.get("steps", 50))
-    mean = _chunked_gradients(backend, model, points, targets).astype(np.float64).mean(axis=1)
+    mean = _chunked_gradients(backend, model, points, targets, batch_size).astype(np.float64).mean(axis=1)
     return (x - reference).astype(x.dtype).astype(np.float64) * mean
 
 
-def _noise_tunnel(backend, model, x, targets, params, variance):
+def _noise_tunnel(backend, model, x, targets, params, variance, batch_size=None):
+    targets = backend.resolved_targets(model, x, targets)  # D4: from the unperturbed x
     n = params.get("num_samples", 50)
     canonical = to_canonical(x, backend.channels_first)
     noisy = np.empty((len(x), n) + canonical.shape[1:], dtype=x.dtype)
@@ -87,7 +102,7 @@ def _noise_tunnel(backend, model, x, targets, params, variance):
         noisy[i] = (sample.astype(np.float64) + noise).astype(x.dtype)
     if backend.channels_first and x.ndim > 2:
         noisy = np.moveaxis(noisy, -1, 2)
-    grads = _chunked_gradients(backend, model, noisy, targets).astype(np.float64)
+    grads = _chunked_gradients(backend, model, noisy, targets, batch_size).astype(np.float64)
     mean = grads.mean(axis=1)
     return ((grads - mean[:, None]) ** 2).mean(axis=1) if variance else mean
 

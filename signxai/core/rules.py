@@ -4,6 +4,9 @@
 both frameworks; everything else goes through ``ops``. Every kernel rule has the signature
 ``rule(ops, kernel, a, z, R) -> R_in`` where ``a`` is the layer input, ``z = W a + b`` its recorded output and ``R``
 the relevance at the output.
+
+The rule objects of :mod:`signxai.lrp` wrap these functions, and :mod:`signxai.core.composite` maps the nodes of a
+captured graph to rule objects (one dispatch path for rule maps and catalog names alike).
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ def sign0(ops, z):
     return ops.as_float(z >= 0, z) * 2 - 1
 
 
-def _weighted_backward(ops, kernel, a, s, kernel_map=identity):
-    """``(W')ᵀ s``: the vector-Jacobian product of the bias-free layer with kernel ``kernel_map(W)``."""
+def weighted_backward(ops, kernel, a, s, kernel_map=identity):
+    """``(W')ᵀ s``: the vector-Jacobian product of the bias-free layer with kernel ``kernel_map(W)`` at ``a``."""
+    kernel_map = identity if kernel_map is None else kernel_map
     if kernel.adjoint is not None:
         return kernel.adjoint(a, s, kernel_map)
     return ops.vjp(lambda t: kernel.apply(t, kernel_map, None), [a], s)[0]
@@ -36,19 +40,19 @@ def _weighted_backward(ops, kernel, a, s, kernel_map=identity):
 # --- kernel rules ---------------------------------------------------------------------------------------------
 
 def z_rule(ops, kernel, a, z, R):
-    return a * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
+    return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
 
 
 def epsilon_rule(epsilon):
     def rule(ops, kernel, a, z, R):
-        return a * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+        return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
     return rule
 
 
 def stdx_epsilon_rule(stdfactor):
     def rule(ops, kernel, a, z, R):
         epsilon = stdfactor * ops.std_per_sample(a, like=z)
-        return a * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+        return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
     return rule
 
 
@@ -56,7 +60,7 @@ def sign_rule(mu):
     """SIGN (mu = 0) and SIGNmu: the Z denominator with bias, no epsilon, times ``s_mu(a)``."""
     def rule(ops, kernel, a, z, R):
         signs = 1 - 2 * ops.as_float(a < mu, a)
-        return signs * _weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
+        return signs * weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
     return rule
 
 
@@ -64,7 +68,7 @@ def _constant_kernel_rule(kernel_map):
     def rule(ops, kernel, a, z, R):
         ones = ops.ones_like(a)
         denominator = kernel.apply(ones, kernel_map, None)
-        return _weighted_backward(ops, kernel, a, safe_divide(ops, R, denominator), kernel_map)
+        return weighted_backward(ops, kernel, a, safe_divide(ops, R, denominator), kernel_map)
     return rule
 
 
@@ -81,9 +85,9 @@ def zb_rule(low, high):
         denominator = (kernel.apply(a, identity, None) - kernel.apply(lo, positive, None)
                        - kernel.apply(hi, negative, None))
         s = safe_divide(ops, R, denominator)
-        return (a * _weighted_backward(ops, kernel, a, s)
-                - lo * _weighted_backward(ops, kernel, a, s, positive)
-                - hi * _weighted_backward(ops, kernel, a, s, negative))
+        return (a * weighted_backward(ops, kernel, a, s)
+                - lo * weighted_backward(ops, kernel, a, s, positive)
+                - hi * weighted_backward(ops, kernel, a, s, negative))
     return rule
 
 
@@ -114,15 +118,15 @@ def alpha_beta_rule(alpha, beta):
                 denominator = (kernel.apply(a_pos, map_for_pos, map_for_pos)
                                + kernel.apply(a_neg, map_for_neg, map_for_neg))
                 s = safe_divide(ops, R, denominator)
-                return (a_pos * _weighted_backward(ops, kernel, a, s, map_for_pos)
-                        + a_neg * _weighted_backward(ops, kernel, a, s, map_for_neg))
+                return (a_pos * weighted_backward(ops, kernel, a, s, map_for_pos)
+                        + a_neg * weighted_backward(ops, kernel, a, s, map_for_neg))
 
             def positive_half():
                 map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
                 bias = kernel.bias_term(map_for_neg)
                 s = safe_divide(ops, R, denominator if bias is None else denominator + bias)
-                return a_pos * _weighted_backward(ops, kernel, a, s, map_for_pos)
+                return a_pos * weighted_backward(ops, kernel, a, s, map_for_pos)
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
         activator = part(ops.positive, ops.negative)
@@ -130,37 +134,6 @@ def alpha_beta_rule(alpha, beta):
             return alpha * activator
         return alpha * activator - beta * part(ops.negative, ops.positive)
     return rule
-
-
-def input_layer_rule(method):
-    """The rule of a name's prefix (SPEC §7.4), or None for the plain ``lrp_`` prefix."""
-    params = method.params
-    factories = {
-        "sign": lambda: sign_rule(params.get("mu", 0.0)),
-        "z": lambda: z_rule,
-        "zb": lambda: zb_rule(params["low"], params["high"]),
-        "w2": lambda: w_square_rule,
-        "flat": lambda: flat_rule,
-    }
-    return None if method.input_rule is None else factories[method.input_rule]()
-
-
-def base_rule(method, kernel):
-    """The base rule of SPEC §7.6 for a non-input kernel layer."""
-    params = method.params
-    if method.rule == "z":
-        return z_rule
-    if method.rule == "epsilon":
-        return epsilon_rule(params["epsilon"])
-    if method.rule == "stdx_epsilon":
-        return stdx_epsilon_rule(params["stdfactor"])
-    if method.rule == "alpha_beta":
-        return alpha_beta_rule(params["alpha"], params["beta"])
-    if method.rule in ("composite_a", "composite_b"):
-        if kernel.is_dense:
-            return epsilon_rule(params.get("epsilon", 0.1))
-        return alpha_beta_rule(1.0, 0.0) if method.rule == "composite_a" else alpha_beta_rule(2.0, 1.0)
-    raise ValueError(f"unknown LRP rule {method.rule!r}")
 
 
 # --- non-kernel rules -----------------------------------------------------------------------------------------
@@ -190,42 +163,6 @@ def product_rule(ops, signal, inputs, y, R):
     x = inputs[signal]
     share = R if tuple(x.shape) == tuple(y.shape) else ops.vjp(lambda t: t * ops.ones_like(y), [x], R)[0]
     return [share if i == signal else None for i in range(len(inputs))]
-
-
-class LRP:
-    """Per-node relevance mappings of one LRP method on one graph."""
-
-    def __init__(self, method, graph):
-        self.graph = graph
-        input_layers = graph.input_layers()
-        if method.input_rule is not None and not input_layers:
-            raise ValueError(f"method {method.name!r} applies an input-layer rule, but the model has no kernel "
-                             f"layer (Dense/Conv); use an 'lrp_' name instead")
-        prefix_rule = input_layer_rule(method)
-        self.kernel_rules = {}
-        self.signals = {}
-        for i, node in enumerate(graph.nodes):
-            if node.kind == g.KERNEL:
-                use_prefix = prefix_rule is not None and i in input_layers
-                self.kernel_rules[i] = prefix_rule if use_prefix else base_rule(method, node.kernel)
-            elif node.kind == g.PRODUCT:
-                self.signals[i] = graph.product_signal(i)
-
-    def __call__(self, ops, index, node, inputs, output, R):
-        kind = node.kind
-        if kind == g.KERNEL:
-            return [self.kernel_rules[index](ops, node.kernel, inputs[0], output, R)]
-        if kind == g.BATCHNORM:
-            return [batchnorm_rule(ops, node, inputs[0], output, R)]
-        if kind == g.AVGPOOL:
-            return [avgpool_rule(ops, node, inputs[0], output, R)]
-        if kind == g.ADD:
-            return add_rule(ops, inputs, output, R, node.coefficients)
-        if kind == g.PRODUCT:
-            return product_rule(ops, self.signals[index], inputs, output, R)
-        if kind in (g.RELU, g.ACTIVATION, g.PASS):
-            return [None if self.graph.nodes[p].kind == g.AUX else R for p in node.parents]
-        return ops.vjp(node.forward, inputs, R)
 
 
 class GuidedBackprop:

@@ -54,3 +54,67 @@ def _as_integer_array(target):
     if not np.issubdtype(values.dtype, np.integer) or values.ndim > 1:
         return None
     return values
+
+
+class Targets:
+    """The targets of one call, resolved from the logits of the explanation's own forward pass (SPEC §2.3).
+
+    No separate logits pass is needed: a backend calls :meth:`resolve` with the logits its forward pass produced
+    (PyTorch), or :meth:`requested` before a compiled pass that takes the argmax itself (TensorFlow) and
+    :meth:`set` with the classes it chose. Once resolved, the object behaves as the ``(N,)`` int64 array of classes.
+    """
+
+    ARGMAX = -1  # the requested class of a sample whose target is its argmax (resolved inside a compiled pass)
+
+    def __init__(self, target, unbatched: bool):
+        self.target, self.unbatched = target, unbatched
+        self.values = None
+
+    @classmethod
+    def of(cls, targets) -> "Targets":
+        """``targets`` itself, or resolved targets wrapping an array of per-sample classes."""
+        if isinstance(targets, Targets):
+            return targets
+        resolved = cls(None, unbatched=False)
+        resolved.values = np.asarray(targets, dtype=np.int64)
+        return resolved
+
+    @property
+    def is_argmax(self) -> bool:
+        return self.target is None or (isinstance(self.target, str) and self.target == "max_activation")
+
+    def resolve(self, logits) -> np.ndarray:
+        """The classes for these (N, K) logits (validated; the argmax per sample for the default target)."""
+        if self.values is None:
+            logits = np.asarray(logits)
+            if logits.ndim != 2:
+                raise ValueError(f"the model output has shape {logits.shape}; it must be (N, K) logits")
+            self.values = resolve_targets(self.target, logits, unbatched=self.unbatched)
+        return self.values
+
+    def requested(self, n: int, num_classes: int) -> np.ndarray:
+        """Explicit targets validated against ``num_classes``, or :attr:`ARGMAX` per sample for the default."""
+        if self.values is not None:
+            return self.values
+        if self.is_argmax:
+            return np.full(n, self.ARGMAX, dtype=np.int64)
+        return self.resolve(np.zeros((n, num_classes), dtype=np.float32))
+
+    def set(self, values) -> None:
+        if self.values is None:
+            self.values = np.asarray(values, dtype=np.int64)
+
+    def _resolved(self) -> np.ndarray:
+        if self.values is None:
+            raise RuntimeError("the targets are resolved by the first forward pass of the explanation")
+        return self.values
+
+    def __array__(self, dtype=None, copy=None):
+        values = self._resolved()
+        return values if dtype is None else values.astype(dtype)
+
+    def __len__(self):
+        return len(self._resolved())
+
+    def __getitem__(self, index):
+        return self._resolved()[index]

@@ -23,6 +23,7 @@ LRP_INPUT_RULES = {"lrp": None, "lrpsign": "sign", "lrpz": "z", "zblrp": "zb", "
 ZB_VGG16ILSVRC_BOUNDS = {"low": -123.68, "high": 151.061}
 COMPOSITE_EPSILON = 0.1
 LAYER_ALIAS = "last_conv_layer_name"
+RULE_MAP_METHOD = "lrp"  # the bare prefix: an LRP method whose rules come from rules= (a signxai.lrp.Composite)
 
 _DIGITS = re.compile(r"[0-9]+")
 _REQUIRED = object()
@@ -41,6 +42,9 @@ class Method:
     rule: str | None = None
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     timeseries: bool = False
+    # method "lrp" (or a rule map given as the method): its signxai.lrp.Composite. A catalog LRP name leaves it None;
+    # it compiles to its composite from input_rule/rule/params (signxai.core.composite.compile_method).
+    composite: Any = field(default=None, hash=False, repr=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,12 +300,22 @@ def parse_method(name: str) -> Method:
     return _Parser(name).parse()
 
 
-def resolve_method(name: str, **params: Any) -> Method:
+def resolve_method(name: Any, **params: Any) -> Method:
     """Parse `name` and merge `params` (SPEC §3.3): embedded values, kwargs, defaults, validation.
 
     `target`, `batched` and `dtype` are handled by the caller and must not be passed here.
-    `last_conv_layer_name` is accepted as an alias of `layer`.
+    `last_conv_layer_name` is accepted as an alias of `layer`. `name` may also be a signxai.lrp.Composite or rule
+    object, ≡ "lrp" with rules=; the rule map is then in `.composite`.
     """
+    from signxai.core.composite import Composite, Rule, as_composite
+
+    if isinstance(name, (Composite, Rule)):
+        if params.get("rules") is not None:
+            raise ValueError("Give the rule map either as the method or as rules=, not both.")
+        params = dict(params, rules=name)
+        name = RULE_MAP_METHOD
+    if isinstance(name, str) and name == RULE_MAP_METHOD:
+        return _resolve_rule_map(params, as_composite)
     parser = _Parser(name)
     method = parser.parse()
     slots = parser.slots
@@ -333,6 +347,20 @@ def resolve_method(name: str, **params: Any) -> Method:
     if method.input_rule == "zb":
         _check_bounds(name, resolved["low"], resolved["high"])
     return replace(method, params=MappingProxyType(resolved))
+
+
+def _resolve_rule_map(params: dict, as_composite: Callable[[Any], Any]) -> Method:
+    """The bare name "lrp" with a layer-wise rule map in rules= (signxai.lrp, docs/lrp_rules.md)."""
+    unknown = [key for key in params if key != "rules"]
+    if unknown:
+        raise TypeError(f"Method {RULE_MAP_METHOD!r} got unexpected keyword argument(s) "
+                        f"{', '.join(map(repr, unknown))}; it accepts: rules, {', '.join(ALWAYS_ACCEPTED)} (the rule "
+                        f"parameters belong to the rule objects).")
+    if params.get("rules") is None:
+        raise ValueError(f"Method {RULE_MAP_METHOD!r} requires rules=: a signxai.lrp.Composite (a layer-wise rule "
+                         f"map), one rule for every kernel layer, or a list of (selector, rule) pairs; see "
+                         f"docs/lrp_rules.md.")
+    return Method(name=RULE_MAP_METHOD, base="lrp", composite=as_composite(params["rules"]))
 
 
 def _agrees(given: Any, fixed: Any) -> bool:

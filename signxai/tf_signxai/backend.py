@@ -1,16 +1,19 @@
 """The Keras 3 / TensorFlow backend: graph capture of Functional, Sequential and nested models, tensor ops, VJPs."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 import keras
 from keras import layers as L
 
 from signxai.core import graph as g
-from signxai.core.backend import Backend
+from signxai.core.backend import Backend, freeze
 from signxai.core.engine import propagate, record
 from signxai.core.layers import registered
 from signxai.core.rules import identity
+from signxai.core.targets import Targets
 
 _ACT = keras.activations
 _RELU_FAMILY = {_ACT.relu, _ACT.relu6, _ACT.leaky_relu}
@@ -386,6 +389,15 @@ def _float64_copy(model):
     return clone
 
 
+# Compiled passes are off: tracing runs once per (model, method, sample shape, dtype), and a trace of an LRP pass
+# costs 0.5-10 s on a 2-core machine (measured: the cross-framework test suite ran 40x slower, 1.7 s per test
+# instead of 0.04 s), so a first call is far above the 3x-steady-state target of compiled execution and one-off
+# explanations get slower, not faster. Eager execution is deterministic, so repeated calls stay bit-identical
+# (docs/api.md#model-requirements). Turning this on needs one trace that serves every rule (rule parameters as
+# tensors), which is open work.
+COMPILE_PASSES = False
+
+
 class KerasBackend(Backend):
     """Explains ``keras.Model``s. Results are NumPy arrays in the caller's (channels-last) layout."""
 
@@ -395,7 +407,8 @@ class KerasBackend(Backend):
 
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
-        check_model(model)
+        """SPEC §2.4 checks, run once per model (like the captured graph and compiled passes, they are cached)."""
+        self._cached(self._checked, model, lambda m: check_model(m) or True)
 
     def sample_rank(self, model):
         return len(model.inputs[0].shape) - 1
@@ -407,40 +420,162 @@ class KerasBackend(Backend):
 
     @staticmethod
     def sync_weights(model, copy):
-        copy.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
+        """The model's current weights, cast exactly, into its float64 copy (one variable at a time)."""
+        for target, source in zip(copy.weights, model.weights):
+            target.assign(tf.cast(source, target.dtype))
 
     # --- primitives ----------------------------------------------------------------------------------------
-    # Eager on purpose: SPEC §2.4 requires identical results for repeated calls, and a traced tf.function
-    # (grappler's fused kernels) differs from eager execution by float32 rounding, so the two cannot be mixed;
-    # tracing every method once would cost more than it saves for one-off explanations.
+    # Every pass runs as a tf.function compiled once per (model, pass, method key, sample shape, dtype) with a
+    # dynamic batch axis, and always through that function: a traced graph (grappler's fused kernels) differs from
+    # eager execution by float32 rounding, so one path for everything keeps repeated calls bit-identical (SPEC
+    # §2.4) whatever the batch size. The functions hold the model only weakly; variables are read at each call, so
+    # new weights are used. Targets are resolved inside the pass from its own logits (argmax: lowest index on
+    # ties), so no separate logits pass runs. Only a mapping without a value key (the vanished-relevance
+    # diagnosis, which inspects tensors in Python) runs eagerly.
+    def num_classes(self, model):
+        classes = model.outputs[0].shape[-1]
+        return None if classes is None else int(classes)
+
+    def resolved_targets(self, model, x, targets):
+        """As the base class, but an argmax comes from the compiled gradient pass that IG/SmoothGrad/VarGrad run
+        anyway (a gradient of ``x`` costs a forward and a backward of its samples, and saves tracing a logits
+        pass)."""
+        targets = Targets.of(targets)
+        if targets.values is None:
+            classes = self.num_classes(model)
+            if targets.is_argmax or classes is None:
+                self.gradients(model, x, targets)
+            else:
+                targets.requested(len(x), classes)
+        return targets.values
+
+    def _function(self, model, x, name, key, make_body, takes_targets=True):
+        if not COMPILE_PASSES:
+            return make_body(weakref.ref(model))
+        sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
+        signature = [tf.TensorSpec((None,) + sample, dtype)] + ([tf.TensorSpec((None,), tf.int64)]
+                                                               if takes_targets else [])
+        ref = weakref.ref(model)
+        return self._per_model(self._compiled, model, (name, key, sample, dtype.name), lambda: tf.function(
+            make_body(ref), input_signature=signature, autograph=False))
+
+    def _run(self, model, x, targets, name, key, make_body):
+        """Runs ``make_body(model_ref)(x, requested)`` (compiled unless ``key`` is None), sets the chosen classes."""
+        targets = Targets.of(targets)
+        classes = self.num_classes(model)
+        if targets.values is None and not targets.is_argmax and classes is None:
+            targets.resolve(self.logits(model, x))  # an undeclared number of classes: validate on real logits
+        requested = tf.constant(targets.requested(len(x), classes))
+        if key is None:
+            *outputs, chosen = make_body(weakref.ref(model))(tf.constant(x), requested)
+        else:
+            *outputs, chosen = self._function(model, x, name, key, make_body)(tf.constant(x), requested)
+        targets.set(chosen.numpy())
+        return [output.numpy() for output in outputs]
+
     def logits(self, model, x):
-        return model(tf.constant(x), training=False).numpy()
+        def make_body(ref):
+            return lambda x: ref()(x, training=False)
+        return self._function(model, x, "logits", None, make_body, takes_targets=False)(tf.constant(x)).numpy()
 
     def gradients(self, model, x, targets):
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = model(x, training=False)
-            selected = tf.reduce_sum(y * tf.one_hot(targets, y.shape[-1], dtype=y.dtype))
-        return tape.gradient(selected, x).numpy()
+        def make_body(ref):
+            def gradients(x, requested):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = ref()(x, training=False)
+                    chosen = _choose(y, requested)
+                    selected = tf.reduce_sum(y * tf.one_hot(chosen, _width(y), dtype=y.dtype))
+                return tape.gradient(selected, x), chosen
+            return gradients
+        return self._run(model, x, targets, "gradients", (), make_body)[0]
 
-    def graph_backward(self, model, x, targets, mapping_factory, lrp_head):
+    def graph_backward(self, model, x, targets, mapping_factory, lrp_head, key=None):
+        """``key`` identifies the mapping by value (e.g. the parsed method), or is a function returning such a key
+        (evaluated only here: backends that compile nothing never pay for it); None runs eagerly (no cache)."""
         graph = self.graph(model)
         graph.check_supported(graph.output)
-        values = record(graph, tf.constant(x))
-        start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
-        onehot = tf.one_hot(targets, values[graph.output].shape[-1], dtype=values[start].dtype)
-        signal = values[start] * onehot if lrp_head else onehot
-        return propagate(OPS, graph, values, start, signal, mapping_factory(graph)).numpy()
+        key = key() if callable(key) else key
+        frozen = None if key is None else freeze(key)
+
+        def make_body(ref):
+            def backward(x, requested):
+                graph = self.graph(ref())
+                values = record(graph, x)
+                chosen = _choose(values[graph.output], requested)
+                start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
+                onehot = tf.one_hot(chosen, _width(values[graph.output]), dtype=values[start].dtype)
+                signal = values[start] * onehot if lrp_head else onehot
+                return propagate(OPS, graph, values, start, signal, mapping_factory(graph)), chosen
+            return backward
+        return self._run(model, x, targets, "graph_backward", None if frozen is None else (frozen, lrp_head),
+                         make_body)[0]
 
     def cam_activations(self, model, x, targets, layer):
         graph = self.graph(model)
         index = graph.cam_node(layer if layer is None or isinstance(layer, str) else layer.name)
-        with tf.GradientTape() as tape:
-            values = record(graph, tf.constant(x), on_value=lambda i, v: (tape.watch(v), v)[1] if i == index else v)
-            y = values[graph.output]
-            selected = tf.reduce_sum(y * tf.one_hot(targets, y.shape[-1], dtype=y.dtype))
-        return values[index].numpy(), tape.gradient(selected, values[index]).numpy()
+
+        def make_body(ref):
+            def cam(x, requested):
+                graph = self.graph(ref())
+                with tf.GradientTape() as tape:
+                    values = record(graph, x, on_value=lambda i, v: (tape.watch(v), v)[1] if i == index else v)
+                    y = values[graph.output]
+                    chosen = _choose(y, requested)
+                    selected = tf.reduce_sum(y * tf.one_hot(chosen, _width(y), dtype=y.dtype))
+                return values[index], tape.gradient(selected, values[index]), chosen
+            return cam
+        activation, gradient = self._run(model, x, targets, "cam_activations", index, make_body)
+        return activation, gradient
+
+    def activation_bytes_per_sample(self, model, sample):
+        """Twice the layer outputs of one sample (the tape keeps about each op's input and output), from the
+        declared shapes; shapes left open are measured on the captured graph's values for this sample."""
+        elements = _declared_activation_elements(model)
+        if elements is None:
+            values = record(self.graph(model), tf.constant(sample))
+            elements = sum(int(np.prod(v.shape[1:])) for v in values if isinstance(v, tf.Tensor))
+        return 2 * elements * sample.dtype.itemsize
+
+
+def _width(y):
+    return y.shape[-1] if y.shape[-1] is not None else tf.shape(y)[-1]
+
+
+def _choose(logits, requested):
+    """The requested class per sample; for ``Targets.ARGMAX`` the argmax of the logits, lowest index on ties and
+    the first NaN where there is one (``np.argmax``'s choice), computed in the pass itself."""
+    logits = tf.stop_gradient(logits)
+    index = tf.range(tf.shape(logits)[-1], dtype=tf.int64)
+    nan = tf.math.is_nan(logits)
+    peak = tf.reduce_max(tf.where(nan, tf.constant(-np.inf, logits.dtype), logits), axis=-1, keepdims=True)
+    hit = tf.where(tf.reduce_any(nan, axis=-1, keepdims=True), nan, tf.equal(logits, peak))
+    argmax = tf.reduce_min(tf.where(hit, index, tf.shape(logits, out_type=tf.int64)[-1]), axis=-1)
+    return tf.where(requested < 0, argmax, requested)
+
+
+def _declared_activation_elements(model):
+    """Per-sample elements of every layer output (nested models included), or None if a shape is left open."""
+    total = 0
+    try:
+        for nodes in _functional(model)._nodes_by_depth.values():
+            for node in nodes:
+                if node.is_input or not node.operation:
+                    continue
+                if isinstance(node.operation, keras.Model):
+                    inner = _declared_activation_elements(node.operation)
+                    if inner is None:
+                        return None
+                    total += inner
+                    continue
+                for tensor in node.output_tensors:
+                    dims = tuple(tensor.shape[1:])
+                    if any(d is None for d in dims):
+                        return None
+                    total += int(np.prod(dims))
+    except (AttributeError, TypeError):
+        return None
+    return total
 
 
 BACKEND = KerasBackend()

@@ -23,6 +23,7 @@ from signxai.core.backend import Backend
 from signxai.core.engine import propagate, record
 from signxai.core.layers import is_registered, registered
 from signxai.core.rules import identity
+from signxai.core.targets import Targets
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -156,6 +157,52 @@ class TensorOps:
 
 
 OPS = TensorOps()
+# The node kinds whose own forward the default LRP rules differentiate (re-indexing layers, average pooling).
+_VJP_KINDS = (g.GRADIENT, g.AVGPOOL)
+
+
+class _RecordedOps(TensorOps):
+    """TensorOps for one backward pass whose ``vjp`` of a captured node's own forward, at that node's recorded
+    inputs, reuses the autograd graph recorded in the forward pass instead of running the forward again. The
+    result is bit-identical (the same forward, the same backward); any other VJP is computed as usual."""
+
+    def __init__(self):
+        self.recorded = {}
+
+    def record(self, graph, x, kinds):
+        """``engine.record``, with the nodes of ``kinds`` (None: all) recorded with autograd at detached inputs."""
+        values = [x]
+        for node in graph.nodes[1:]:
+            inputs = [values[p] for p in node.parents]
+            if kinds is not None and node.kind not in kinds:
+                values.append(node.forward(*inputs))
+                continue
+            leaves = [t.detach().requires_grad_(True) if _is_float_tensor(t) else t for t in inputs]
+            with torch.enable_grad():
+                out = node.forward(*leaves)
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                self.recorded[(id(node.forward),) + tuple(map(id, inputs))] = (leaves, out)
+                out = out.detach()
+            values.append(out)
+        return values
+
+    def vjp(self, fn, inputs, cotangent):
+        entry = self.recorded.get((id(fn),) + tuple(map(id, inputs)))
+        if entry is None:
+            return TensorOps.vjp(fn, inputs, cotangent)
+        leaves, out = entry
+        wanted = [t for t in leaves if _is_float_tensor(t)]
+        with torch.enable_grad():
+            grads = iter(torch.autograd.grad(out, wanted, grad_outputs=cotangent, allow_unused=True,
+                                             retain_graph=True))
+        result = []
+        for t in leaves:
+            if not _is_float_tensor(t):
+                result.append(None)
+                continue
+            grad = next(grads)
+            result.append(torch.zeros_like(t) if grad is None else grad)
+        return result
 
 
 def _is_float_tensor(t):
@@ -592,8 +639,13 @@ class TorchBackend(Backend):
     def __init__(self):
         super().__init__()
         self._eval_mode = _EvalMode()
+        self._untraceable = weakref.WeakKeyDictionary()
 
     def check(self, model):
+        """SPEC §2.4 checks, run once per model (like the captured graph they go with, they are cached)."""
+        self._cached(self._checked, model, self._check)
+
+    def _check(self, model):
         for path, module in model.named_modules():
             if isinstance(module, _SOFTMAX):
                 raise _softmax_error(path)
@@ -601,16 +653,21 @@ class TorchBackend(Backend):
                 raise ValueError(f"BatchNorm module {path!r} has track_running_stats=False: it has no running "
                                  f"statistics, so its inference-mode output is undefined")
         self._try_graph(model)
+        return True
 
     def computation(self):
         """Autograd stays available even when the caller is inside ``torch.inference_mode()``."""
         return torch.inference_mode(False)
 
     def _try_graph(self, model):
-        """The captured graph, or None for a model torch.fx cannot trace."""
+        """The captured graph, or None for a model torch.fx cannot trace (remembered: it is not traced again)."""
+        if model in self._untraceable:
+            return None
         try:
             return self.graph(model)
         except TraceError:
+            with self._lock:
+                self._untraceable[model] = True
             return None
 
     def sample_rank(self, model):
@@ -628,7 +685,16 @@ class TorchBackend(Backend):
 
     @staticmethod
     def float64_copy(model):
-        return copy.deepcopy(model).to(torch.float64)
+        """A deep copy in float64. Floating parameters and buffers are converted while copying, so no second
+        float32 copy of the weights exists even transiently."""
+        memo = {}
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point() and id(tensor) not in memo:
+                converted = tensor.detach().to(torch.float64)
+                if isinstance(tensor, nn.Parameter):
+                    converted = nn.Parameter(converted, requires_grad=tensor.requires_grad)
+                memo[id(tensor)] = converted
+        return copy.deepcopy(model, memo).to(torch.float64)
 
     @staticmethod
     def sync_weights(model, copy_):
@@ -649,6 +715,7 @@ class TorchBackend(Backend):
         with self._eval_mode(model):
             return model(x)
 
+    # Targets are resolved from the logits of each pass's own forward (SPEC §2.3); no separate logits pass runs.
     def logits(self, model, x):
         with torch.no_grad():
             return self._forward(model, self._tensor(model, x)).detach().cpu().numpy()
@@ -657,21 +724,24 @@ class TorchBackend(Backend):
         x = self._tensor(model, x).requires_grad_(True)
         with torch.enable_grad():
             y = self._forward(model, x)
-            selected = (y * F.one_hot(torch.as_tensor(targets, device=y.device), y.shape[-1]).to(y.dtype)).sum()
+            selected = (y * _onehot(targets, y)).sum()
             (grad,) = torch.autograd.grad(selected, x)
         return grad.detach().cpu().numpy()
 
-    def graph_backward(self, model, x, targets, mapping_factory, lrp_head):
+    def graph_backward(self, model, x, targets, mapping_factory, lrp_head, key=None):
+        """``key`` (a value identity of the mapping, or a function giving one, for compiling backends) is not
+        needed here and never evaluated."""
         graph = self.graph(model)
+        ops = _RecordedOps()
+        with torch.no_grad():  # LRP takes VJPs of re-indexing and pooling layers, guided backprop of every layer
+            values = ops.record(graph, self._tensor(model, x), _VJP_KINDS if lrp_head else None)
+        onehot = _onehot(targets, values[graph.output])  # the logits' shape and the targets are checked first
         graph.check_supported(graph.output)
-        with torch.no_grad():
-            values = record(graph, self._tensor(model, x))
         start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
-        onehot = F.one_hot(torch.as_tensor(targets, device=values[start].device),
-                           values[graph.output].shape[-1]).to(values[start].dtype)
+        onehot = onehot.to(values[start].dtype)
         signal = values[start] * onehot if lrp_head else onehot
         with torch.no_grad():
-            relevance = propagate(OPS, graph, values, start, signal, mapping_factory(graph))
+            relevance = propagate(ops, graph, values, start, signal, mapping_factory(graph))
         return relevance.detach().cpu().numpy()
 
     def cam_activations(self, model, x, targets, layer):
@@ -685,10 +755,35 @@ class TorchBackend(Backend):
         with torch.enable_grad():
             values = record(graph, x)
             y = values[graph.output]
-            selected = (y * F.one_hot(torch.as_tensor(targets, device=y.device), y.shape[-1]).to(y.dtype)).sum()
+            selected = (y * _onehot(targets, y)).sum()
             (grad,) = torch.autograd.grad(selected, values[index])
         activation, grad = values[index].detach().cpu().numpy(), grad.detach().cpu().numpy()
         return np.moveaxis(activation, 1, -1), np.moveaxis(grad, 1, -1)
+
+    def activation_bytes_per_sample(self, model, sample):
+        """What autograd saves for the backward pass of one sample (parameters excluded), plus the logits."""
+        x = self._tensor(model, sample).requires_grad_(True)
+        weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        saved = {}
+
+        def pack(t):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in weights:
+                saved[storage.data_ptr()] = storage.nbytes()
+            return t
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = self._forward(model, x)
+        return sum(saved.values()) + y.numel() * y.element_size()
+
+
+def _onehot(targets, y):
+    """One-hot rows of the targets, resolved from the logits ``y`` of this very pass where not yet known."""
+    targets = Targets.of(targets)
+    if targets.values is None:
+        logits = y.detach()
+        targets.resolve((logits if logits.dtype in (torch.float32, torch.float64) else logits.float()).cpu().numpy())
+    classes = torch.as_tensor(targets.values, device=y.device)
+    return F.one_hot(classes, y.shape[-1]).to(y.dtype)
 
 
 BACKEND = TorchBackend()

@@ -1,0 +1,645 @@
+"""Layer-wise LRP rule maps (composites): rule objects, selectors, and the assignment of a graph's nodes to rules.
+
+A :class:`Composite` is an ordered list of ``(selector, rule)`` entries plus a ``default`` kernel rule. For each node
+of a captured graph the first entry whose selector matches the node **and** whose rule handles the node's layer kind
+wins; a kernel layer that no entry gives a rule gets ``default``; every other layer keeps its SPEC §7.3/§7.7 rule
+(BN rule, Z rule of sums and average pooling, signal-take-all at gated products, pass-through, gradient).
+
+Every rule object wraps the rule functions of :mod:`signxai.core.rules`, which are written once against the small
+tensor-ops interface of the backends, so a composite gives the same map on a Keras model and on its PyTorch twin.
+Every LRP catalog name compiles to a composite (:func:`compile_method`); :class:`LRP`, the per-node mapping of the
+graph engine, is the only dispatch path.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from signxai.core import graph as g
+from signxai.core import rules as r
+
+# --- layer kinds ----------------------------------------------------------------------------------------------
+
+KERNEL_KINDS = ("dense", "conv")
+#: the framework-neutral layer types a selector may name (docs/lrp_rules.md); "input" selects the input layers
+LAYER_KINDS = ("dense", "conv", "batchnorm", "add", "avgpool", "product", "activation", "pass", "gradient")
+INPUT = "input"
+
+_KIND_OF_NODE = {g.BATCHNORM: "batchnorm", g.AVGPOOL: "avgpool", g.ADD: "add", g.PRODUCT: "product",
+                 g.RELU: "activation", g.ACTIVATION: "activation", g.PASS: "pass", g.GRADIENT: "gradient",
+                 g.AUX: "aux"}
+
+
+def layer_kind(node) -> str:
+    """The public layer kind of a captured node: "dense"/"conv" for kernel nodes, else the kinds of LAYER_KINDS."""
+    if node.kind == g.KERNEL:
+        return "dense" if node.kernel.is_dense else "conv"
+    return _KIND_OF_NODE.get(node.kind, node.kind)
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """What selectors (predicates) and rules see of one node of the captured graph; framework-neutral.
+
+    ``name`` is the Keras layer name (a separable convolution's factors are ``<layer>/depthwise`` and ``<layer>``, a
+    fused activation is ``<layer>/activation``) or the PyTorch module path (fx node name for functional ops).
+    ``names`` are the names a :class:`Name` pattern is matched against: ``name`` and, for the parts of a Keras layer,
+    the layer's own name. ``kind`` is one of LAYER_KINDS. ``is_input``: an input layer of SPEC §7.4. ``is_output``:
+    the layer that receives the LRP head. ``kernel_index``: position among the kernel layers in topological order
+    (None for other layers). ``kernel``: the kernel operator of dense/conv layers (``apply``, ``is_dense`` …).
+    ``node``: the captured node (its ``forward``, BN statistics, sum coefficients). ``signal_parents``: per parent,
+    whether it carries a signal (False for shape arithmetic). ``signal``: for a gated product, the position of the
+    signal operand.
+    """
+    name: str
+    names: tuple
+    kind: str
+    layer_type: str
+    index: int
+    is_input: bool
+    is_output: bool
+    kernel_index: Optional[int]
+    kernel: Any
+    node: Any
+    signal_parents: tuple
+    signal: Optional[int] = None
+
+    def describe(self) -> str:
+        return f"'{self.name}' ({self.kind}, {self.layer_type})" if self.layer_type else f"'{self.name}' ({self.kind})"
+
+    def __repr__(self):
+        return f"Layer({self.describe()})"
+
+
+def graph_layers(graph) -> list:
+    """The :class:`Layer` view of every node but the model input, in topological order."""
+    input_layers = graph.input_layers()
+    head = graph.strip_trailing_activations(graph.output)
+    layers, kernels = [], 0
+    for index, node in enumerate(graph.nodes[1:], 1):
+        kind = layer_kind(node)
+        names = (node.name,)
+        if "/" in node.name:  # a part of a Keras layer: <layer>/depthwise, <layer>/activation
+            names += (node.name.split("/")[0],)
+        kernel_index = None
+        if node.kind == g.KERNEL:
+            kernel_index, kernels = kernels, kernels + 1
+        layers.append(Layer(
+            name=node.name, names=names, kind=kind, layer_type=node.layer_type, index=index,
+            is_input=index in input_layers, is_output=index == head, kernel_index=kernel_index, kernel=node.kernel,
+            node=node, signal_parents=tuple(graph.nodes[p].kind != g.AUX for p in node.parents),
+            signal=graph.product_signal(index) if node.kind == g.PRODUCT else None))
+    return layers
+
+
+# --- rule objects ---------------------------------------------------------------------------------------------
+
+def _same(a, b) -> bool:
+    if isinstance(a, (np.ndarray, list, tuple)) or isinstance(b, (np.ndarray, list, tuple)):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.array_equal(a, b))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b
+
+
+def _short(value) -> str:
+    if isinstance(value, np.ndarray) or hasattr(value, "shape") and not isinstance(value, numbers.Number):
+        array = np.asarray(value)
+        if array.size <= 4:
+            return np.array2string(array, separator=", ")
+        return f"<array of shape {array.shape}>"
+    return repr(value)
+
+
+class Rule:
+    """An LRP rule: data (its parameters, ``repr``, equality) plus the layer kinds it handles and its relevance map.
+
+    Subclasses set ``kinds`` and implement ``relevance(ops, layer, inputs, output, R)``, which returns one relevance
+    tensor per input of the layer (None for an input that carries no signal). ``ops`` is the backend's tensor-ops
+    object, ``layer`` a :class:`Layer`, ``inputs`` the layer's recorded inputs, ``output`` its recorded output (for
+    kernel layers the pre-activation ``z``) and ``R`` the relevance at the output. Kernel rules subclass
+    :class:`KernelRule` instead and implement ``kernel_relevance``.
+    """
+
+    kinds: tuple = ()
+    _params: tuple = ()
+
+    def __init__(self, **params):
+        object.__setattr__(self, "_params", tuple(params.items()))
+        for key, value in params.items():
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key, value):
+        if any(key == name for name, _ in self._params):
+            raise AttributeError(f"{type(self).__name__}.{key} cannot be changed: rule objects are data; make a new "
+                                 f"{type(self).__name__}(...)")
+        object.__setattr__(self, key, value)
+
+    @property
+    def params(self) -> dict:
+        return dict(self._params)
+
+    def applies_to(self, kind: str) -> bool:
+        """Whether the rule handles layers of this kind (one of LAYER_KINDS)."""
+        return kind in self.kinds
+
+    def relevance(self, ops, layer, inputs, output, R):
+        raise NotImplementedError(f"{type(self).__name__} does not implement relevance(ops, layer, inputs, "
+                                  f"output, R)")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={_short(v)}' for k, v in self._params)})"
+
+    def __eq__(self, other):
+        if type(self) is not type(other):
+            return NotImplemented
+        mine, theirs = self._params, other._params
+        return (len(mine) == len(theirs)
+                and all(k1 == k2 and _same(v1, v2) for (k1, v1), (k2, v2) in zip(mine, theirs)))
+
+    def __hash__(self):
+        return hash((type(self), tuple(key for key, _ in self._params)))
+
+
+class KernelRule(Rule):
+    """A rule for kernel layers (Dense/Linear and every convolution): implement
+    ``kernel_relevance(ops, kernel, a, z, R) -> R_in`` with ``a`` the layer input, ``z = W a + b`` its recorded
+    pre-activation and ``R`` the relevance at its output; the result has the shape of ``a``."""
+
+    kinds = KERNEL_KINDS
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return [self.kernel_relevance(ops, layer.kernel, inputs[0], output, R)]
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        raise NotImplementedError(f"{type(self).__name__} does not implement kernel_relevance(ops, kernel, a, z, R)")
+
+
+def _number(rule, key, value, test=lambda v: True, constraint="a finite number"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
+            or not test(float(value)):
+        raise ValueError(f"{rule}: {key}={value!r} is invalid; {key} must be {constraint}")
+    return float(value)
+
+
+def _bound(rule, key, value):
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return _number(rule, key, value)
+    try:
+        array = np.asarray(value)
+        valid = array.dtype.kind in "iuf" and bool(np.isfinite(array).all())
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{rule}: {key} must be a finite number or an array of finite numbers, got "
+                         f"{_short(value)}")
+    return value
+
+
+class Z(KernelRule):
+    """``R_in = a ⊙ Wᵀ SD(R, z)``; on sums and average pooling the Z rule of the (pooling) sum (SPEC §7.5, §7.7)."""
+
+    kinds = KERNEL_KINDS + ("add", "avgpool")
+
+    def relevance(self, ops, layer, inputs, output, R):
+        if layer.kind == "add":
+            return r.add_rule(ops, inputs, output, R, layer.node.coefficients)
+        if layer.kind == "avgpool":
+            return [r.avgpool_rule(ops, layer.node, inputs[0], output, R)]
+        return [r.z_rule(ops, layer.kernel, inputs[0], output, R)]
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return r.z_rule(ops, kernel, a, z, R)
+
+
+class Epsilon(KernelRule):
+    """``R_in = a ⊙ Wᵀ SD(R, z + ε·sign0(z))``."""
+
+    def __init__(self, epsilon):
+        super().__init__(epsilon=_number("Epsilon", "epsilon", epsilon, lambda v: v > 0, "a finite number > 0"))
+        self._rule = r.epsilon_rule(self.epsilon)
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return self._rule(ops, kernel, a, z, R)
+
+
+class StdxEpsilon(KernelRule):
+    """Epsilon with ``ε = stdfactor · std(a)`` per sample and layer (SPEC §7.5)."""
+
+    def __init__(self, stdfactor):
+        super().__init__(stdfactor=_number("StdxEpsilon", "stdfactor", stdfactor, lambda v: v > 0,
+                                           "a finite number > 0"))
+        self._rule = r.stdx_epsilon_rule(self.stdfactor)
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return self._rule(ops, kernel, a, z, R)
+
+
+class AlphaBeta(KernelRule):
+    """signxai's α-β rule: both denominators carry the full bias (SPEC §7.5; not Zennit's AlphaBeta)."""
+
+    def __init__(self, alpha, beta):
+        check = dict(test=lambda v: v >= 0, constraint="a finite number >= 0")
+        super().__init__(alpha=_number("AlphaBeta", "alpha", alpha, **check),
+                         beta=_number("AlphaBeta", "beta", beta, **check))
+        self._rule = r.alpha_beta_rule(self.alpha, self.beta)
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return self._rule(ops, kernel, a, z, R)
+
+
+class WSquare(KernelRule):
+    """``R_in = (W²)ᵀ SD(R, W²·𝟙)``: squared kernel, no bias, ``a`` unused."""
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return r.w_square_rule(ops, kernel, a, z, R)
+
+
+class Flat(KernelRule):
+    """``R_in = 𝟏ᵀ SD(R, 𝟏·𝟙)``: W² with a kernel of ones."""
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return r.flat_rule(ops, kernel, a, z, R)
+
+
+class ZBox(KernelRule):
+    """Z^B with input bounds ``low ≤ a ≤ high`` (scalars, or arrays broadcastable to one sample in the model's own
+    layout: channels-last for Keras, channels-first for PyTorch) (SPEC §7.5, D1)."""
+
+    def __init__(self, low, high):
+        low, high = _bound("ZBox", "low", low), _bound("ZBox", "high", high)
+        try:
+            lo, hi = np.broadcast_arrays(np.asarray(low, np.float64), np.asarray(high, np.float64))
+        except ValueError:
+            raise ValueError("ZBox: low and high must broadcast to a common shape") from None
+        if np.any(lo > hi):
+            raise ValueError("ZBox: low must be <= high elementwise")
+        super().__init__(low=low, high=high)
+        self._rule = r.zb_rule(low, high)
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return self._rule(ops, kernel, a, z, R)
+
+
+class Sign(KernelRule):
+    """SIGN (``mu = 0``) and SIGN-μ: ``R_in = s_μ(a) ⊙ Wᵀ SD(R, z)`` (the Z denominator, no ε)."""
+
+    def __init__(self, mu=0.0):
+        super().__init__(mu=_number("Sign", "mu", mu))
+        self._rule = r.sign_rule(self.mu)
+
+    def kernel_relevance(self, ops, kernel, a, z, R):
+        return self._rule(ops, kernel, a, z, R)
+
+
+class BatchNormRule(Rule):
+    """iNNvestigate's BatchNorm rule of SPEC §7.7, the default for BatchNorm layers."""
+
+    kinds = ("batchnorm",)
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return [r.batchnorm_rule(ops, layer.node, inputs[0], output, R)]
+
+
+class SignalTakeAll(Rule):
+    """Gated products ``x ⊙ g``: the signal operand receives all relevance, the gate none (docs/layers.md)."""
+
+    kinds = ("product",)
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return r.product_rule(ops, layer.signal, inputs, output, R)
+
+
+class Pass(Rule):
+    """``R_in = R``: the default for activations and shape-preserving normalisations; also allowed on BatchNorm."""
+
+    kinds = ("activation", "pass", "batchnorm")
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return [R if carries else None for carries in layer.signal_parents]
+
+
+class Gradient(Rule):
+    """``R_in = Jᵀ R`` at the recorded input: the default for re-indexing layers (max pooling, reshape, padding,
+    concatenation); allowed on every non-kernel layer."""
+
+    kinds = ("batchnorm", "avgpool", "add", "product", "activation", "pass", "gradient", "aux")
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return ops.vjp(layer.node.forward, inputs, R)
+
+
+#: the rule of every non-kernel layer kind that no entry of a composite matches (SPEC §7.3, §7.7)
+DEFAULT_RULES = {"batchnorm": BatchNormRule(), "avgpool": Z(), "add": Z(), "product": SignalTakeAll(),
+                 "activation": Pass(), "pass": Pass(), "gradient": Gradient(), "aux": Gradient()}
+_GRADIENT = DEFAULT_RULES["gradient"]
+#: the rule classes whose behaviour is fixed by their parameters (so a composite of them has a value key)
+BUILTIN_RULES = (Z, Epsilon, StdxEpsilon, AlphaBeta, WSquare, Flat, ZBox, Sign, BatchNormRule, SignalTakeAll, Pass,
+                 Gradient)
+
+
+# --- selectors ------------------------------------------------------------------------------------------------
+
+class Name:
+    """Selects layers by name: the Keras layer name or the PyTorch module path (fx node name for functional ops),
+    with shell-style wildcards (``*``, ``?``, ``[…]``; case-sensitive). Several patterns select their union.
+
+    A Keras layer captured as several nodes is matched as a whole: both factors of a separable convolution
+    (``<layer>/depthwise`` and ``<layer>``) and a fused activation (``<layer>/activation``); the rule then applies
+    to the parts of kinds it handles.
+    """
+
+    def __init__(self, *patterns):
+        if not patterns:
+            raise ValueError("Name() needs at least one layer name or pattern")
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"Name patterns must be non-empty strings, got {pattern!r}")
+        self.patterns = tuple(patterns)
+
+    def matches_pattern(self, pattern, layer) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for name in layer.names)
+
+    def __call__(self, layer) -> bool:
+        return any(self.matches_pattern(p, layer) for p in self.patterns)
+
+    def __repr__(self):
+        return f"Name({', '.join(map(repr, self.patterns))})"
+
+    def __eq__(self, other):
+        return isinstance(other, Name) and self.patterns == other.patterns
+
+    def __hash__(self):
+        return hash(("Name", self.patterns))
+
+
+def _check_selector(selector, rule, position):
+    where = f"rule map entry {position} ({_describe_selector(selector)}, {rule!r})"
+    if isinstance(selector, str):
+        if selector == INPUT:
+            if not any(rule.applies_to(kind) for kind in KERNEL_KINDS):
+                raise ValueError(f"{where}: input layers are kernel layers (dense or conv), but {rule!r} cannot "
+                                 f"handle them; it applies to: {', '.join(rule.kinds)}")
+            return
+        if selector not in LAYER_KINDS:
+            close = difflib.get_close_matches(selector, LAYER_KINDS + (INPUT,), n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(f"{where}: unknown layer type {selector!r}; the layer types are "
+                             f"{', '.join(LAYER_KINDS)} and 'input'.{hint}")
+        if not rule.applies_to(selector):
+            raise ValueError(f"{where}: {rule!r} cannot handle {selector!r} layers; it applies to: "
+                             f"{', '.join(rule.kinds)}")
+        return
+    if isinstance(selector, Name):
+        return
+    if isinstance(selector, type):
+        raise ValueError(f"{where}: a selector is a layer type string ({', '.join(LAYER_KINDS)}, 'input'), "
+                         f"Name(pattern) or a predicate on the layer; framework classes such as "
+                         f"{selector.__name__} are not selectors (use the layer type strings, which are the same "
+                         f"for Keras and PyTorch)")
+    if isinstance(selector, Rule) or not callable(selector):
+        raise ValueError(f"{where}: a selector is a layer type string ({', '.join(LAYER_KINDS)}, 'input'), "
+                         f"Name(pattern) or a predicate on the layer, got {selector!r}")
+
+
+def _describe_selector(selector):
+    if isinstance(selector, (str, Name)):
+        return repr(selector)
+    return f"predicate {getattr(selector, '__qualname__', None) or repr(selector)}"
+
+
+def _selects(selector, layer) -> bool:
+    if isinstance(selector, str):
+        if selector == INPUT:
+            return layer.is_input
+        return layer.kind == selector
+    return bool(selector(layer))
+
+
+# --- composites -----------------------------------------------------------------------------------------------
+
+class Composite:
+    """A layer-wise rule map: ``rules`` is an ordered list of ``(selector, rule)``; first match wins; a kernel layer
+    no entry gives a rule gets ``default``.
+
+    A selector is a layer type (one of LAYER_KINDS: "dense", "conv", "batchnorm", "add", "avgpool", "activation",
+    …, the same for Keras and PyTorch), ``"input"`` (the input layers of SPEC §7.4), :class:`Name` (layer names,
+    wildcards allowed) or a predicate ``f(layer) -> bool`` on a :class:`Layer`. An entry applies to the layers its
+    selector matches among the kinds its rule handles. Layers other than kernel layers that no entry matches keep
+    their standard rule (DEFAULT_RULES).
+    """
+
+    def __init__(self, rules=(), default=None, *, name=None):
+        if isinstance(rules, dict):
+            rules = list(rules.items())
+        if isinstance(rules, (str, bytes)) or not isinstance(rules, (list, tuple)):
+            raise ValueError(f"Composite rules must be a list of (selector, rule) pairs, got {rules!r}")
+        entries = []
+        for position, entry in enumerate(rules):
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise ValueError(f"rule map entry {position} must be a (selector, rule) pair, got {entry!r}")
+            selector, rule = entry
+            if not isinstance(rule, Rule):
+                raise ValueError(f"rule map entry {position}: {rule!r} is not a rule; use the rule objects of "
+                                 f"signxai.lrp (Z(), Epsilon(0.1), …) or a subclass of signxai.lrp.Rule")
+            _check_selector(selector, rule, position)
+            entries.append((selector, rule))
+        if default is not None:
+            if not isinstance(default, Rule):
+                raise ValueError(f"Composite default must be a rule or None, got {default!r}")
+            if not any(default.applies_to(kind) for kind in KERNEL_KINDS):
+                raise ValueError(f"Composite default {default!r} cannot handle kernel layers (dense, conv); it "
+                                 f"applies to: {', '.join(default.kinds)}")
+        self.rules = tuple(entries)
+        self.default = default
+        self.name = name  # the catalog name this composite was compiled from, for messages
+
+    def __repr__(self):
+        entries = ", ".join(f"({_describe_selector(s)}, {rule!r})" for s, rule in self.rules)
+        return f"Composite([{entries}], default={self.default!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Composite):
+            return NotImplemented
+        return (len(self.rules) == len(other.rules) and self.default == other.default
+                and all((s1 == s2 if isinstance(s1, (str, Name)) else s1 is s2) and r1 == r2
+                        for (s1, r1), (s2, r2) in zip(self.rules, other.rules)))
+
+    __hash__ = None  # holds rules that may hold arrays; compare with ==
+
+    def assign(self, graph) -> dict:
+        """``{node index: (rule, layer)}`` for every node of ``graph`` but the input; ValueError for a map that does
+        not fit the model (a name no layer has, a rule for layers it cannot handle, a kernel layer without a
+        rule)."""
+        layers = graph_layers(graph)
+        hits = []
+        for position, (selector, rule) in enumerate(self.rules):
+            selected = [layer for layer in layers if _selects(selector, layer)]
+            self._check_entry(position, selector, rule, selected, layers)
+            hits.append({layer.index for layer in selected})
+        assignment, unassigned = {}, []
+        for layer in layers:
+            rule = next((rule for (_, rule), chosen in zip(self.rules, hits)
+                         if layer.index in chosen and rule.applies_to(layer.kind)), None)
+            if rule is None and layer.kind in KERNEL_KINDS:
+                if self.default is None:
+                    unassigned.append(layer)
+                    continue
+                if not self.default.applies_to(layer.kind):
+                    raise ValueError(f"the composite's default {self.default!r} cannot handle kernel layer "
+                                     f"{layer.describe()}; it applies to: {', '.join(self.default.kinds)}")
+                rule = self.default
+            elif rule is None:
+                rule = DEFAULT_RULES.get(layer.kind, _GRADIENT)  # unsupported nodes are refused before this
+            assignment[layer.index] = (rule, layer)
+        if unassigned:
+            listed = ", ".join(layer.describe() for layer in unassigned)
+            raise ValueError(f"the composite gives no rule to the kernel layer(s) {listed} and has no default; add "
+                             f"entries for them (e.g. ('dense', Epsilon(0.1)), ('conv', AlphaBeta(1, 0))) or give "
+                             f"default=")
+        return assignment
+
+    def _check_entry(self, position, selector, rule, selected, layers):
+        where = f"rule map entry {position} ({_describe_selector(selector)}, {rule!r})"
+        if selector == INPUT and not any(layer.kind in KERNEL_KINDS for layer in layers):
+            if self.name is not None:
+                raise ValueError(f"method {self.name!r} applies an input-layer rule, but the model has no kernel "
+                                 f"layer (Dense/Conv); use an 'lrp_' name instead")
+            raise ValueError(f"{where}: the model has no kernel layer (Dense/Conv), so it has no input layers")
+        if isinstance(selector, Name):
+            for pattern in selector.patterns:
+                if not any(selector.matches_pattern(pattern, layer) for layer in layers):
+                    raise ValueError(f"{where}: no layer of the model is named {pattern!r}. The model's layers, "
+                                     f"closest first: {_names_closest_first(pattern, layers)}")
+        if isinstance(selector, str) and selector != INPUT:
+            return  # a layer type: checked against the rule when the composite was made
+        if selected and not any(rule.applies_to(layer.kind) for layer in selected):
+            listed = ", ".join(layer.describe() for layer in selected[:10])
+            more = f" and {len(selected) - 10} more" if len(selected) > 10 else ""
+            raise ValueError(f"{where}: {rule!r} cannot handle the selected layer(s) {listed}{more}; it applies to: "
+                             f"{', '.join(rule.kinds)}")
+
+
+def _rule_key(rule):
+    if type(rule) not in BUILTIN_RULES:
+        return None
+    return (type(rule).__name__, tuple((key, np.asarray(value) if isinstance(value, (list, tuple)) else value)
+                                       for key, value in rule._params))
+
+
+def lrp_key(method, graph):
+    """A value key of the LRP mapping of ``method`` (a resolved method record or a Composite) on ``graph``, for the
+    backends' caches of compiled passes: the rule of every node, as class name and parameters. A catalog name and a
+    rule map that assign the same rules get the same key (and so the same compiled pass). None (run uncached) where
+    a rule is not a built-in rule class: a user-defined class may be redefined with other code under its name."""
+    graph.check_supported(graph.output)
+    composite = method if isinstance(method, Composite) else compile_method(method)
+    parts = []
+    for index, (rule, _) in sorted(composite.assign(graph).items()):
+        rule_key = _rule_key(rule)
+        if rule_key is None:
+            return None
+        parts.append((index, rule_key))
+    return ("lrp", tuple(parts))
+
+
+def _names_closest_first(pattern, layers, limit=40):
+    names = list(dict.fromkeys(name for layer in layers for name in layer.names))
+    ranked = sorted(names, key=lambda n: -difflib.SequenceMatcher(None, pattern, n).ratio())
+    shown = ", ".join(map(repr, ranked[:limit]))
+    return shown + (f" … ({len(ranked) - limit} more)" if len(ranked) > limit else "")
+
+
+def as_composite(rules) -> Composite:
+    """``rules=`` as given by a caller: a Composite, one kernel rule for every kernel layer, or a list of
+    ``(selector, rule)`` pairs (without a default)."""
+    if isinstance(rules, Composite):
+        return rules
+    if isinstance(rules, Rule):
+        return Composite([], default=rules)
+    if isinstance(rules, (list, tuple, dict)):
+        return Composite(rules)
+    raise TypeError(f"rules must be a signxai.lrp.Composite, a rule (e.g. signxai.lrp.Epsilon(0.1)) or a list of "
+                    f"(selector, rule) pairs, got {type(rules).__name__}")
+
+
+# --- catalog names → composites (SPEC §3.2, §7.4, §7.6) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Param:
+    """A rule argument taken from the resolved parameters of a name."""
+    key: str
+
+
+# the rule of each input-layer prefix token: (rule class, its arguments)
+INPUT_RULES = {
+    "sign": (Sign, {"mu": _Param("mu")}),
+    "z": (Z, {}),
+    "zb": (ZBox, {"low": _Param("low"), "high": _Param("high")}),
+    "w2": (WSquare, {}),
+    "flat": (Flat, {}),
+}
+# the base rule token: selector (None: the default for every kernel layer) -> (rule class, its arguments)
+BASE_RULES = {
+    "z": {None: (Z, {})},
+    "epsilon": {None: (Epsilon, {"epsilon": _Param("epsilon")})},
+    "stdx_epsilon": {None: (StdxEpsilon, {"stdfactor": _Param("stdfactor")})},
+    "alpha_beta": {None: (AlphaBeta, {"alpha": _Param("alpha"), "beta": _Param("beta")})},
+    "composite_a": {"dense": (Epsilon, {"epsilon": _Param("epsilon")}),
+                    "conv": (AlphaBeta, {"alpha": 1.0, "beta": 0.0})},
+    "composite_b": {"dense": (Epsilon, {"epsilon": _Param("epsilon")}),
+                    "conv": (AlphaBeta, {"alpha": 2.0, "beta": 1.0})},
+}
+
+
+def _build(spec, params):
+    cls, arguments = spec
+    return cls(**{key: params[value.key] if isinstance(value, _Param) else value
+                  for key, value in arguments.items()})
+
+
+def compile_method(method) -> Composite:
+    """The composite of a resolved LRP method record (``.input_rule``, ``.rule``, ``.params``): the prefix's rule
+    for the input layers first, then the base rule's entries and default."""
+    if getattr(method, "composite", None) is not None:
+        return method.composite
+    if method.rule not in BASE_RULES:
+        raise ValueError(f"unknown LRP rule {method.rule!r}")
+    params = {"mu": 0.0, **method.params}
+    entries = [] if method.input_rule is None else [(INPUT, _build(INPUT_RULES[method.input_rule], params))]
+    default = None
+    for selector, spec in BASE_RULES[method.rule].items():
+        if selector is None:
+            default = _build(spec, params)
+        else:
+            entries.append((selector, _build(spec, params)))
+    return Composite(entries, default=default, name=method.name)
+
+
+# --- the per-node mapping of the graph engine -----------------------------------------------------------------
+
+class LRP:
+    """Per-node relevance mappings of one composite (or resolved LRP method) on one graph (SPEC §7)."""
+
+    def __init__(self, method, graph):
+        composite = method if isinstance(method, Composite) else compile_method(method)
+        self.assignment = composite.assign(graph)
+
+    def __call__(self, ops, index, node, inputs, output, R):
+        rule, layer = self.assignment[index]
+        shares = rule.relevance(ops, layer, inputs, output, R)
+        if not isinstance(shares, (list, tuple)):
+            shares = [shares]
+        if len(shares) != len(inputs):
+            raise ValueError(f"{rule!r} returned {len(shares)} relevance tensor(s) for layer {layer.describe()}, "
+                             f"which has {len(inputs)} input(s)")
+        return shares
+
