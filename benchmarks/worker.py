@@ -260,7 +260,7 @@ def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: i
     Long cases are cut short: no warm-up call when the first call took more than ``budget``/2 seconds (it has
     warmed everything already), and no further timed call once ``budget`` seconds have passed since the first call
     began and ``min_repeats`` timed calls (or ``repeats``, if fewer) exist. ``identical``: every call returned the
-    same array, bit for bit (SPEC §2.4), the first call included.
+    same array, bit for bit (docs/api.md#model-requirements), the first call included.
     """
     traces = TRACES[0]
     call = fresh_call()

@@ -1,4 +1,4 @@
-"""``calculate_relevancemap``: argument handling shared by both backends (SPEC §2)."""
+"""``calculate_relevancemap``: argument handling shared by both backends (docs/api.md)."""
 from __future__ import annotations
 
 import numbers
@@ -103,7 +103,7 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
     the whole explanation in float64 on a private copy of the model. ``batch_size=`` (IG, SmoothGrad, VarGrad
     only) sets how many points one framework pass evaluates; by default as many as fit a 1 GiB activation budget
     (``signxai.core.explain.MEMORY_BUDGET``), measured per sample on the model's first pass. Further parameters as
-    in SPEC §3.3.
+    in docs/methods.md#parameters.
     """
     kwargs = _merge_aliases(dict(params, target=target, batched=batched))
     target, batched = kwargs.pop("target"), kwargs.pop("batched")
@@ -123,7 +123,7 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
         raise ValueError("x is an empty batch; give at least one sample")
     work_model = backend.model_for(model, dtype)
     batch = batch.astype(dtype)
-    # The explanation's own first forward pass gives the logits the targets are resolved from (SPEC §2.3).
+    # The explanation's own first forward pass gives the logits the targets are resolved from (docs/api.md#targets).
     targets = Targets(target, unbatched=not is_batched)
     with backend.computation():
         if resolved.base == "random_uniform":  # it runs no pass of its own but validates the target

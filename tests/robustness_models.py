@@ -27,7 +27,7 @@ CNN_SPEC = {"input_shape": [6, 6, 2], "layers": [
     {"kind": "flatten"},
     {"kind": "dense", "units": K},
 ]}
-# Dense only: a PyTorch twin without a leading convolution (batched unless x is 1-D, SPEC §2.2).
+# Dense only: a PyTorch twin without a leading convolution (batched unless x is 1-D, docs/api.md#batch-axis).
 MLP_SPEC = {"input_shape": [5], "layers": [
     {"kind": "dense", "units": 6, "activation": "relu"},
     {"kind": "dense", "units": K},
@@ -68,7 +68,7 @@ def cnn_input(backend: str, n: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def rel_error(actual, expected) -> float:
-    """max |actual − expected| relative to the peak of ``expected`` (SPEC §9 style)."""
+    """max |actual − expected| relative to the peak of ``expected`` (docs/equivalence.md#agreement-gates style)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     peak = np.abs(expected).max()
@@ -80,7 +80,7 @@ def assert_close(actual, expected, tol: float = 1e-5):
     assert error <= tol, f"relative-to-peak error {error:.3g} > {tol}"
 
 
-# --- models with a softmax left in (SPEC §2.4) ----------------------------------------------------------------
+# --- models with a softmax left in (docs/api.md#model-requirements) ----------------------------------------------------------------
 
 def keras_softmax_models() -> dict:
     """name -> a Keras CNN whose output goes through some form of softmax."""

@@ -97,7 +97,7 @@ def test_compare_writes_table_csv_json_and_figures(tmp_path, capsys):
     assert list(rows) == ["lrp_epsilon_0_1", "gradient", "grad_cam"]
     for row in rows.values():
         assert row["status"] == "ok" and float(row["rel"]) < 1e-5 and float(row["pearson"]) > 0.999999
-    assert summary == "3 methods within SPEC §9, 0 n/a, 0 failed" and summary in captured.out
+    assert summary == "3 methods within docs/equivalence.md#agreement-gates, 0 n/a, 0 failed" and summary in captured.out
     report = json.loads((tmp_path / "values_method_comparison.json").read_text())
     assert [r["method"] for r in report["rows"]] == list(rows) and report["summary"]["ok"] == 3
     assert (tmp_path / "values_method_comparison.csv").read_text().startswith("method,mae,rel_error,pearson")
@@ -112,7 +112,7 @@ def test_compare_reports_not_applicable_names(tmp_path, capsys):
     _, rows, summary = _table(tmp_path)
     assert rows["grad_cam_timeseries"]["status"] == rows["grad_cam_MNISTCNN"]["status"] == "n/a"
     assert "conv2d_1" in rows["grad_cam_MNISTCNN"]["note"]
-    assert summary == "2 methods within SPEC §9, 2 n/a, 0 failed"
+    assert summary == "2 methods within docs/equivalence.md#agreement-gates, 2 n/a, 0 failed"
 
 
 def test_compare_fails_on_a_mismatch_or_an_exception(tmp_path, capsys, monkeypatch):
@@ -130,7 +130,7 @@ def test_compare_fails_on_a_mismatch_or_an_exception(tmp_path, capsys, monkeypat
     _, rows, summary = _table(tmp_path)
     assert rows["gradient"]["status"] == "failed" and "gate 1: float64 error" in rows["gradient"]["note"]
     assert rows["lrp_z"]["note"] == "RuntimeError: boom"
-    assert summary == "0 methods within SPEC §9, 0 n/a, 2 failed"
+    assert summary == "0 methods within docs/equivalence.md#agreement-gates, 0 n/a, 2 failed"
 
 
 @pytest.mark.parametrize("args, message", [

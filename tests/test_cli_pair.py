@@ -59,7 +59,7 @@ def test_pair_on_the_default_batch(files, tmp_path, capsys):
     assert report["logit_max_rel_diff"] < 1e-6  # the twins compute the same logits
     assert [row["status"] for row in report["rows"]] == ["ok", "ok"]
     assert all(row["rel_error"] < 1e-5 for row in report["rows"])
-    assert "2 methods within SPEC §9, 0 n/a, 0 failed" in captured.out
+    assert "2 methods within docs/equivalence.md#agreement-gates, 0 n/a, 0 failed" in captured.out
 
 
 def test_pair_on_an_image(files, tmp_path):

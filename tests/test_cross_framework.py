@@ -1,4 +1,4 @@
-"""Every catalog name (and generalised grammar names) agrees between Keras and PyTorch twins (SPEC §9 gates 1–2)."""
+"""Every catalog name (and generalised grammar names) agrees between Keras and PyTorch twins (docs/equivalence.md#agreement-gates)."""
 import functools
 
 import pytest

@@ -1,7 +1,7 @@
-"""Gate 3 of SPEC §9: every name in the signxai 1.1.9.2 reference data, on both backends (float32).
+"""Gate 3 of docs/equivalence.md#agreement-gates: every name in the signxai 1.1.9.2 reference data, on both backends (float32).
 
 The data and its provenance note are in ``tests/data/reference`` (copied from the project's shared folder).
-Every entry must lie within 1e-4 of the reference peak; the bound of SPEC §9 also allows 8x a backend's own
+Every entry must lie within 1e-4 of the reference peak; the bound of docs/equivalence.md#agreement-gates also allows 8x a backend's own
 float32 rounding error, which these three networks do not need.
 """
 import numpy as np

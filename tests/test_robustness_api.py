@@ -1,4 +1,4 @@
-"""Robustness of the public API on both backends (SPEC §2, §3.3): method names, kwargs, inputs, batch axis, targets.
+"""Robustness of the public API on both backends (docs/api.md, §3.3): method names, kwargs, inputs, batch axis, targets.
 
 Every test runs on a Keras 3 model and on its PyTorch twin (same weights, channels-first).
 """
@@ -21,7 +21,7 @@ from signxai.methods import CATALOG, resolve_method  # noqa: E402
 
 from robustness_models import BACKENDS, K, assert_close, cnn, cnn_input, mlp, vectors  # noqa: E402
 
-RANGE = f"0 … {K - 1}"  # how every target error names the valid range (SPEC §2.3)
+RANGE = f"0 … {K - 1}"  # how every target error names the valid range (docs/api.md#targets)
 # Few examples, no shrinking (a failure is reported as found): each file stays within its time budget.
 HYPOTHESIS = settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -43,7 +43,7 @@ def explain(model, x, method="gradient", **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Method names (SPEC §3, D15)
+# Method names (docs/methods.md#names, D15)
 
 SUGGESTION = re.compile(r"Did you mean: (.*)\?")
 
@@ -119,7 +119,7 @@ def test_non_string_method_is_a_type_error(case):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Keyword parameters (SPEC §3.3)
+# Keyword parameters (docs/methods.md#parameters)
 
 @pytest.mark.parametrize("name, kwargs", [
     ("lrp_epsilon_0_1", {"epsilon": 0.2}),
@@ -301,7 +301,7 @@ def test_noise_level_zero_smoothgrad_is_the_gradient(case):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Inputs (SPEC §2.1, §2.2)
+# Inputs (docs/api.md#arguments, §2.2)
 
 @pytest.mark.parametrize("shape", [(6, 6), (6,), (1, 1, 6, 6, 2), ()])
 def test_wrong_rank_names_the_expected_rank(case, shape):
@@ -313,7 +313,7 @@ def test_wrong_rank_names_the_expected_rank(case, shape):
 def test_wrong_rank_dense_models(mlps):
     with pytest.raises(ValueError, match="samples with 1 axes"):
         explain(mlps["keras"], np.zeros((2, 3, 5), np.float32))
-    # PyTorch without a leading convolution: any x with ndim != 1 is a batch (SPEC §2.2); a 3-D one gives a
+    # PyTorch without a leading convolution: any x with ndim != 1 is a batch (docs/api.md#batch-axis); a 3-D one gives a
     # (1, 2, K)-shaped output, which is not (N, K).
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         explain(mlps["torch"], np.zeros((1, 2, 5), np.float32))
@@ -389,7 +389,7 @@ def test_empty_batch(case):
 
 @pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "grad_cam"])
 def test_integer_and_bool_inputs_equal_their_float32_cast(case, method):
-    """uint8 images (and other integer/bool arrays) are converted to float32 (SPEC §2.1)."""
+    """uint8 images (and other integer/bool arrays) are converted to float32 (docs/api.md#arguments)."""
     _, model, x = case
     image = np.clip(np.abs(x) * 60, 0, 255).astype(np.uint8)
     for given in (image, image.astype(np.int64), image.astype(np.int16), x > 0):
@@ -412,7 +412,7 @@ def test_float16_and_float64_inputs_are_cast_to_float32(case):
 
 @pytest.mark.parametrize("kind", ["torch", "tf"])
 def test_bfloat16_tensors_are_cast_to_float32(case, kind):
-    """SPEC §2.1: a tensor of the model's framework (or the other's) is converted to float32."""
+    """docs/api.md#arguments: a tensor of the model's framework (or the other's) is converted to float32."""
     _, model, x = case
     given = torch.tensor(x).to(torch.bfloat16) if kind == "torch" else tf.cast(tf.constant(x), tf.bfloat16)
     rounded = (given.float().numpy() if kind == "torch" else tf.cast(given, tf.float32).numpy())
@@ -530,7 +530,7 @@ def test_batched_true_on_a_1d_input_of_a_dense_torch_model(mlps):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Targets (SPEC §2.3, D14)
+# Targets (docs/api.md#targets, D14)
 
 BAD_TARGETS = {
     "K": K, "-1": -1, "huge": 2**70, "float": 1.0, "numpy float": np.float32(1), "nan": float("nan"), "str": "1",

@@ -1,4 +1,4 @@
-"""Robustness with respect to models and global state on both backends (SPEC §2.4, §2.5, D5–D7, D13).
+"""Robustness with respect to models and global state on both backends (docs/api.md#model-requirements, §2.5, D5–D7, D13).
 
 Model requirements (softmax, inputs/outputs, unsupported layers, training mode, unbuilt and shared Keras layers) and
 invariants (the caller's model, input, RNGs and framework settings are untouched; repeated, threaded and batched
@@ -58,7 +58,7 @@ def torch_gradient(model, x, target):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Softmax left in (SPEC §2.4): ValueError mentioning remove_softmax, for every family
+# Softmax left in (docs/api.md#model-requirements): ValueError mentioning remove_softmax, for every family
 
 KERAS_SOFTMAX = rm.keras_softmax_models()
 TORCH_SOFTMAX = rm.torch_softmax_models()
@@ -156,7 +156,7 @@ def test_torch_remove_softmax_returns_a_working_copy(tail):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Inputs and outputs of the model (SPEC §2.4)
+# Inputs and outputs of the model (docs/api.md#model-requirements)
 
 def test_keras_multiple_inputs_or_outputs():
     a, b = keras.Input((5,)), keras.Input((5,))
@@ -200,7 +200,7 @@ def test_torch_output_not_n_by_k(model, shape, method):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Unsupported layers (SPEC §2.4, D18): rule-based methods name the layer, pure-autodiff methods work
+# Unsupported layers (docs/api.md#model-requirements, D18): rule-based methods name the layer, pure-autodiff methods work
 
 RULE_BASED = ["lrp_z", "lrp_epsilon_0_1", "lrpsign_epsilon_0_1", "guided_backprop", "deconvnet", "guided_grad_cam"]
 
@@ -249,7 +249,7 @@ def test_torch_unsupported_layer(model_class, x, name):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Training mode, Dropout, BatchNorm (SPEC §2.4)
+# Training mode, Dropout, BatchNorm (docs/api.md#model-requirements)
 
 def _flags(model):
     return [(name, module.training) for name, module in model.named_modules()]
@@ -340,7 +340,7 @@ def test_shared_layers(method):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Invariants: the caller's model and input, global state (SPEC §2.1, §2.4, D5, D13)
+# Invariants: the caller's model and input, global state (docs/api.md#arguments, §2.4, D5, D13)
 
 INVARIANT_CALLS = [("gradient", {}), ("smoothgrad", {}), ("vargrad", {"num_samples": 5}),
                    ("lrp_epsilon_0_1", {}), ("lrp_epsilon_0_1_std_x", {}), ("grad_cam", {}),
@@ -497,7 +497,7 @@ def test_new_weights_are_used_after_a_first_explanation(backend):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Batch invariance (SPEC §2.5, D5, D6, D7)
+# Batch invariance (docs/api.md#batch-invariance, D5, D6, D7)
 
 BATCH_METHODS = [("gradient", {}), ("guided_backprop", {}), ("deconvnet", {}), ("integrated_gradients", {"steps": 8}),
                  ("smoothgrad", {"num_samples": 8}), ("vargrad", {"num_samples": 8}),

@@ -1,4 +1,4 @@
-"""Keras 3 → PyTorch, layer by layer, into a structurally equivalent channels-first module (SPEC §7.3, §8).
+"""Keras 3 → PyTorch, layer by layer, into a structurally equivalent channels-first module (docs/layers.md, §8).
 
 Layout convention: every Keras tensor with a per-sample rank ≥ 2 is channels-last, and its PyTorch twin is the same
 tensor with the channel axis moved to position 1. So a Keras input of shape ``(N, H, W, C)`` becomes ``(N, C, H, W)``,
@@ -16,7 +16,7 @@ are permuted alike); a consumer that needs the Keras order (Reshape, Concatenate
 explicit re-ordering module (``KerasReshape``). The orders agree (nothing is permuted) when at most one axis of the
 flattened tensor is longer than 1.
 
-Further equivalences (SPEC §7.3, §8):
+Further equivalences (docs/layers.md, §8):
 
 * ``SeparableConv*D`` → a depthwise ``Conv*d`` (``groups=C``, no bias, ``<layer>_depthwise``) followed by a pointwise
   1×1 ``Conv*d`` with the bias (``<layer>``), as the explainers treat it.
@@ -30,7 +30,7 @@ Further equivalences (SPEC §7.3, §8):
   of the average, as PyTorch's ``ceil_mode=True`` windows are; the pool gets ``ceil_mode=True`` with the leading
   padding when both give the same windows.
 
-Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises ValueError (SPEC §2.4: no method
+Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises ValueError (docs/api.md#model-requirements: no method
 explains a softmax model); remove it first.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ TORCH_ACTIVATIONS = {
 }
 """Keras activation name → PyTorch module factory (same function, Keras default parameters)."""
 
-_SOFTMAX_HINT = "remove the softmax first (the explanation methods need logits; SPEC §2.4)"
+_SOFTMAX_HINT = "remove the softmax first (the explanation methods need logits; docs/api.md#model-requirements)"
 
 
 class KerasReshape(nn.Module):
@@ -283,7 +283,7 @@ class _Converter:
             handler = self._binary_op  # `a + b`, `x * 0.5`, keras.ops.multiply … on model tensors
         if handler is None:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not supported by the Keras → PyTorch "
-                             f"converter (see SPEC §7.3)")
+                             f"converter (see docs/layers.md)")
         if handler not in self.layout_aware:
             inputs = [self._to_channels_first(t) if isinstance(t, _Tensor) else t for t in inputs]
         if handler not in self.multi_input:
@@ -457,7 +457,7 @@ class _Converter:
 
     def _conv_padding(self, layer, t):
         """``(t, padding)``: Keras's padding as PyTorch's symmetric ``padding``, or an explicit ``<layer>_pad``
-        zero pad followed by a ``'valid'`` conv where it is asymmetric (SPEC §8)."""
+        zero pad followed by a ``'valid'`` conv where it is asymmetric (docs/equivalence.md#model-equivalence)."""
         n, size, dilation = layer.rank, t.shape[:-1], layer.dilation_rate
         if layer.padding == "valid":
             pads = [(0, 0)] * n

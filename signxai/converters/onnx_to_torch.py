@@ -39,7 +39,7 @@ def convert_tf_to_torch_via_onnx(keras_model, input_shape=None, opset: int = 17,
     """An ``fx.GraphModule`` computing ``keras_model`` via ONNX, with ``nn.Linear``/``nn.Conv*d`` kernel layers.
 
     **Layout.** With ``channels_first=True`` (default) the module takes the PyTorch layout, like every PyTorch model
-    in signxai (SPEC §1): the Keras input with its channel axis moved to position 1 (``(N, C, H, W)`` for a Keras
+    in signxai (docs/decisions.md): the Keras input with its channel axis moved to position 1 (``(N, C, H, W)`` for a Keras
     ``(N, H, W, C)``; a per-sample rank-1 input keeps its shape), as the twin from ``convert_tf_to_torch_direct``
     does. A ``permute`` to the Keras layout goes in front of the graph; where tf2onnx's own NHWC → NCHW transpose
     follows it, the two cancel and both disappear. ``channels_first=False`` gives a module taking the Keras layout
@@ -114,7 +114,7 @@ def _conv1d(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
     """tf2onnx writes a Keras Conv1D as a ``Conv2d`` over a height-1 axis. Make each such conv an ``nn.Conv1d``
     between ``squeeze(2)`` and ``unsqueeze(2)`` (dropped where tf2onnx's squeeze back follows), so that the module
     reads as the 1-D network it is: the explainer infers the per-sample input rank from the first convolution
-    (SPEC §2.2), and Grad-CAM folds the activation that follows the last conv (SPEC §1.3). Only for 3-D inputs."""
+    (docs/api.md#batch-axis), and Grad-CAM folds the activation that follows the last conv (docs/decisions.md#normalisations). Only for 3-D inputs."""
     ShapeProp(gm).propagate(example)
     graph = gm.graph
     for node in list(graph.nodes):

@@ -2,7 +2,7 @@
 
 A :class:`Composite` is an ordered list of ``(selector, rule)`` entries plus a ``default`` kernel rule. For each node
 of a captured graph the first entry whose selector matches the node **and** whose rule handles the node's layer kind
-wins; a kernel layer that no entry gives a rule gets ``default``; every other layer keeps its SPEC §7.3/§7.7 rule
+wins; a kernel layer that no entry gives a rule gets ``default``; every other layer keeps its docs/layers.md/§7.7 rule
 (BN rule, Z rule of sums and average pooling, signal-take-all at gated products, pass-through, gradient).
 
 Every rule object wraps the rule functions of :mod:`signxai.core.rules`, which are written once against the small
@@ -50,7 +50,7 @@ class Layer:
     ``name`` is the Keras layer name (a separable convolution's factors are ``<layer>/depthwise`` and ``<layer>``, a
     fused activation is ``<layer>/activation``) or the PyTorch module path (fx node name for functional ops).
     ``names`` are the names a :class:`Name` pattern is matched against: ``name`` and, for the parts of a Keras layer,
-    the layer's own name. ``kind`` is one of LAYER_KINDS. ``is_input``: an input layer of SPEC §7.4. ``is_output``:
+    the layer's own name. ``kind`` is one of LAYER_KINDS. ``is_input``: an input layer of docs/lrp.md#input-layers. ``is_output``:
     the layer that receives the LRP head. ``kernel_index``: position among the kernel layers in topological order
     (None for other layers). ``kernel``: the kernel operator of dense/conv layers (``apply``, ``is_dense`` …).
     ``node``: the captured node (its ``forward``, BN statistics, sum coefficients). ``signal_parents``: per parent,
@@ -205,7 +205,7 @@ def _bound(rule, key, value):
 
 
 class Z(KernelRule):
-    """``R_in = a ⊙ Wᵀ SD(R, z)``; on sums and average pooling the Z rule of the (pooling) sum (SPEC §7.5, §7.7)."""
+    """``R_in = a ⊙ Wᵀ SD(R, z)``; on sums and average pooling the Z rule of the (pooling) sum (docs/lrp.md#kernel-rules, §7.7)."""
 
     kinds = KERNEL_KINDS + ("add", "avgpool")
 
@@ -232,7 +232,7 @@ class Epsilon(KernelRule):
 
 
 class StdxEpsilon(KernelRule):
-    """Epsilon with ``ε = stdfactor · std(a)`` per sample and layer (SPEC §7.5)."""
+    """Epsilon with ``ε = stdfactor · std(a)`` per sample and layer (docs/lrp.md#kernel-rules)."""
 
     def __init__(self, stdfactor):
         super().__init__(stdfactor=_number("StdxEpsilon", "stdfactor", stdfactor, lambda v: v > 0,
@@ -244,7 +244,7 @@ class StdxEpsilon(KernelRule):
 
 
 class AlphaBeta(KernelRule):
-    """signxai's α-β rule: both denominators carry the full bias (SPEC §7.5; not Zennit's AlphaBeta)."""
+    """signxai's α-β rule: both denominators carry the full bias (docs/lrp.md#kernel-rules; not Zennit's AlphaBeta)."""
 
     def __init__(self, alpha, beta):
         check = dict(test=lambda v: v >= 0, constraint="a finite number >= 0")
@@ -272,7 +272,7 @@ class Flat(KernelRule):
 
 class ZBox(KernelRule):
     """Z^B with input bounds ``low ≤ a ≤ high`` (scalars, or arrays broadcastable to one sample in the model's own
-    layout: channels-last for Keras, channels-first for PyTorch) (SPEC §7.5, D1)."""
+    layout: channels-last for Keras, channels-first for PyTorch) (docs/lrp.md#kernel-rules, D1)."""
 
     def __init__(self, low, high):
         low, high = _bound("ZBox", "low", low), _bound("ZBox", "high", high)
@@ -301,7 +301,7 @@ class Sign(KernelRule):
 
 
 class BatchNormRule(Rule):
-    """iNNvestigate's BatchNorm rule of SPEC §7.7, the default for BatchNorm layers."""
+    """iNNvestigate's BatchNorm rule of docs/lrp.md#non-kernel-rules, the default for BatchNorm layers."""
 
     kinds = ("batchnorm",)
 
@@ -337,7 +337,7 @@ class Gradient(Rule):
         return ops.vjp(layer.node.forward, inputs, R)
 
 
-#: the rule of every non-kernel layer kind that no entry of a composite matches (SPEC §7.3, §7.7)
+#: the rule of every non-kernel layer kind that no entry of a composite matches (docs/layers.md, §7.7)
 DEFAULT_RULES = {"batchnorm": BatchNormRule(), "avgpool": Z(), "add": Z(), "product": SignalTakeAll(),
                  "activation": Pass(), "pass": Pass(), "gradient": Gradient(), "aux": Gradient()}
 _GRADIENT = DEFAULT_RULES["gradient"]
@@ -431,7 +431,7 @@ class Composite:
     no entry gives a rule gets ``default``.
 
     A selector is a layer type (one of LAYER_KINDS: "dense", "conv", "batchnorm", "add", "avgpool", "activation",
-    …, the same for Keras and PyTorch), ``"input"`` (the input layers of SPEC §7.4), :class:`Name` (layer names,
+    …, the same for Keras and PyTorch), ``"input"`` (the input layers of docs/lrp.md#input-layers), :class:`Name` (layer names,
     wildcards allowed) or a predicate ``f(layer) -> bool`` on a :class:`Layer`. An entry applies to the layers its
     selector matches among the kinds its rule handles. Layers other than kernel layers that no entry matches keep
     their standard rule (DEFAULT_RULES).
@@ -571,7 +571,7 @@ def as_composite(rules) -> Composite:
                     f"(selector, rule) pairs, got {type(rules).__name__}")
 
 
-# --- catalog names → composites (SPEC §3.2, §7.4, §7.6) ------------------------------------------------------
+# --- catalog names → composites (docs/methods.md#tokens, §7.4, §7.6) ------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Param:
@@ -627,7 +627,7 @@ def compile_method(method) -> Composite:
 # --- the per-node mapping of the graph engine -----------------------------------------------------------------
 
 class LRP:
-    """Per-node relevance mappings of one composite (or resolved LRP method) on one graph (SPEC §7)."""
+    """Per-node relevance mappings of one composite (or resolved LRP method) on one graph (docs/lrp.md)."""
 
     def __init__(self, method, graph):
         composite = method if isinstance(method, Composite) else compile_method(method)

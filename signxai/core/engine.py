@@ -1,4 +1,4 @@
-"""The backward pass over a captured graph (SPEC §7.1), shared by LRP, guided backprop and DeconvNet."""
+"""The backward pass over a captured graph (docs/lrp.md#engine), shared by LRP, guided backprop and DeconvNet."""
 from __future__ import annotations
 
 

@@ -1,4 +1,4 @@
-"""Method drivers: every catalog family expressed through a backend's few primitives (SPEC §5–7).
+"""Method drivers: every catalog family expressed through a backend's few primitives (docs/methods.md#gradient-family … docs/lrp.md).
 
 A backend supplies ``logits``, ``gradients`` (∂y_c/∂x of a batch), ``graph_backward`` (a signal sent through the
 captured graph with a per-node mapping), ``cam_activations`` (a layer's output and its gradient) and

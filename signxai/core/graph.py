@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-# Node kinds, i.e. the rows of SPEC §7.3 as the rules see them.
+# Node kinds, i.e. the rows of docs/layers.md as the rules see them.
 INPUT = "input"
 KERNEL = "kernel"            # row 1: Dense/Conv; forward gives z (fused activations become separate nodes)
 BATCHNORM = "batchnorm"      # row 2
@@ -14,7 +14,7 @@ RELU = "relu"                # row 7: ReLU family
 ACTIVATION = "activation"    # row 8: other elementwise activations
 PASS = "pass"                # rows 9–10: Dropout, Identity, LayerNorm, Rescaling, constant affine ops …
 GRADIENT = "gradient"        # rows 5, 6, 11–13: max pooling, reshaping, padding, concatenation
-PRODUCT = "product"          # x ⊙ g of two input-dependent tensors, one of them a gate (docs/layers.md §gates)
+PRODUCT = "product"          # x ⊙ g of two input-dependent tensors, one of them a gate (docs/layers.md#gated-products)
 AUX = "aux"                  # non-tensor values (shape arithmetic, tuple containers): they carry no signal
 UNSUPPORTED = "unsupported"  # row 16
 
@@ -70,7 +70,7 @@ class Graph:
         return [i for i, node in enumerate(self.nodes) if index in node.parents]
 
     def strip_trailing_activations(self, index: int) -> int:
-        """Walk up from ``index`` past elementwise activations (the LRP head, SPEC §7.2)."""
+        """Walk up from ``index`` past elementwise activations (the LRP head, docs/lrp.md#head)."""
         while self.nodes[index].kind in ELEMENTWISE_ACTIVATIONS:
             index = self.nodes[index].parents[0]
         return index
@@ -84,7 +84,7 @@ class Graph:
             index = consumers[0]
 
     def cam_node(self, name=None) -> int:
-        """The node whose output is the Grad-CAM map A: a named layer or the last convolution (SPEC §6.1)."""
+        """The node whose output is the Grad-CAM map A: a named layer or the last convolution (docs/methods.md#grad-cam-layer)."""
         convs = [i for i, n in enumerate(self.nodes) if n.kind == KERNEL and not n.kernel.is_dense]
         if name is None:
             if not convs:
@@ -97,7 +97,7 @@ class Graph:
         return self.fold_activations(index) if self.nodes[index].kind == KERNEL else index
 
     def input_layers(self) -> set:
-        """Kernel nodes with no kernel node among their ancestors (SPEC §7.4)."""
+        """Kernel nodes with no kernel node among their ancestors (docs/lrp.md#input-layers)."""
         kernel_upstream = [False] * len(self.nodes)
         result = set()
         for i, node in enumerate(self.nodes):

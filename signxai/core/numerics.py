@@ -1,4 +1,4 @@
-"""Shared NumPy numerics (SPEC §4–6): signs, noise streams, IG points, Grad-CAM reduction and upsampling."""
+"""Shared NumPy numerics (docs/methods.md#numerics … docs/methods.md#grad-cam): signs, noise streams, IG points, Grad-CAM reduction and upsampling."""
 from __future__ import annotations
 
 import numpy as np

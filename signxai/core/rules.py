@@ -1,4 +1,4 @@
-"""LRP and guided-backprop rules (SPEC §5.1–5.2, §7.5–7.7), written once against a small tensor-ops interface.
+"""LRP and guided-backprop rules (docs/methods.md#guided-backprop … docs/methods.md#deconvnet, §7.5–7.7), written once against a small tensor-ops interface.
 
 ``ops`` is a backend's :class:`signxai.core.ops.TensorOps`. Tensors support ``+ - * /`` and comparisons natively in
 both frameworks; everything else goes through ``ops``. Every kernel rule has the signature
@@ -77,7 +77,7 @@ flat_rule = _constant_kernel_rule(lambda w: w * 0 + 1)
 
 
 def zb_rule(low, high):
-    """Z^B with bounds given as NumPy-broadcastable values in the layer input's layout (SPEC §7.5, D1)."""
+    """Z^B with bounds given as NumPy-broadcastable values in the layer input's layout (docs/lrp.md#kernel-rules, D1)."""
     def rule(ops, kernel, a, z, R):
         lo = ops.ones_like(a) * ops.constant(low, a)
         hi = ops.ones_like(a) * ops.constant(high, a)
@@ -103,7 +103,7 @@ def _once(kernel_map):
 
 
 def alpha_beta_rule(alpha, beta):
-    """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (SPEC §7.5).
+    """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (docs/lrp.md#kernel-rules).
 
     Where the input has no negative entries (e.g. after a ReLU) the a⁻ half is skipped: it adds exactly b⁻ to the
     denominator and exactly 0 to the relevance, so the result is bit-identical.
@@ -166,7 +166,7 @@ def product_rule(ops, signal, inputs, y, R):
 
 
 class GuidedBackprop:
-    """Exact VJPs everywhere except ReLU-family activations: GBP ``φ'(z)⊙g⁺``, DeconvNet ``g⁺`` (SPEC §5.1–5.2)."""
+    """Exact VJPs everywhere except ReLU-family activations: GBP ``φ'(z)⊙g⁺``, DeconvNet ``g⁺`` (docs/methods.md#guided-backprop … docs/methods.md#deconvnet)."""
 
     def __init__(self, deconvnet: bool):
         self.deconvnet = deconvnet

@@ -1,4 +1,4 @@
-"""Target selection (SPEC §2.3)."""
+"""Target selection (docs/api.md#targets)."""
 from __future__ import annotations
 
 import numbers
@@ -57,7 +57,7 @@ def _as_integer_array(target):
 
 
 class Targets:
-    """The targets of one call, resolved from the logits of the explanation's own forward pass (SPEC §2.3).
+    """The targets of one call, resolved from the logits of the explanation's own forward pass (docs/api.md#targets).
 
     No separate logits pass is needed: a backend calls :meth:`resolve` with the logits its forward pass produced
     (PyTorch), or :meth:`requested` before a compiled pass that takes the argmax itself (TensorFlow) and

@@ -1,4 +1,4 @@
-"""Explanation-method names: the catalog, the grammar and the parameter resolver (SPEC §3)."""
+"""Explanation-method names: the catalog, the grammar and the parameter resolver (docs/methods.md#names)."""
 
 from .catalog import CATALOG, list_methods, method_families
 from .grammar import Method, parse_method, resolve_method

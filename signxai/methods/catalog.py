@@ -1,4 +1,4 @@
-"""The catalog: the 152 method names of SPEC Appendix A, in its order."""
+"""The catalog: the 152 method names of docs/catalog.md, in its order."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ CATALOG: tuple[str, ...] = (
 
 
 def list_methods() -> list[str]:
-    """Return the catalog names in SPEC Appendix A order."""
+    """Return the catalog names in the order of docs/catalog.md."""
     return list(CATALOG)
 
 

@@ -1,4 +1,4 @@
-"""Method names (SPEC §3): a recursive-descent parser over the '_'-separated words of a name, and the
+"""Method names (docs/methods.md#names): a recursive-descent parser over the '_'-separated words of a name, and the
 resolver that merges keyword parameters with the values embedded in the name and the defaults."""
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class _Slot:
 
 
 class _Parser:
-    """Recursive-descent parser for the grammar of SPEC §3.1, one '_'-separated word at a time."""
+    """Recursive-descent parser for the grammar of docs/methods.md#grammar, one '_'-separated word at a time."""
 
     def __init__(self, name: str):
         if not isinstance(name, str):
@@ -301,7 +301,7 @@ def parse_method(name: str) -> Method:
 
 
 def resolve_method(name: Any, **params: Any) -> Method:
-    """Parse `name` and merge `params` (SPEC §3.3): embedded values, kwargs, defaults, validation.
+    """Parse `name` and merge `params` (docs/methods.md#parameters): embedded values, kwargs, defaults, validation.
 
     `target`, `batched` and `dtype` are handled by the caller and must not be passed here.
     `last_conv_layer_name` is accepted as an alias of `layer`. `name` may also be a signxai.lrp.Composite or rule

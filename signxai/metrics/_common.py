@@ -15,7 +15,7 @@ class ModelHandle:
 
     def __init__(self, model):
         self.backend = _backend_for(model)  # TypeError for anything but keras.Model / torch.nn.Module
-        self.backend.check(model)  # ValueError for softmax outputs and the other SPEC §2.4 requirements
+        self.backend.check(model)  # ValueError for softmax outputs and the other docs/api.md#model-requirements requirements
         self.model = model
 
     @property

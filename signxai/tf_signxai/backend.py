@@ -103,7 +103,7 @@ def _is_softmax_layer(layer):
 
 
 def check_model(model):
-    """Single input/output of shape (N, K), built, no softmax (SPEC §2.4)."""
+    """Single input/output of shape (N, K), built, no softmax (docs/api.md#model-requirements)."""
     if not model.built or not hasattr(model, "inputs") or model.inputs is None:
         raise ValueError(f"the Keras model {model.name!r} has not been built: give it a keras.Input or call it "
                          f"once on data before explaining it")
@@ -407,7 +407,7 @@ class KerasBackend(Backend):
 
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
-        """SPEC §2.4 checks, run once per model (like the captured graph and compiled passes, they are cached)."""
+        """docs/api.md#model-requirements checks, run once per model (like the captured graph and compiled passes, they are cached)."""
         self._cached(self._checked, model, lambda m: check_model(m) or True)
 
     def sample_rank(self, model):
@@ -425,10 +425,11 @@ class KerasBackend(Backend):
             target.assign(tf.cast(source, target.dtype))
 
     # --- primitives ----------------------------------------------------------------------------------------
-    # Every pass runs as a tf.function compiled once per (model, pass, method key, sample shape, dtype) with a
+    # With COMPILE_PASSES on, every pass runs as a tf.function compiled once per (model, pass, method key, sample
+    # shape, dtype) with a
     # dynamic batch axis, and always through that function: a traced graph (grappler's fused kernels) differs from
-    # eager execution by float32 rounding, so one path for everything keeps repeated calls bit-identical (SPEC
-    # §2.4) whatever the batch size. The functions hold the model only weakly; variables are read at each call, so
+    # eager execution by float32 rounding, so one path for everything keeps repeated calls bit-identical
+    # (docs/api.md#model-requirements) whatever the batch size. The functions hold the model only weakly; variables are read at each call, so
     # new weights are used. Targets are resolved inside the pass from its own logits (argmax: lowest index on
     # ties), so no separate logits pass runs. Only a mapping without a value key (the vanished-relevance
     # diagnosis, which inspects tensors in Python) runs eagerly.

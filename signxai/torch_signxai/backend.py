@@ -210,7 +210,7 @@ def _is_float_tensor(t):
 
 
 class _Tracer(fx.Tracer):
-    """Traces through containers and user modules; the modules of SPEC §7.3 (and unknown torch.nn ones) are leaves."""
+    """Traces through containers and user modules; the modules of docs/layers.md (and unknown torch.nn ones) are leaves."""
 
     def is_leaf_module(self, module, qualname):
         if isinstance(module, _LEAVES + _IDENTITY_MODULES) or is_registered(module):
@@ -642,7 +642,7 @@ class TorchBackend(Backend):
         self._untraceable = weakref.WeakKeyDictionary()
 
     def check(self, model):
-        """SPEC §2.4 checks, run once per model (like the captured graph they go with, they are cached)."""
+        """docs/api.md#model-requirements checks, run once per model (like the captured graph they go with, they are cached)."""
         self._cached(self._checked, model, self._check)
 
     def _check(self, model):
@@ -671,7 +671,7 @@ class TorchBackend(Backend):
             return None
 
     def sample_rank(self, model):
-        """k+1 if the first kernel module is a k-d convolution (SPEC §2.2), else None (batched unless 1-D)."""
+        """k+1 if the first kernel module is a k-d convolution (docs/api.md#batch-axis), else None (batched unless 1-D)."""
         graph = self._try_graph(model)
         if graph is not None:
             first = next((n.kernel.spatial_rank for n in graph.nodes if n.kind == g.KERNEL), 0)
@@ -715,7 +715,7 @@ class TorchBackend(Backend):
         with self._eval_mode(model):
             return model(x)
 
-    # Targets are resolved from the logits of each pass's own forward (SPEC §2.3); no separate logits pass runs.
+    # Targets are resolved from the logits of each pass's own forward (docs/api.md#targets); no separate logits pass runs.
     def logits(self, model, x):
         with torch.no_grad():
             return self._forward(model, self._tensor(model, x)).detach().cpu().numpy()

@@ -1,4 +1,4 @@
-"""Explanations agree between a Keras model and its PyTorch conversion (SPEC §9 gates 1–2) on the three reference
+"""Explanations agree between a Keras model and its PyTorch conversion (docs/equivalence.md#agreement-gates) on the three reference
 networks: ``convert_tf_to_torch_direct`` for every catalog name, ``convert_tf_to_torch_via_onnx`` for a subset that
 covers every family, base rule and input rule."""
 import functools

@@ -2,8 +2,8 @@
 and torchvision → Keras (``convert_torch_to_tf_direct``), random weights.
 
 Outputs: the float64 copies of the two models agree to 1e-12 of the logit scale (the same function), and the
-float32 models within SPEC §9 gate 2 applied to the logits, ``max(1e-5·scale, 4·(e_tf + e_pt))`` with ``e_fw`` the
-framework's own float32-vs-float64 error. Then every method family agrees across the converted pair (SPEC §9 gates
+float32 models within docs/equivalence.md#gate-2 applied to the logits, ``max(1e-5·scale, 4·(e_tf + e_pt))`` with ``e_fw`` the
+framework's own float32-vs-float64 error. Then every method family agrees across the converted pair (docs/equivalence.md#agreement-gates gates
 1–2, ``tests/gates.py``).
 
 Random weights (He-scaled kernels, drawn from a seeded ``RandomState`` for Keras, under a forked torch RNG for
@@ -159,7 +159,7 @@ def torch_logits(model, x):
 
 
 def assert_same_function(keras_model, torch_model, x, keras64=None, torch64=None):
-    """Float64 copies agree to 1e-12 of the logit scale; float32 models within SPEC §9 gate 2 (module docstring).
+    """Float64 copies agree to 1e-12 of the logit scale; float32 models within docs/equivalence.md#gate-2 (module docstring).
     Returns ``(scale, max|Δ| in float32, bound)``."""
     keras64 = keras64 or keras_float64(keras_model)
     torch64 = torch64 or copy.deepcopy(torch_model).double()
@@ -196,7 +196,7 @@ def keras_weights(model):
 
 # ------------------------------------------------------------------------------------------- keras.applications
 # Input sizes are odd, so that every strided 'same' conv pads symmetrically in TensorFlow too and both sides pad the
-# same way (SPEC §8: std-x sees the padding form); explicit ZeroPadding layers (Keras) convert as they are.
+# same way (docs/equivalence.md#model-equivalence: std-x sees the padding form); explicit ZeroPadding layers (Keras) convert as they are.
 APPLICATIONS = {  # name: (builder, input size, input range: the models with their own preprocessing take [0, 255])
     "MobileNetV3Small": (A.MobileNetV3Small, 33, 255.0),
     "EfficientNetB0": (A.EfficientNetB0, 33, 255.0),
@@ -270,7 +270,7 @@ def keras_zoo_pair():
     'same' pooling (max and average), Rescaling (scalar and per channel), Normalization, LayerNormalization on 4-D,
     Dense on 4-D with gelu, LayerScale, op layers with constants (x + 3, x · 1/6, 2 − x, x / 4), a sigmoid and a
     hard-sigmoid gate, Multiply, Cropping and Dropout. Every strided conv sees an odd size, so TensorFlow's 'same'
-    is symmetric and both sides pad implicitly (SPEC §8: std-x sees the padding form)."""
+    is symmetric and both sides pad implicitly (docs/equivalence.md#model-equivalence: std-x sees the padding form)."""
     from keras.src.applications.convnext import LayerScale
 
     inputs = keras.Input((13, 13, 3))
@@ -413,7 +413,7 @@ class _GraphNet(nn.Module):
     """Functional ops the torchvision models do not cover: F.relu, torch.cat, x.reshape(x.size(0), -1), mean over
     the spatial axes, scalar arithmetic, a hard-sigmoid gate, a padded max pool on an even size, a padded average
     pool counting its padding, and a Flatten feeding a BatchNorm1d. Its convs' padding is TensorFlow's 'same', so
-    both sides pad implicitly (SPEC §8)."""
+    both sides pad implicitly (docs/equivalence.md#model-equivalence)."""
 
     def __init__(self):
         super().__init__()

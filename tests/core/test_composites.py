@@ -1,5 +1,5 @@
 """Composites (layer-wise rule maps) on both backends: selection by type, name, glob and predicate, the catalog names
-compiled to composites, cross-framework agreement on the twin networks (SPEC §9), and bad rule maps."""
+compiled to composites, cross-framework agreement on the twin networks (docs/equivalence.md#agreement-gates), and bad rule maps."""
 import torch  # noqa: F401  (torch before TensorFlow)
 
 import functools
@@ -193,7 +193,7 @@ def test_rule_choice_changes_the_map():
     assert np.abs(base - changed).max() > 1e-2 * np.abs(base).max()
 
 
-# --- the same composite on a Keras model and its PyTorch twin (SPEC §9 gates 1–2) ----------------------------------
+# --- the same composite on a Keras model and its PyTorch twin (docs/equivalence.md#agreement-gates) ----------------------------------
 
 GATE_CASES = {
     "cnn2d/mixed": ("cnn2d", lrp.Composite([("input", lrp.ZBox(-3.0, 3.0)), (lrp.Name("dense_7"), lrp.Epsilon(0.5)),

@@ -1,4 +1,4 @@
-"""Grad-CAM, guided Grad-CAM and random_uniform against independent NumPy references (SPEC §5.5, §6).
+"""Grad-CAM, guided Grad-CAM and random_uniform against independent NumPy references (docs/methods.md#random-uniform, §6).
 
 These methods have no signxai 1.x reference (D11, D12, D13, D17). The references here take only the activation map
 ``A`` and ``∂y_c/∂A`` from plain framework autodiff — a Keras sub-model ``keras.Model(model.inputs, [layer.output,
@@ -7,7 +7,7 @@ copies of the models built here; the α mean, ReLU, max normalisation and half-p
 NumPy below (the upsampling as explicit interpolation matrices, cross-checked against
 ``torch.nn.functional.interpolate(align_corners=False)``).
 
-Tolerances (SPEC §9): float64 results ≤ 1e-9 · peak|ref|, float32 results ≤ 1e-5 · peak|ref|.
+Tolerances (docs/equivalence.md#agreement-gates): float64 results ≤ 1e-9 · peak|ref|, float32 results ≤ 1e-5 · peak|ref|.
 """
 # torch must be imported before TensorFlow (see NOTES.md: triton/LLVM segfault trap).
 import torch
@@ -47,7 +47,7 @@ TORCH_A_MODULE = {"conv2d_0": "conv2d_0_relu", "conv2d_2": "conv2d_2_relu", "con
 # ----------------------------------------------------------------------------------------------------------------
 
 def interpolation_matrix(n_in, n_out):
-    """(n_out × n_in) half-pixel linear interpolation, no antialiasing, edges clamped (SPEC §6.3)."""
+    """(n_out × n_in) half-pixel linear interpolation, no antialiasing, edges clamped (docs/methods.md#upsampling)."""
     M = np.zeros((n_out, n_in))
     for i in range(n_out):
         u = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
@@ -347,7 +347,7 @@ def test_random_uniform(request, model, backend, seed):
 
 
 def test_random_uniform_is_layout_consistent(cnn2d):
-    """The PyTorch map is the Keras map with the channel axis moved first (canonical draw, SPEC §5.5)."""
+    """The PyTorch map is the Keras map with the channel axis moved first (canonical draw, docs/methods.md#random-uniform)."""
     rk = signxai.calculate_relevancemap(cnn2d["keras"], cnn2d["x"], "random_uniform")
     rt = signxai.calculate_relevancemap(cnn2d["torch"], to_torch_layout(cnn2d["x"]), "random_uniform")
     np.testing.assert_array_equal(from_torch_layout(rt), rk)

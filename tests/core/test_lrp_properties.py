@@ -1,4 +1,4 @@
-"""Properties of LRP that follow from SPEC §7 and hold on both backends."""
+"""Properties of LRP that follow from docs/lrp.md and hold on both backends."""
 import numpy as np
 import pytest
 

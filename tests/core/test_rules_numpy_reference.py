@@ -1,9 +1,9 @@
-"""LRP kernel rules against an independent float64 NumPy reference in matrix form (SPEC §7.2, §7.4, §7.5).
+"""LRP kernel rules against an independent float64 NumPy reference in matrix form (docs/lrp.md#head, §7.4, §7.5).
 
 Every kernel layer is written as an explicit dense matrix ``W`` (m×n) acting on one sample flattened in the canonical
 (channels-last) order, plus a bias vector ``b`` (m). For Dense ``W`` is the kernel transposed; for convolutions it is
 built column by column by applying a small NumPy convolution (written here, 'valid'/'same' zero padding, strides) to
-each unit basis vector. The rules of SPEC §7.5 are then applied literally:
+each unit basis vector. The rules of docs/lrp.md#kernel-rules are then applied literally:
 
 * ``W⁺ = max(W, 0)``, ``W⁻ = min(W, 0)``, ``W² = W ⊙ W``; ``𝟏`` is the matrix of the same layer with a kernel of ones
   (zero where the layer has no connection, e.g. at padded borders), never a full ones matrix;
@@ -16,7 +16,7 @@ single-kernel-layer model: Flatten passes relevance by its gradient (re-indexing
 identity on the Keras (channels-last) flatten order. The PyTorch twin flattens (C, d…) instead, so its class index for
 the same unit is the position of that unit in channels-first flatten order (``_torch_index``).
 
-Tolerances (SPEC §9): float64 results ≤ 1e-9 · peak|R_ref|, float32 results ≤ 1e-5 · peak|R_ref|.
+Tolerances (docs/equivalence.md#agreement-gates): float64 results ≤ 1e-9 · peak|R_ref|, float32 results ≤ 1e-5 · peak|R_ref|.
 """
 # torch must be imported before TensorFlow (see NOTES.md: triton/LLVM segfault trap).
 import torch  # noqa: F401  (import order)
@@ -120,7 +120,7 @@ def s_mu(a, mu):
 
 
 def kernel_rule(rule, layer, a, R, **p):
-    """SPEC §7.5 literally, in matrix form. ``a``: flat input (n), ``R``: relevance at the output (m)."""
+    """docs/lrp.md#kernel-rules literally, in matrix form. ``a``: flat input (n), ``R``: relevance at the output (m)."""
     W, b = layer.W, layer.b
     Wp, Wn = np.maximum(W, 0.0), np.minimum(W, 0.0)
     z = W @ a + b
@@ -397,7 +397,7 @@ def test_sign_rules_differ_from_z_where_input_is_negative(single_models):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Two-layer chains: input-layer rule at the first kernel layer, base rule at the output layer (SPEC §7.4, D10)
+# Two-layer chains: input-layer rule at the first kernel layer, base rule at the output layer (docs/lrp.md#input-layers, D10)
 # ----------------------------------------------------------------------------------------------------------------
 
 CHAIN_SPECS = {

@@ -1,4 +1,4 @@
-"""Tests for the method-name grammar, the resolver and the catalog (SPEC §3, Appendix A)."""
+"""Tests for the method-name grammar, the resolver and the catalog (docs/methods.md#names, Appendix A)."""
 
 import math
 
