@@ -373,6 +373,9 @@ def rss_case(framework: str, cfg: dict, case: dict) -> dict:
     _import_framework(framework, (case["model"],))
     bench = Bench(framework, case["model"], cfg["vgg_size"], cfg["ecg_length"])
     model, x = bench.model(), bench.inputs(case["batch"])
+    del bench  # the benchmark's own copy of the random weights: a caller's process holds only the model
+    Bench.inputs.cache_clear()
+    _trim()
     steps = [{"step": "model built", "rss_mb": _status_kb("VmRSS") / 1024, "hwm_mb": _status_kb("VmHWM") / 1024}]
     for dtype in ("float32", "float64"):
         for method in case["methods"]:

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 import signxai  # noqa: E402
 import signxai.core.explain as core_explain  # noqa: E402
+import signxai.tf_signxai.backend as tf_backend  # noqa: E402
 from signxai.tf_signxai.backend import BACKEND as TF_BACKEND  # noqa: E402
 from signxai.torch_signxai.backend import BACKEND as TORCH_BACKEND  # noqa: E402
 
@@ -80,7 +81,9 @@ def _argmax(backend, model, x):
 
 @pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop",
                                     "grad_cam", "smoothgrad"])
-def test_tensorflow_passes_are_traced_once_for_every_batch_size(method):
+def test_tensorflow_passes_are_traced_once_for_every_batch_size(method, monkeypatch):
+    """The compiled path (off by default, tf_signxai.backend.COMPILE_PASSES) traces each pass once."""
+    monkeypatch.setattr(tf_backend, "COMPILE_PASSES", True)
     model = cnn("keras")
     x = cnn_input("keras", n=5)
     single = explain(model, x[:1], method)
@@ -93,7 +96,8 @@ def test_tensorflow_passes_are_traced_once_for_every_batch_size(method):
         assert function.experimental_get_tracing_count() == 1, key
 
 
-def test_tensorflow_methods_with_the_same_rules_share_a_pass():
+def test_tensorflow_methods_with_the_same_rules_share_a_pass(monkeypatch):
+    monkeypatch.setattr(tf_backend, "COMPILE_PASSES", True)
     model, x = cnn("keras"), cnn_input("keras")
     first = explain(model, x, "lrp_epsilon_0_1")
     np.testing.assert_array_equal(explain(model, x, "lrp_epsilon", epsilon=0.1), first)  # the same rules

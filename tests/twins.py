@@ -121,7 +121,7 @@ def residual_twin(seed=0) -> Twin:
     inputs = keras.Input((12, 12, 3))
     a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inputs)
     b = keras.layers.Conv2D(8, 3, padding="same", name="conv_b")(a)
-    h = keras.layers.ReLU()(keras.layers.Add()([a, b]))
+    h = keras.layers.ReLU()(keras.layers.Add(name="add")([a, b]))
     h = keras.layers.MaxPooling2D(2)(h)
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2d_1")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)

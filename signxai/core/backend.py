@@ -83,7 +83,8 @@ class Backend:
 
     # --- chunking ------------------------------------------------------------------------------------------------
     def activation_bytes(self, model, x) -> int:
-        """Bytes the gradient pass keeps per sample of ``x``'s shape (measured once per model and sample shape)."""
+        """Bytes a gradient pass needs per sample of ``x``'s shape, estimated by the backend from the activations of
+        one sample (measured once per model and sample shape)."""
         key = (tuple(x.shape[1:]), str(x.dtype))
         with self._lock:
             cached = self._activation_bytes.get(model, {}).get(key)

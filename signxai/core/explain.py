@@ -15,8 +15,8 @@ from signxai.core.layout import from_canonical, to_canonical
 from signxai.core.composite import LRP, lrp_key
 from signxai.core.rules import GuidedBackprop
 
-# IG/SmoothGrad/VarGrad evaluate their points in chunks whose gradient passes keep at most this many bytes of
-# activations (measured per sample on the model's first pass); ``batch_size=`` sets the chunk instead.
+# IG/SmoothGrad/VarGrad evaluate their points in chunks whose gradient passes need at most this many bytes
+# (estimated per sample from the activations of one sample, once per model); ``batch_size=`` sets the chunk instead.
 MEMORY_BUDGET = 1 << 30
 
 
