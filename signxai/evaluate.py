@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -353,17 +352,9 @@ def _import_frameworks(keras_needed: bool):
     """torch before TensorFlow (triton); TensorFlow only when needed, with its start-up logs hidden."""
     import torch  # noqa: F401
 
-    if not keras_needed or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+    if keras_needed:
+        from signxai.cli import _import_keras
+        _import_keras()
 
 
 def _value(records, model, method, metric, framework):
