@@ -87,14 +87,15 @@ def _parser():
     explain.set_defaults(command=_explain)
 
     compare = commands.add_parser(
-        "compare", help="check that TensorFlow and PyTorch agree (docs/equivalence.md#agreement-gates) on a model pair",
-        description="Run methods on a Keras model and its PyTorch twin, check docs/equivalence.md#agreement-gates (float32 and "
-                    "float64 in both frameworks), write a table, CSV, JSON and one figure per method. The pair is "
-                    "a demo, a Keras file and its conversion (--model), or your own Keras model and its PyTorch "
-                    "port (--keras-model with --torch-model). Before any method runs, the logits of the two models "
-                    "are compared on the input: if they differ by more than 1e-4 of the largest |logit|, the pair "
-                    "is not a twin and compare stops with exit status 2 and the figure (--force explains it "
-                    "anyway). Exit status 1 if any method breaks docs/equivalence.md#agreement-gates.")
+        "compare", help="check that TensorFlow and PyTorch agree (docs/equivalence.md#agreement-gates) on a model "
+                        "pair",
+        description="Run methods on a Keras model and its PyTorch twin, check docs/equivalence.md#agreement-gates "
+                    "(float32 and float64 in both frameworks), write a table, CSV, JSON and one figure per method. "
+                    "The pair is a demo, a Keras file and its conversion (--model), or your own Keras model and "
+                    "its PyTorch port (--keras-model with --torch-model). Before any method runs, the logits of the "
+                    "two models are compared on the input: if they differ by more than 1e-4 of the largest |logit|, "
+                    "the pair is not a twin and compare stops with exit status 2 and the figure (--force explains "
+                    "it anyway). Exit status 1 if any method breaks docs/equivalence.md#agreement-gates.")
     compare.add_argument("--methods", help="catalog names: a glob such as 'lrp_epsilon*' and/or a comma-separated "
                                            "list (default: the whole catalog)")
     compare.add_argument("--model", help="demo (= digits, the default), digits, eeg, or a .keras/.h5 file "
@@ -345,7 +346,8 @@ def _compare(args) -> int:
     if end == "\r":
         print(file=sys.stderr)
     counts = {status: sum(row.status == status for row in rows) for status in ("ok", "n/a", "failed")}
-    summary = f"{counts['ok']} methods within docs/equivalence.md#agreement-gates, {counts['n/a']} n/a, {counts['failed']} failed"
+    summary = (f"{counts['ok']} methods within docs/equivalence.md#agreement-gates, {counts['n/a']} n/a, "
+               f"{counts['failed']} failed")
     table = _table(rows) + summary + "\n"
     print(table, end="")
     (args.out_dir / "values_method_comparison.txt").write_text(table)
@@ -470,8 +472,8 @@ def _check_logits(keras_model, torch_model, x, force) -> float:
                f"{len(x)} sample(s), more than {LOGIT_TOLERANCE:g}")
     if relative > LOGIT_TOLERANCE:
         if not force:
-            raise CLIError(f"not a twin pair: {message}; check the weights, layouts, padding and BN eps (docs/equivalence.md#model-equivalence), "
-                           f"or pass --force to explain it anyway")
+            raise CLIError(f"not a twin pair: {message}; check the weights, layouts, padding and BN eps "
+                           f"(docs/equivalence.md#model-equivalence), or pass --force to explain it anyway")
         print(f"signxai: warning: {message} (--force)", file=sys.stderr)
     else:
         print(f"logits: max relative difference {relative:.2g} on {len(x)} sample(s)", file=sys.stderr)

@@ -30,8 +30,8 @@ Further equivalences (docs/layers.md, §8):
   of the average, as PyTorch's ``ceil_mode=True`` windows are; the pool gets ``ceil_mode=True`` with the leading
   padding when both give the same windows.
 
-Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises ValueError (docs/api.md#model-requirements: no method
-explains a softmax model); remove it first.
+Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises ValueError
+(docs/api.md#model-requirements: no method explains a softmax model); remove it first.
 """
 from __future__ import annotations
 

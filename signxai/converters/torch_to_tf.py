@@ -17,11 +17,12 @@ Leaf modules: ``Linear``, ``Conv1d/2d/3d`` (any stride/dilation/groups; ``paddin
 (``x.size(0)``, ``x.shape``), ``contiguous``/``clone``. Anything else raises ValueError naming the node and the op.
 
 Conv padding: ``padding=p`` becomes Keras ``'same'`` when that is exactly TensorFlow's ``'same'`` for the given input
-size, and ``ZeroPadding<n>D(p)`` (named ``<layer>_pad``) + a ``'valid'`` conv otherwise (docs/equivalence.md#model-equivalence). Pooling with
-``padding=p``: PyTorch pads a max pool with −∞ and leaves the padding out of an average with
-``count_include_pad=False``, as TensorFlow's ``'same'`` does; where ``'same'`` does not pad by ``p`` in front, the
-input gets trailing zeros that no kept window reads (``<layer>_pad``), and the extra outputs are cropped
-(``<layer>_crop``). An average with ``count_include_pad=True`` becomes ``ZeroPadding`` + a ``'valid'`` pool.
+size, and ``ZeroPadding<n>D(p)`` (named ``<layer>_pad``) + a ``'valid'`` conv otherwise
+(docs/equivalence.md#model-equivalence). Pooling with ``padding=p``: PyTorch pads a max pool with −∞ and leaves the
+padding out of an average with ``count_include_pad=False``, as TensorFlow's ``'same'`` does; where ``'same'`` does not
+pad by ``p`` in front, the input gets trailing zeros that no kept window reads (``<layer>_pad``), and the extra
+outputs are cropped (``<layer>_crop``). An average with ``count_include_pad=True`` becomes ``ZeroPadding`` + a
+``'valid'`` pool.
 
 Flatten: Keras flattens ``(H, W, C)``, PyTorch ``(C, H, W)``. Where every consumer of the flattened tensor is a
 ``Linear`` (through elementwise modules), the Linear's input columns are permuted; otherwise the Flatten gets a
@@ -326,7 +327,8 @@ class _Converter:
         path = node.target
         name = path.replace(".", "_")
         if isinstance(leaf, (nn.Softmax, nn.LogSoftmax)):
-            raise ValueError(f"module {name!r} ({type(leaf).__name__}): remove the softmax first (docs/api.md#model-requirements)")
+            raise ValueError(f"module {name!r} ({type(leaf).__name__}): remove the softmax first "
+                             f"(docs/api.md#model-requirements)")
         if len(args) != 1 or kwargs or not isinstance(args[0], _Record) or args[0].kind != "tensor":
             raise ValueError(f"module {name!r} ({type(leaf).__name__}) must be called on one model tensor")
         (record,) = args
@@ -466,7 +468,8 @@ class _Converter:
         if target is operator.getitem:
             raise self._unsupported(node, "indexing a model tensor")
         if target in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
-            raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first (docs/api.md#model-requirements)")
+            raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first "
+                             f"(docs/api.md#model-requirements)")
         raise self._unsupported(node, f"function {getattr(target, '__name__', target)}")
 
     def _method(self, node, target, args, kwargs, shape):
@@ -487,7 +490,8 @@ class _Converter:
         if target == "mean":
             return self._mean(node, args, kwargs, shape)
         if target in ("softmax", "log_softmax"):
-            raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first (docs/api.md#model-requirements)")
+            raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first "
+                             f"(docs/api.md#model-requirements)")
         raise self._unsupported(node, f"tensor method .{target}()")
 
     # ------------------------------------------------------------------------------------------------- kinds

@@ -2,9 +2,9 @@
 and torchvision → Keras (``convert_torch_to_tf_direct``), random weights.
 
 Outputs: the float64 copies of the two models agree to 1e-12 of the logit scale (the same function), and the
-float32 models within docs/equivalence.md#gate-2 applied to the logits, ``max(1e-5·scale, 4·(e_tf + e_pt))`` with ``e_fw`` the
-framework's own float32-vs-float64 error. Then every method family agrees across the converted pair (docs/equivalence.md#agreement-gates gates
-1–2, ``tests/gates.py``).
+float32 models within docs/equivalence.md#gate-2 applied to the logits, ``max(1e-5·scale, 4·(e_tf + e_pt))`` with
+``e_fw`` the framework's own float32-vs-float64 error. Then every method family agrees across the converted pair
+(docs/equivalence.md#agreement-gates gates 1–2, ``tests/gates.py``).
 
 Random weights (He-scaled kernels, drawn from a seeded ``RandomState`` for Keras, under a forked torch RNG for
 torchvision) are calibrated so that activations are of order 1 (LRP relevance can otherwise vanish through the BN
@@ -39,8 +39,8 @@ FAMILIES = ("gradient", "gradient_x_sign", "guided_backprop", "deconvnet", "inte
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-def images(n, size, high, seed):
-    """Smooth random RGB images in (0, high), channels-last: a 4×4 pattern per channel, bilinearly upsampled, plus
+def images(n, size, high, seed, low=0.0):
+    """Smooth random RGB images in (low, high), channels-last: a 4×4 pattern per channel, bilinearly upsampled, plus
     fine noise, squashed by a sigmoid."""
     rs = np.random.RandomState(seed)
     coarse = rs.normal(size=(n, 4, 4, 3))
@@ -51,7 +51,7 @@ def images(n, size, high, seed):
     rows = coarse[:, i0] * (1 - t)[None, :, None, None] + coarse[:, i1] * t[None, :, None, None]
     image = rows[:, :, i0] * (1 - t)[None, None, :, None] + rows[:, :, i1] * t[None, None, :, None]
     image = image + 0.3 * rs.normal(size=image.shape)
-    return (high / (1 + np.exp(-image))).astype(np.float32)
+    return (low + (high - low) / (1 + np.exp(-image))).astype(np.float32)
 
 
 def _keras_layers(model):
@@ -159,8 +159,8 @@ def torch_logits(model, x):
 
 
 def assert_same_function(keras_model, torch_model, x, keras64=None, torch64=None):
-    """Float64 copies agree to 1e-12 of the logit scale; float32 models within docs/equivalence.md#gate-2 (module docstring).
-    Returns ``(scale, max|Δ| in float32, bound)``."""
+    """Float64 copies agree to 1e-12 of the logit scale; float32 models within docs/equivalence.md#gate-2 (module
+    docstring). Returns ``(scale, max|Δ| in float32, bound)``."""
     keras64 = keras64 or keras_float64(keras_model)
     torch64 = torch64 or copy.deepcopy(torch_model).double()
     tf32, pt32 = keras_logits(keras_model, x), torch_logits(torch_model, x)
@@ -196,20 +196,24 @@ def keras_weights(model):
 
 # ------------------------------------------------------------------------------------------- keras.applications
 # Input sizes are odd, so that every strided 'same' conv pads symmetrically in TensorFlow too and both sides pad the
-# same way (docs/equivalence.md#model-equivalence: std-x sees the padding form); explicit ZeroPadding layers (Keras) convert as they are.
-APPLICATIONS = {  # name: (builder, input size, input range: the models with their own preprocessing take [0, 255])
-    "MobileNetV3Small": (A.MobileNetV3Small, 33, 255.0),
-    "EfficientNetB0": (A.EfficientNetB0, 33, 255.0),
-    "EfficientNetV2B0": (A.EfficientNetV2B0, 33, 255.0),
-    "ConvNeXtTiny": (A.ConvNeXtTiny, 33, 255.0),
-    "Xception": (A.Xception, 71, 1.0),
-    "InceptionV3": (A.InceptionV3, 75, 1.0),
-    "ResNet50V2": (A.ResNet50V2, 33, 1.0),
-    "NASNetMobile": (A.NASNetMobile, 33, 1.0),
-    "VGG16": (A.VGG16, 33, 1.0),
-    "ResNet50": (A.ResNet50, 33, 1.0),
-    "DenseNet121": (A.DenseNet121, 33, 1.0),
-    "MobileNetV2": (A.MobileNetV2, 33, 1.0),
+# same way (docs/equivalence.md#model-equivalence: std-x sees the padding form); explicit ZeroPadding layers (Keras)
+# convert as they are.
+# The input range is the one each model's preprocessing contract specifies: [0, 255] for the models that preprocess
+# themselves, [-1, 1] for 'tf' mode, the ImageNet-standardised range for 'torch' mode, BGR minus means for 'caffe'.
+RAW, TF_MODE, TORCH_MODE, CAFFE_MODE = (0.0, 255.0), (-1.0, 1.0), (-2.1, 2.6), (-124.0, 152.0)
+APPLICATIONS = {  # name: (builder, input size, input range)
+    "MobileNetV3Small": (A.MobileNetV3Small, 33, RAW),
+    "EfficientNetB0": (A.EfficientNetB0, 33, RAW),
+    "EfficientNetV2B0": (A.EfficientNetV2B0, 33, RAW),
+    "ConvNeXtTiny": (A.ConvNeXtTiny, 33, RAW),
+    "Xception": (A.Xception, 71, TF_MODE),
+    "InceptionV3": (A.InceptionV3, 75, TF_MODE),
+    "ResNet50V2": (A.ResNet50V2, 33, TF_MODE),
+    "NASNetMobile": (A.NASNetMobile, 33, TF_MODE),
+    "VGG16": (A.VGG16, 33, CAFFE_MODE),
+    "ResNet50": (A.ResNet50, 33, CAFFE_MODE),
+    "DenseNet121": (A.DenseNet121, 33, TORCH_MODE),
+    "MobileNetV2": (A.MobileNetV2, 33, TF_MODE),
 }
 FAST_APPLICATIONS = ("MobileNetV3Small", "EfficientNetB0")
 
@@ -221,11 +225,11 @@ def _slow_unless(name, fast):
 @functools.lru_cache(maxsize=None)
 def application_pair(name):
     """``(keras_model, converted, x, keras_weights_before_conversion)``: random weights, 10 classes, logits."""
-    builder, size, high = APPLICATIONS[name]
+    builder, size, (low, high) = APPLICATIONS[name]
     model = builder(input_shape=(size, size, 3), include_top=True, weights=None, classes=10,
                     classifier_activation=None)
     randomize_keras(model, seed=0)
-    batch = images(16, size, high, seed=1)
+    batch = images(16, size, high, seed=1, low=low)
     calibrate_keras(model, batch)
     before = keras_weights(model)
     return model, convert_tf_to_torch_direct(model), batch[:2], before
@@ -379,7 +383,7 @@ def torchvision_pair(name):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         module = getattr(torchvision.models, name)(weights=None, num_classes=10, **kwargs)
-    batch = images(16, size, 1.0, seed=3)
+    batch = images(16, size, TORCH_MODE[1], seed=3, low=TORCH_MODE[0])  # torchvision's standardised inputs
     calibrate_torch(module, torch_input(batch))
     return module, convert_torch_to_tf_direct(module, (3, size, size)), batch[:2]
 
