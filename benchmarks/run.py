@@ -25,7 +25,8 @@ if not __package__:  # run as a script: python benchmarks/run.py
 
 from benchmarks.models import BATCHES, ROOT
 from benchmarks.worker import (FIFTY_SAMPLES_SIGNXAI, FRAMEWORK_GRADIENTS, GRADIENT, LRP, MULTI_RULE_LRP, RSS_METHODS,
-                               SIGNXAI, SINGLE_OP_LRP, YARDSTICK_BATCH, ZENNIT, baseline, cases, methods_for)
+                               SIGNXAI, SINGLE_OP_LRP, YARDSTICK_BATCH, ZENNIT, baseline, cases, methods_for,
+                               signxai_name)
 
 FRAMEWORKS = ("tensorflow", "pytorch")
 SHORT = {"tensorflow": "TF", "pytorch": "PT"}
@@ -138,14 +139,15 @@ def targets(res: Results, batches) -> list[dict]:
 
     frameworks = sorted({k[0] for k in res.time}, key=FRAMEWORKS.index)
     for fw in frameworks:
-        for model, sizes in batches.items():
-            for batch in sizes:
-                for m, limit in [(GRADIENT, 1.15)] + [(m, 1.5) for m in SINGLE_OP_LRP] + \
-                                [(m, 2.5) for m in MULTI_RULE_LRP]:
-                    kind = "gradient" if m == GRADIENT else "single-operator LRP" if limit == 1.5 else \
-                        "α-β / composite LRP"
-                    add(f"{kind} ≤ {limit}× framework gradient", f"{SHORT[fw]} {model} b{batch} {m}",
-                        res.ratio(fw, model, batch, m), f"≤ {limit}×", lambda v, lim=limit: v <= lim)
+        for prefix, label in variants(fw):
+            for model, sizes in batches.items():
+                for batch in sizes:
+                    for m, limit in [(GRADIENT, 1.15)] + [(m, 1.5) for m in SINGLE_OP_LRP] + \
+                                    [(m, 2.5) for m in MULTI_RULE_LRP]:
+                        kind = "gradient" if m == GRADIENT else "single-operator LRP" if limit == 1.5 else \
+                            "α-β / composite LRP"
+                        add(f"{kind} ≤ {limit}× framework gradient", f"{label} {model} b{batch} {m}",
+                            res.ratio(fw, model, batch, prefix + m), f"≤ {limit}×", lambda v, lim=limit: v <= lim)
     for model, sizes in batches.items():
         for batch in sizes:
             t = res.median("pytorch", model, batch, "lrp_epsilon_0_1")
@@ -154,32 +156,34 @@ def targets(res: Results, batches) -> list[dict]:
                 add("PyTorch LRP-ε faster than Captum LRP / Zennit ε", f"{model} b{batch} lrp_epsilon_0_1 / {peer}",
                     t / p if t and p else None, "< 1×", lambda v: v < 1)
     for fw in frameworks:
-        for model in batches:
-            yardstick = res.median(fw, model, YARDSTICK_BATCH, baseline(fw))
-            for m in FIFTY_SAMPLES_SIGNXAI:
-                t = res.median(fw, model, 1, m)
-                add("IG/SmoothGrad(50) ≤ 1.2× 50 batched framework gradients",
-                    f"{SHORT[fw]} {model} {m} / {baseline(fw)} b{YARDSTICK_BATCH}",
-                    t / yardstick if t and yardstick else None, "≤ 1.2×", lambda v: v <= 1.2)
+        for prefix, label in variants(fw):
+            for model in batches:
+                yardstick = res.median(fw, model, YARDSTICK_BATCH, baseline(fw))
+                for m in FIFTY_SAMPLES_SIGNXAI:
+                    t = res.median(fw, model, 1, prefix + m)
+                    add("IG/SmoothGrad(50) ≤ 1.2× 50 batched framework gradients",
+                        f"{label} {model} {m} / {baseline(fw)} b{YARDSTICK_BATCH}",
+                        t / yardstick if t and yardstick else None, "≤ 1.2×", lambda v: v <= 1.2)
     for fw, record in res.rss.items():
         add(f"peak RSS ≤ {RSS_LIMIT_MB / 1024:g} GiB (one process, {', '.join(record['methods'])}; float32 + "
             f"float64)", f"{SHORT[fw]} {record['model']} b{record['batch']}", record["peak_mb"] / 1024,
             f"≤ {RSS_LIMIT_MB / 1024:g} GiB", lambda v: v <= RSS_LIMIT_MB / 1024, "{:.2f} GiB")
     for fw in frameworks:
-        for model in batches:
-            own = [r for k, r in res.time.items() if k[0] == fw and k[1] == model and ":" not in k[3]]
+        for (prefix, label), model in [(v, m) for v in variants(fw) for m in batches]:
+            own = [r for k, r in res.time.items() if k[0] == fw and k[1] == model and signxai_name(k[3])
+                   and k[3].startswith(prefix) and (prefix or ":" not in k[3])]
             if not own:
                 continue
             worst = max(own, key=lambda r: r["first_s"] / r["median_s"])
             misses = [f"{r['method']} b{r['batch']}" for r in own if r["first_s"] > 3 * r["median_s"]]
-            add("first call ≤ 3× steady state", f"{SHORT[fw]} {model}: worst {worst['method']} b{worst['batch']}"
+            add("first call ≤ 3× steady state", f"{label} {model}: worst {worst['method']} b{worst['batch']}"
                 + (f"; misses: {', '.join(misses)}" if misses else f" (all {len(own)} cases)"),
                 worst["first_s"] / worst["median_s"], "≤ 3×", lambda v: v <= 3)
             retraced = [f"{r['method']} b{r['batch']}" for r in own if r["retraces"]]
-            add("no re-trace in steady state", f"{SHORT[fw]} {model}: " + (", ".join(retraced) or
+            add("no re-trace in steady state", f"{label} {model}: " + (", ".join(retraced) or
                 f"all {len(own)} cases"), sum(r["retraces"] for r in own), "0", lambda v: v == 0, "{:d}")
             differing = [f"{r['method']} b{r['batch']}" for r in own if not r.get("identical", True)]
-            add("repeated calls bit-identical (first call included)", f"{SHORT[fw]} {model}: " +
+            add("repeated calls bit-identical (first call included)", f"{label} {model}: " +
                 (", ".join(differing) or f"all {len(own)} cases"), len(differing), "0", lambda v: v == 0, "{:d}")
     for fw in frameworks:
         for model, sizes in batches.items():
@@ -191,6 +195,11 @@ def targets(res: Results, batches) -> list[dict]:
                         f"({lrp['peak_mb']:.0f} / {grad['peak_mb']:.0f} MiB)", lrp["peak_mb"] / grad["peak_mb"],
                         "≤ 2×", lambda v: v <= 2)
     return rows
+
+
+def variants(framework):
+    """(row prefix, label) of signxai's execution modes: TensorFlow eager (the default) and compiled."""
+    return [("", "TF"), ("compiled:", "TF compiled")] if framework == "tensorflow" else [("", SHORT[framework])]
 
 
 # --- report ----------------------------------------------------------------------------------------------------
@@ -205,8 +214,8 @@ def table(res: Results, batches, frameworks) -> list[str]:
         s = SHORT[fw]
         head += [f"{s} median ms", f"{s} ×fw grad", f"{s} first/median", f"{s} same"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = [m for fw in frameworks for m in FRAMEWORK_GRADIENTS[fw]] + list(SIGNXAI) + \
-        [m for fw in frameworks for m in methods_for(fw)]
+    order = [m for fw in frameworks for m in FRAMEWORK_GRADIENTS[fw]] + \
+        [p + m for m in SIGNXAI for p in ("", "compiled:")] + [m for fw in frameworks for m in methods_for(fw)]
     for model, sizes in batches.items():
         for batch in (*sizes, YARDSTICK_BATCH):
             for method in dict.fromkeys(order):
@@ -216,7 +225,7 @@ def table(res: Results, batches, frameworks) -> list[str]:
                     ratio = res.ratio(fw, model, batch, method) if r else None
                     cells += [_ms(r and r["median_s"]), f"{ratio:.2f}" if ratio else "",
                               f"{r['first_s'] / r['median_s']:.1f}" if r else "",
-                              ("yes" if r.get("identical") else "NO") if r and ":" not in method else ""]
+                              ("yes" if r.get("identical") else "NO") if r and signxai_name(method) else ""]
                     seen = seen or bool(r)
                 if seen:
                     lines.append("| " + " | ".join(cells) + " |")
@@ -269,7 +278,9 @@ def report(args, runs, res, goals, batches, loads) -> str:
              f"(PyTorch: `torch.autograd` on the module; TensorFlow: a GradientTape inside a `tf.function`, or the "
              f"eager tape if that were faster). 'first/median': the first call on a fresh model object (every "
              f"per-model cache cold, tracing included) over the median. 'same': every call of the case returned "
-             f"the same array bit for bit. Batch {YARDSTICK_BATCH} is the yardstick of IG/SmoothGrad(50).", "",
+             f"the same array bit for bit. Batch {YARDSTICK_BATCH} is the yardstick of IG/SmoothGrad(50). TensorFlow rows "
+             f"`compiled:<method>`: signxai with its compiled passes (`signxai.tf_signxai.backend.COMPILE_PASSES = "
+             f"True`; the default runs them eagerly); the peak-RSS probe runs the default.", "",
              *table(res, batches, frameworks), "", *rss_lines(res),
              f"## Targets: {passed} PASS, {len(goals) - passed} MISS", "",
              "| target | case | measured | limit | result |", "|---|---|---|---|---|"]
