@@ -764,7 +764,7 @@ class TorchBackend(Backend):
         """Twice what autograd saves for the backward pass of one sample (parameters excluded), plus the logits:
         the backward pass's gradient buffers and convolution workspaces are of the same order (measured on VGG16:
         a chunk's peak is about 2.2× its saved tensors in float64)."""
-        x = self._tensor(model, sample).requires_grad_(True)
+        x = self._tensor(model, sample).contiguous().requires_grad_(True)  # user forwards may call .view()
         weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
         saved = {}
 

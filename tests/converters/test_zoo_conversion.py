@@ -543,10 +543,9 @@ def torch_to_keras_twin(name):
     return Twin(f"{name} (torch → keras)", converted, module, x, 2)
 
 
-# The TensorFlow side of LRP takes 3–20 s per call on these networks (2 CPU cores): the default run explains the two
-# small graphs with every family and resnet18 with three; everything else is marked slow.
-FAST_EXPLAINED = {("keras", "layer_zoo"): FAMILIES, ("torch", "graph_net"): FAMILIES,
-                  ("torch", "resnet18"): ("gradient", "guided_backprop", "lrp_epsilon_0_1")}
+# The default run explains the two small graphs and resnet18 with every family (about 1 minute on 2 idle CPU cores);
+# the other architectures take 1–5 minutes each and are marked slow.
+FAST_EXPLAINED = {("keras", "layer_zoo"): FAMILIES, ("torch", "graph_net"): FAMILIES, ("torch", "resnet18"): FAMILIES}
 SLOW_EXPLAINED = (("keras", "MobileNetV3Small"), ("keras", "EfficientNetB0"), ("keras", "Xception"),
                   ("keras", "ConvNeXtTiny"), ("keras", "NASNetMobile"), ("keras", "InceptionV3"),
                   ("keras", "ResNet50V2"), ("keras", "EfficientNetV2B0"), ("torch", "resnet18"),
