@@ -260,20 +260,32 @@ def time_framework(framework: str, cfg: dict) -> dict:
     version = _import_framework(framework, tuple(cfg["batches"]))
     benches = {m: Bench(framework, m, cfg["vgg_size"], cfg["ecg_length"]) for m in cfg["batches"]}
     install_trace_counters(framework)
-    records, targets = [], {}
+    records, targets, pairs = [], {}, {}
+
+    def prepare(bench, batch):
+        """Targets and the framework-gradient pair of one input shape; its calls warm the process (kernels,
+        thread pools, signxai's imports) before any case of that shape."""
+        key = (bench.name, batch)
+        if key not in targets:
+            x, scratch = bench.inputs(batch), bench.model()
+            targets[key] = bench.targets(scratch, x)
+            pairs[key] = make_call(framework, baseline(framework), scratch, x, targets[key])
+            pairs[key]()
+            make_call(framework, GRADIENT, scratch, x, targets[key])()
+        return key
+
     for case in cases(framework, cfg["batches"], cfg.get("only")):
         bench, batch, method = benches[case["model"]], case["batch"], case["method"]
-        x, key = bench.inputs(batch), (bench.name, batch)
-        if key not in targets:  # process-level warm-up for this input shape (kernels, thread pools) and targets
-            scratch = bench.model()
-            targets[key] = bench.targets(scratch, x)
-            make_call(framework, baseline(framework), scratch, x, targets[key])()
-            make_call(framework, GRADIENT, scratch, x, targets[key])()  # signxai's own imports and one-offs
-            del scratch
+        x, key = bench.inputs(batch), prepare(bench, batch)
+        # Every timed call is paired with a call of the framework's fastest gradient right before it (for the
+        # 50-sample methods: of 50 samples), so each ratio compares calls made under the same load.
+        pair = None if method in FRAMEWORK_GRADIENTS[framework] else \
+            pairs[prepare(bench, YARDSTICK_BATCH)] if (signxai_name(method) or method) in FIFTY_SAMPLES else \
+            pairs[key]
         record = dict(case, framework=framework, load_before=_load())
         try:
             record.update(measure(lambda: make_call(framework, method, bench.model(), x, targets[key]),
-                                  cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"]))
+                                  cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"], pair))
         except Exception as error:  # one failing method must not stop the run
             record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
         record["load_after"] = _load()
@@ -283,8 +295,9 @@ def time_framework(framework: str, cfg: dict) -> dict:
     return {"framework": framework, "version": version, "threads": _threads(framework), "records": records}
 
 
-def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: int = 2) -> dict:
-    """The first call on a fresh model, ``warmup`` untimed calls, then up to ``repeats`` timed calls.
+def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: int = 2, pair=None) -> dict:
+    """The first call on a fresh model, ``warmup`` untimed calls, then up to ``repeats`` timed calls, each right
+    after a timed call of ``pair`` (the framework gradient the ratio divides by) if given.
 
     Long cases are cut short: no warm-up call when the first call took more than ``budget``/2 seconds (it has
     warmed everything already), and no further timed call once ``budget`` seconds have passed since the first call
@@ -299,15 +312,22 @@ def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: i
     first_traces, identical = TRACES[0] - traces, True
     for _ in range(warmup if first <= budget / 2 else 0):
         identical &= bool(np.array_equal(call(), reference))
-    traces, times = TRACES[0], []
+    traces, times, paired = TRACES[0], [], []
     while len(times) < repeats and not (len(times) >= min(min_repeats, repeats)
                                         and time.perf_counter() - start > budget):
+        if pair is not None:
+            begun = time.perf_counter()
+            pair()
+            paired.append(time.perf_counter() - begun)
         begun = time.perf_counter()
         result = call()
         times.append(time.perf_counter() - begun)
         identical &= bool(np.array_equal(result, reference))
-    return {"first_s": first, "median_s": statistics.median(times), "times_s": times, "first_traces": first_traces,
-            "retraces": TRACES[0] - traces, "identical": identical}
+    out = {"first_s": first, "median_s": statistics.median(times), "times_s": times, "first_traces": first_traces,
+           "retraces": TRACES[0] - traces, "identical": identical}
+    if paired:
+        out.update(paired_s=paired, paired_median_s=statistics.median(paired))
+    return out
 
 
 def _threads(framework):
@@ -325,7 +345,10 @@ def _progress(record):
     if "error" in record:
         print(f"{head} ERROR {record['error']}", file=sys.stderr, flush=True)
     else:
-        print(f"{head} first {record['first_s'] * 1e3:9.1f} ms  median {record['median_s'] * 1e3:9.1f} ms  "
+        pair = "" if "paired_median_s" not in record else (
+            f" (paired fw grad {record['paired_median_s'] * 1e3:.1f} ms: "
+            f"×{record['median_s'] / record['paired_median_s']:.2f})")
+        print(f"{head} first {record['first_s'] * 1e3:9.1f} ms  median {record['median_s'] * 1e3:9.1f} ms{pair}  "
               f"n={len(record['times_s'])} retraces={record['retraces']} identical={record['identical']} "
               f"load {record['load_before']}", file=sys.stderr, flush=True)
 

@@ -55,7 +55,8 @@ class Layer:
     (None for other layers). ``kernel``: the kernel operator of dense/conv layers (``apply``, ``is_dense`` …).
     ``node``: the captured node (its ``forward``, BN statistics, sum coefficients). ``signal_parents``: per parent,
     whether it carries a signal (False for shape arithmetic). ``signal``: for a gated product, the position of the
-    signal operand.
+    signal operand. ``input_nonnegative``: the (first) input has no negative entry by construction (it comes from a
+    ReLU, possibly pooled or reshaped; docs/layers.md), which rules may use to skip work.
     """
     name: str
     names: tuple
@@ -69,6 +70,7 @@ class Layer:
     node: Any
     signal_parents: tuple
     signal: Optional[int] = None
+    input_nonnegative: bool = False
 
     def describe(self) -> str:
         return f"'{self.name}' ({self.kind}, {self.layer_type})" if self.layer_type else f"'{self.name}' ({self.kind})"
@@ -94,7 +96,8 @@ def graph_layers(graph) -> list:
             name=node.name, names=names, kind=kind, layer_type=node.layer_type, index=index,
             is_input=index in input_layers, is_output=index == head, kernel_index=kernel_index, kernel=node.kernel,
             node=node, signal_parents=tuple(graph.nodes[p].kind != g.AUX for p in node.parents),
-            signal=graph.product_signal(index) if node.kind == g.PRODUCT else None))
+            signal=graph.product_signal(index) if node.kind == g.PRODUCT else None,
+            input_nonnegative=bool(node.parents) and graph.is_nonnegative(node.parents[0])))
     return layers
 
 
@@ -251,6 +254,9 @@ class AlphaBeta(KernelRule):
         super().__init__(alpha=_number("AlphaBeta", "alpha", alpha, **check),
                          beta=_number("AlphaBeta", "beta", beta, **check))
         self._rule = r.alpha_beta_rule(self.alpha, self.beta)
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return [self._rule(ops, layer.kernel, inputs[0], output, R, nonnegative=layer.input_nonnegative)]
 
     def kernel_relevance(self, ops, kernel, a, z, R):
         return self._rule(ops, kernel, a, z, R)

@@ -110,8 +110,9 @@ class Graph:
     def value_range(self, index: int):
         """Static bounds ``(low, high)`` of a node's output, or None where they are unknown (docs/layers.md).
 
-        Bounded activations give their range; scalar affine maps transform it; re-indexing nodes with one tensor
-        parent (reshape, broadcast, pooling by selection, zero padding) keep it, widened to include 0.
+        Bounded activations (ReLU included: (0, inf)) give their range; scalar affine maps transform it;
+        re-indexing nodes with one tensor parent (reshape, broadcast, pooling by selection, zero padding) and
+        average pooling (a mean, with zero padding perhaps counted) keep it, widened to include 0.
         """
         node = self.nodes[index]
         if node.value_range is not None:
@@ -126,9 +127,14 @@ class Graph:
             scale, shift = node.affine
             low, high = sorted((parent[0] * scale + shift, parent[1] * scale + shift))
             return low, high
-        if node.kind == GRADIENT:
+        if node.kind in (GRADIENT, AVGPOOL):
             return min(parent[0], 0.0), max(parent[1], 0.0)
         return None
+
+    def is_nonnegative(self, index: int) -> bool:
+        """Whether a node's output has no negative entry by construction (e.g. after a ReLU, possibly pooled)."""
+        bounds = self.value_range(index)
+        return bounds is not None and bounds[0] >= 0.0
 
     def is_gate(self, index: int) -> bool:
         """A gate: a tensor whose values lie in [0, 1] by construction (sigmoid, hard sigmoid, ReLU6(x+3)/6 …)."""

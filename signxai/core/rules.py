@@ -106,9 +106,10 @@ def alpha_beta_rule(alpha, beta):
     """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (docs/lrp.md#kernel-rules).
 
     Where the input has no negative entries (e.g. after a ReLU) the a⁻ half is skipped: it adds exactly b⁻ to the
-    denominator and exactly 0 to the relevance, so the result is bit-identical.
+    denominator and exactly 0 to the relevance, so the result is bit-identical. ``nonnegative=True`` says so
+    statically (the graph knows the input comes from a ReLU): no run-time test, and no conditional in a traced pass.
     """
-    def rule(ops, kernel, a, z, R):
+    def rule(ops, kernel, a, z, R, nonnegative=False):
         a_pos, a_neg = ops.positive(a), ops.negative(a)
 
         def part(pos_map, neg_map):
@@ -127,6 +128,8 @@ def alpha_beta_rule(alpha, beta):
                 bias = kernel.bias_term(map_for_neg)
                 s = safe_divide(ops, R, denominator if bias is None else denominator + bias)
                 return a_pos * weighted_backward(ops, kernel, a, s, map_for_pos)
+            if nonnegative:
+                return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
         activator = part(ops.positive, ops.negative)

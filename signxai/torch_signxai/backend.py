@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import operator
 import threading
 import weakref
@@ -69,9 +70,12 @@ _SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_gr
 _TUPLE_FUNCTIONS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split}
 _TUPLE_METHODS = {"chunk", "split", "unbind", "tensor_split"}
 # Output bounds of bounded activations (for gate detection at products, docs/layers.md).
+# ReLU's (0, inf) lets rules skip work on inputs known to be nonnegative (docs/lrp.md#kernel-rules).
 _FUNCTION_RANGES = {torch.sigmoid: (0.0, 1.0), F.sigmoid: (0.0, 1.0), F.hardsigmoid: (0.0, 1.0),
-                    F.relu6: (0.0, 6.0), torch.tanh: (-1.0, 1.0), F.tanh: (-1.0, 1.0)}
-_METHOD_RANGES = {"sigmoid": (0.0, 1.0), "sigmoid_": (0.0, 1.0), "tanh": (-1.0, 1.0), "tanh_": (-1.0, 1.0)}
+                    F.relu6: (0.0, 6.0), torch.tanh: (-1.0, 1.0), F.tanh: (-1.0, 1.0), F.relu: (0.0, math.inf),
+                    torch.relu: (0.0, math.inf), torch.relu_: (0.0, math.inf), F.relu_: (0.0, math.inf)}
+_METHOD_RANGES = {"sigmoid": (0.0, 1.0), "sigmoid_": (0.0, 1.0), "tanh": (-1.0, 1.0), "tanh_": (-1.0, 1.0),
+                  "relu": (0.0, math.inf), "relu_": (0.0, math.inf)}
 
 
 def _module_range(module):
@@ -81,6 +85,8 @@ def _module_range(module):
         return (float(module.min_val), float(module.max_val))
     if isinstance(module, nn.Tanh):
         return (-1.0, 1.0)
+    if type(module) is nn.ReLU:
+        return (0.0, math.inf)
     return None
 
 
