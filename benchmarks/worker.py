@@ -46,20 +46,20 @@ EPSILON = 0.1  # ε of lrp_epsilon_0_1 and of the ε layers of the composites
 RSS_METHODS = ("gradient", "lrp_epsilon_0_1", "smoothgrad", "vargrad", "integrated_gradients")
 
 
-# TensorFlow: signxai's passes eager (the default) and compiled (``tf_signxai.backend.COMPILE_PASSES``), as
-# ``compiled:<method>`` rows.
-COMPILED = tuple(f"compiled:{m}" for m in SIGNXAI)
+# TensorFlow: signxai's passes compiled (the default) and, for context, eager (``tf_signxai.backend.COMPILE_PASSES =
+# False``) as ``eager:<method>`` rows.
+EAGER = tuple(f"eager:{m}" for m in (GRADIENT, "lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "lrp_sequential_composite_b"))
 
 
 def methods_for(framework: str) -> tuple:
-    return FRAMEWORK_GRADIENTS[framework] + SIGNXAI + (ZENNIT + CAPTUM if framework == "pytorch" else COMPILED)
+    return FRAMEWORK_GRADIENTS[framework] + SIGNXAI + (ZENNIT + CAPTUM if framework == "pytorch" else EAGER)
 
 
 def signxai_name(method: str) -> str | None:
-    """The signxai method of a row (``compiled:<m>`` → ``m``), None for the framework's and peers' rows."""
+    """The signxai method of a row (``eager:<m>`` → ``m``), None for the framework's and peers' rows."""
     if ":" not in method:
         return method
-    return method.split(":", 1)[1] if method.startswith("compiled:") else None
+    return method.split(":", 1)[1] if method.startswith("eager:") else None
 
 
 def baseline(framework: str) -> str:
@@ -76,7 +76,7 @@ def cases(framework: str, batches: dict, only=None) -> list[dict]:
         for batch in sizes:
             for method in methods_for(framework):
                 if (signxai_name(method) or method) in BATCH1_ONLY and batch != 1 or not (
-                        method in keep or (method.startswith("compiled:") and signxai_name(method) in keep)):
+                        method in keep or (method.startswith("eager:") and signxai_name(method) in keep)):
                     continue
                 out.append({"model": model, "batch": batch, "method": method})
         if any(m in keep for m in FIFTY_SAMPLES) and 1 in sizes:
@@ -93,8 +93,8 @@ def make_call(framework, method, model, x, targets):
 
         return lambda: signxai.calculate_relevancemap(model, x, method, target=targets)
     tool, name = method.split(":")
-    if tool == "compiled":
-        return _compiled_call(name, model, x, targets)
+    if tool == "eager":
+        return _eager_call(name, model, x, targets)
     if tool == "torch":
         return _torch_gradient_call(model, x, targets)
     if tool == "tf":
@@ -104,13 +104,13 @@ def make_call(framework, method, model, x, targets):
     return _captum_call(name, model, x, targets)
 
 
-def _compiled_call(method, model, x, targets):
-    """A signxai call with TensorFlow's compiled passes switched on (for this call only)."""
+def _eager_call(method, model, x, targets):
+    """A signxai call with TensorFlow's compiled passes switched off (for this call only)."""
     import signxai
     import signxai.tf_signxai.backend as tf_backend
 
     def call():
-        previous, tf_backend.COMPILE_PASSES = tf_backend.COMPILE_PASSES, True
+        previous, tf_backend.COMPILE_PASSES = tf_backend.COMPILE_PASSES, False
         try:
             return signxai.calculate_relevancemap(model, x, method, target=targets)
         finally:
