@@ -1,8 +1,9 @@
 """Writes docs/catalog.md: how each of the 152 catalog names resolves (the table is derived from the code).
 
-The rows come from ``signxai.methods.CATALOG`` (the order of the catalog) and ``parse_method`` (what each name
-means); the decision column lists the deliberate changes from signxai 1.x (docs/decisions.md) by which a name's
-result differs from, or extends, signxai 1.x. Only NumPy and the method-name modules are imported.
+The rows come from ``signxai.methods.CATALOG`` (the order of the catalog), ``parse_method`` (what each name
+means) and the family records of ``signxai/methods/families.py`` (a family's symbol); the decision column lists
+the deliberate changes from signxai 1.x (docs/decisions.md) by which a name's result differs from, or extends,
+signxai 1.x. Only NumPy and the method-name modules are imported.
 
     .venv/bin/python scripts/gen_catalog_doc.py           # rewrite docs/catalog.md
     .venv/bin/python scripts/gen_catalog_doc.py --check   # exit 1 if docs/catalog.md is out of date
@@ -21,8 +22,6 @@ from signxai.methods.grammar import ZB_VGG16ILSVRC_BOUNDS  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "catalog.md"
 
-BASE_SYMBOL = {"gradient": "G", "guided_backprop": "GBP", "deconvnet": "DCN", "integrated_gradients": "IG",
-               "smoothgrad": "SG", "vargrad": "VG"}
 # Decisions that change every name of a family, before products and LRP parts add theirs.
 BASE_DECISIONS = {"random_uniform": {13, 17}, "gradient": set(), "guided_backprop": {3}, "deconvnet": {3, 16},
                   "integrated_gradients": {4}, "smoothgrad": {4, 5, 13, 17}, "vargrad": {4, 5, 13, 17},
@@ -73,8 +72,8 @@ def row(name: str):
     input_rule = "–"
     if method.base == "random_uniform":
         result = f"U(−1,1) plane over channels, seed {params['seed']}"
-    elif method.base in BASE_SYMBOL:
-        symbol = BASE_SYMBOL[method.base]
+    elif method.family.syntax == "plain":  # a base word with products: its record's symbol
+        symbol = method.family.symbol
         if method.product is None:
             result = symbol
         elif method.product == "input":
@@ -89,7 +88,7 @@ def row(name: str):
             else:
                 result = f"{symbol} ⊙ s_μ(x), μ={number(params['mu'])}"
     elif method.base in ("grad_cam", "guided_grad_cam"):
-        prefix = "GBP ⊙ CAM" if method.base == "guided_grad_cam" else "CAM"
+        prefix = method.family.symbol
         if params.get("layer") is not None:
             result = f"{prefix}, layer `{params['layer']}`"
         elif method.timeseries:

@@ -11,7 +11,6 @@ from signxai.methods import resolve_method
 
 _ALIASES = {"neuron_selection": "target", "batchmode": "batched", "last_conv_layer_name": "layer"}
 _DTYPES = ("float32", "float64")
-_CHUNKED = ("integrated_gradients", "smoothgrad", "vargrad")  # the families that accept batch_size=
 
 
 def _backend_for(model):
@@ -126,17 +125,16 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
     # The explanation's own first forward pass gives the logits the targets are resolved from (docs/api.md#targets).
     targets = Targets(target, unbatched=not is_batched)
     with backend.computation():
-        if resolved.base == "random_uniform":  # it runs no pass of its own but validates the target
-            backend.resolved_targets(work_model, batch, targets)
         result = explain(backend, work_model, batch, resolved, targets, batch_size=batch_size)
     return result if is_batched else result[0]
 
 
 def _batch_size(name, kwargs, resolved, value):
-    """``batch_size=``: the most points per pass of IG/SmoothGrad/VarGrad (an integer >= 1), or None."""
+    """``batch_size=``: the most points per pass of IG/SmoothGrad/VarGrad and the other wrappers (an integer >= 1),
+    or None; the families that evaluate many points are ``chunked`` in their records (docs/methods.md#families)."""
     if value is None:
         return None
-    if resolved.base not in _CHUNKED:
+    if not resolved.family.chunked:
         resolve_method(name, **kwargs, batch_size=value)  # TypeError listing the kwargs this method accepts
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {value!r}")

@@ -1,12 +1,20 @@
-"""Method drivers: every catalog family expressed through a backend's few primitives (docs/methods.md#gradient-family … docs/lrp.md).
+"""Method drivers: every method family expressed through a backend's few primitives (docs/methods.md#gradient-family
+… docs/lrp.md), dispatched by the family's record (docs/methods.md#families).
 
 A backend supplies ``logits``, ``gradients`` (∂y_c/∂x of a batch), ``graph_backward`` (a signal sent through the
 captured graph with a per-node mapping), ``cam_activations`` (a layer's output and its gradient) and
 ``channels_first``. Arrays here are batched NumPy arrays in the caller's layout.
+
+Each family record (``signxai/methods/families.py``) names its driver by a :class:`~signxai.methods.families.Driver`
+subclass; :data:`_DRIVERS` maps it to the function here, which returns the base map B before products. The wrappers
+(noise tunnel, path integration) evaluate the method they wrap, ``method.inner``, on many points with
+:func:`_evaluate_points`.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 
@@ -14,10 +22,22 @@ from signxai.core import numerics
 from signxai.core.layout import from_canonical, to_canonical
 from signxai.core.composite import LRP, lrp_key
 from signxai.core.rules import GuidedBackprop
+from signxai.methods import families as f
 
 # IG/SmoothGrad/VarGrad evaluate their points in chunks whose gradient passes need at most this many bytes
 # (estimated per sample from the activations of one sample, once per model); ``batch_size=`` sets the chunk instead.
 MEMORY_BUDGET = 1 << 30
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every driver of one call shares: the backend, the model, ``batch_size=``, and whether the driver
+    evaluates the base of a wrapper (on noisy or path points rather than on the caller's samples)."""
+
+    backend: Any
+    model: Any
+    batch_size: int | None = None
+    nested: bool = False
 
 
 def explain(backend, model, x: np.ndarray, method, targets, batch_size=None) -> np.ndarray:
@@ -26,32 +46,43 @@ def explain(backend, model, x: np.ndarray, method, targets, batch_size=None) -> 
     ``targets`` is an array of classes or a :class:`signxai.core.targets.Targets` that the first pass resolves from
     its own logits. ``batch_size`` caps the samples per pass of IG/SmoothGrad/VarGrad (default: memory budget).
     """
-    base = method.base
-    if base == "random_uniform":
-        return _random_uniform(backend, x, method)
-    if base == "gradient":
-        result = backend.gradients(model, x, targets)
-    elif base in ("guided_backprop", "deconvnet"):
-        result = _guided(backend, model, x, targets, deconvnet=(base == "deconvnet"))
-    elif base == "integrated_gradients":
-        result = _integrated_gradients(backend, model, x, targets, method.params, batch_size)
-    elif base in ("smoothgrad", "vargrad"):
-        result = _noise_tunnel(backend, model, x, targets, method.params, variance=(base == "vargrad"),
-                               batch_size=batch_size)
-    elif base in ("grad_cam", "guided_grad_cam"):
-        result = _grad_cam(backend, model, x, targets, method)
-    elif base == "lrp":
-        result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True,
-                                        key=lambda: lrp_key(method, backend.graph(model)))
-        _warn_if_vanished(backend, model, x, targets, method, result)
-    else:
-        raise ValueError(f"unknown method family {base!r}")
-    return _apply_product(result, x, method).astype(x.dtype)
+    return _evaluate(_Run(backend, model, batch_size), x, method, targets).astype(x.dtype)
+
+
+def _evaluate(run: _Run, x, method, targets):
+    """B ⊙ (its product) for the batch ``x``, before the one final cast: the family's driver, then the product."""
+    driver = method.family.driver
+    return _apply_product(_DRIVERS[type(driver)](run, x, method, targets, driver), x, method)
+
+
+def _random_uniform(run, x, method, targets, driver):
+    run.backend.resolved_targets(run.model, x, targets)  # it runs no pass of its own but validates the target
+    canonical = to_canonical(x, run.backend.channels_first)
+    plane = numerics.random_uniform_plane(method.params.get("seed", 1), canonical.shape[1:])
+    stacked = np.broadcast_to(plane, canonical.shape)
+    return from_canonical(np.ascontiguousarray(stacked), run.backend.channels_first).astype(x.dtype)
+
+
+def _gradient(run, x, method, targets, driver):
+    return run.backend.gradients(run.model, x, targets)
+
+
+def _guided_backward(run, x, method, targets, driver):
+    return _guided(run.backend, run.model, x, targets, deconvnet=driver.deconvnet)
 
 
 def _guided(backend, model, x, targets, deconvnet):
     return backend.graph_backward(model, x, targets, lambda graph: GuidedBackprop(deconvnet), lrp_head=False,
                                   key=("guided_backprop", deconvnet))
+
+
+def _lrp(run, x, method, targets, driver):
+    backend, model = run.backend, run.model
+    result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True,
+                                    key=lambda: lrp_key(method, backend.graph(model)))
+    if not run.nested:  # noisy points of a wrapper are not the caller's samples
+        _warn_if_vanished(backend, model, x, targets, method, result)
+    return result
 
 
 def _apply_product(result, x, method):
@@ -62,52 +93,54 @@ def _apply_product(result, x, method):
     return result.astype(np.float64) * factor.astype(np.float64)
 
 
-def _random_uniform(backend, x, method):
-    canonical = to_canonical(x, backend.channels_first)
-    plane = numerics.random_uniform_plane(method.params.get("seed", 1), canonical.shape[1:])
-    stacked = np.broadcast_to(plane, canonical.shape)
-    return from_canonical(np.ascontiguousarray(stacked), backend.channels_first).astype(x.dtype)
-
-
-def _chunked_gradients(backend, model, points, targets, batch_size=None):
-    """Gradients of many points (N, m, ...) with per-sample targets, in passes of at most ``batch_size`` points
-    (default: as many as fit :data:`MEMORY_BUDGET`), split into equal chunks."""
+def _evaluate_points(run: _Run, base, points, targets):
+    """The maps of the method ``base`` (with its own product) at many points (N, m, ...) with per-sample targets, in
+    float64, evaluated in passes of at most ``batch_size`` points (default: as many as fit :data:`MEMORY_BUDGET`),
+    split into equal chunks."""
     n, m = points.shape[:2]
     flat = points.reshape((n * m,) + points.shape[2:])
     flat_targets = np.repeat(np.asarray(targets), m)
-    size = batch_size or backend.chunk_size(model, flat, MEMORY_BUDGET)
+    size = run.batch_size or run.backend.chunk_size(run.model, flat, MEMORY_BUDGET)
     bounds = np.linspace(0, len(flat), -(-len(flat) // size) + 1).round().astype(int)
-    grads = np.empty_like(flat)
+    inner = replace(run, nested=True)
+    maps = np.empty(flat.shape, dtype=np.float64)  # float32 maps convert exactly
     for begin, end in zip(bounds[:-1], bounds[1:]):
-        grads[begin:end] = backend.gradients(model, flat[begin:end], flat_targets[begin:end])
-    return grads.reshape(points.shape)
+        maps[begin:end] = _evaluate(inner, flat[begin:end], base, flat_targets[begin:end])
+    return maps.reshape(points.shape)
 
 
-def _integrated_gradients(backend, model, x, targets, params, batch_size=None):
-    targets = backend.resolved_targets(model, x, targets)  # D4: from the unperturbed x
+def _path_integral(run, x, method, targets, driver):
+    targets = run.backend.resolved_targets(run.model, x, targets)  # D4: from the unperturbed x
+    params = method.params
     reference = np.asarray(params.get("reference", 0.0), dtype=x.dtype)  # a scalar, one sample, or the batch
     reference = np.broadcast_to(reference if reference.ndim == x.ndim else reference[None], x.shape)
     points = numerics.integrated_gradient_points(x, reference, params.get("steps", 50))
-    mean = _chunked_gradients(backend, model, points, targets, batch_size).astype(np.float64).mean(axis=1)
+    mean = _evaluate_points(run, method.inner, points, targets).mean(axis=1)
     return (x - reference).astype(x.dtype).astype(np.float64) * mean
 
 
-def _noise_tunnel(backend, model, x, targets, params, variance, batch_size=None):
-    targets = backend.resolved_targets(model, x, targets)  # D4: from the unperturbed x
+def _noise_tunnel(run, x, method, targets, driver):
+    targets = run.backend.resolved_targets(run.model, x, targets)  # D4: from the unperturbed x
+    params = method.params
     n = params.get("num_samples", 50)
-    canonical = to_canonical(x, backend.channels_first)
+    channels_first = run.backend.channels_first
+    canonical = to_canonical(x, channels_first)
     noisy = np.empty((len(x), n) + canonical.shape[1:], dtype=x.dtype)
     for i, sample in enumerate(canonical):
         noise = numerics.noise_stream(params.get("seed", 0), n, params.get("noise_level", 0.2), sample.shape)
         noisy[i] = (sample.astype(np.float64) + noise).astype(x.dtype)
-    if backend.channels_first and x.ndim > 2:
+    if channels_first and x.ndim > 2:
         noisy = np.moveaxis(noisy, -1, 2)
-    grads = _chunked_gradients(backend, model, noisy, targets, batch_size).astype(np.float64)
-    mean = grads.mean(axis=1)
-    return ((grads - mean[:, None]) ** 2).mean(axis=1) if variance else mean
+    maps = _evaluate_points(run, method.inner, noisy, targets)
+    mean = maps.mean(axis=1)
+    return ((maps - mean[:, None]) ** 2).mean(axis=1) if driver.variance else mean
 
 
-def _grad_cam(backend, model, x, targets, method):
+def _grad_cam_driver(run, x, method, targets, driver):
+    return _grad_cam(run.backend, run.model, x, targets, method, guided=driver.guided)
+
+
+def _grad_cam(backend, model, x, targets, method, guided):
     activation, gradient = backend.cam_activations(model, x, targets, method.params.get("layer"))
     if activation.ndim < 3:
         raise ValueError(f"the Grad-CAM layer output has shape {activation.shape[1:]} per sample: it needs at "
@@ -123,9 +156,9 @@ def _grad_cam(backend, model, x, targets, method):
     cam = numerics.resize_linear(numerics.grad_cam_map(activation, gradient), spatial)
     cam = np.broadcast_to(cam[..., None], canonical.shape) if canonical.ndim > 2 else cam
     cam = from_canonical(np.ascontiguousarray(cam), backend.channels_first)
-    if method.base == "guided_grad_cam":
-        guided = _guided(backend, model, x, targets, deconvnet=False)
-        return guided.astype(np.float64) * cam
+    if guided:
+        guided_map = _guided(backend, model, x, targets, deconvnet=False)
+        return guided_map.astype(np.float64) * cam
     return cam
 
 
@@ -165,4 +198,9 @@ def _warn_if_vanished(backend, model, x, targets, method, result):
     warnings.warn(f"{method.name}: the relevance map of sample(s) {vanished} is all zeros although the gradient is "
                   f"not; the relevance vanished{where}. Typical causes: BatchNorm statistics that do not match the "
                   f"data (activations far below the BN rule's 1e-7 stabiliser, e.g. an untrained model with default "
-                  f"statistics), or an epsilon much larger than the activations.", RuntimeWarning, stacklevel=4)
+                  f"statistics), or an epsilon much larger than the activations.", RuntimeWarning, stacklevel=6)
+
+
+_DRIVERS: dict[type[f.Driver], Callable[..., Any]] = {
+    f.RandomPlane: _random_uniform, f.Gradient: _gradient, f.GuidedBackward: _guided_backward,
+    f.GradCam: _grad_cam_driver, f.LrpBackward: _lrp, f.NoiseTunnel: _noise_tunnel, f.PathIntegral: _path_integral}

@@ -169,16 +169,14 @@ def method_families() -> dict[str, list[str]]:
     Families are the gradient-style bases ("random", "gradient", "guided_backprop", "deconvnet",
     "integrated_gradients", "smoothgrad", "vargrad", "grad_cam" incl. guided Grad-CAM) and, for LRP,
     one family per base rule: "lrp_z", "lrp_epsilon", "lrp_stdx_epsilon", "lrp_alpha_beta",
-    "lrp_composite_a", "lrp_composite_b".
+    "lrp_composite_a", "lrp_composite_b". The group of a non-LRP name is its family record's ``group``
+    (signxai/methods/families.py).
     """
     from .grammar import parse_method  # grammar imports CATALOG from this module
 
     families: dict[str, list[str]] = {}
     for name in CATALOG:
         method = parse_method(name)
-        if method.base == "lrp":
-            family = f"lrp_{method.rule}"
-        else:
-            family = {"random_uniform": "random", "guided_grad_cam": "grad_cam"}.get(method.base, method.base)
+        family = f"lrp_{method.rule}" if method.base == "lrp" else method.family.group
         families.setdefault(family, []).append(name)
     return families
