@@ -1,6 +1,6 @@
 """The benchmark networks as identical Keras/PyTorch twins with random weights.
 
-``vgg16``: the VGG16 topology of ``tests/twins.py`` (224×224×3, 1000 classes), built by
+``vgg16``: the VGG16 topology of ``tests/twins.py`` (``spec_models.vgg16_spec``: 224×224×3, 1000 classes), built by
 ``signxai.converters.spec_models`` from one spec and one set of Keras-layout weights. ``resnet50``: torchvision's
 ResNet-50 with its own random initialisation (fixed seed, no download); its Keras twin is converted from it by
 ``signxai.converters.torch_to_tf.convert_torch_to_tf_direct`` (same graph and weights). ``ecg``: a Conv1D ECG-style
@@ -15,23 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from signxai._keras_torch import channels_first
+from signxai.converters.spec_models import vgg16_spec
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = {"vgg16": (1, 8), "resnet50": (1, 8), "ecg": (1, 32)}
-
-
-def vgg16_spec(classes: int = 1000, size: int = 224) -> dict:
-    """The VGG16 topology (as ``tests/twins.py``; repeated here so a TensorFlow process need not import torch)."""
-    layers = []
-    for block, (convs, filters) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
-        for i in range(1, convs + 1):
-            layers.append({"kind": "conv2d", "filters": filters, "kernel": 3, "padding": "same",
-                           "activation": "relu", "name": f"block{block}_conv{i}"})
-        layers.append({"kind": "maxpool2d", "pool": 2, "name": f"block{block}_pool"})
-    layers += [{"kind": "flatten", "name": "flatten"},
-               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc1"},
-               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc2"},
-               {"kind": "dense", "units": classes, "name": "predictions"}]
-    return {"input_shape": [size, size, 3], "layers": layers}
 
 
 def ecg_spec(length: int = 2000, leads: int = 12, classes: int = 5) -> dict:
@@ -102,7 +90,7 @@ class Bench:
         shape = (batch, *self.spec["input_shape"])
         x = (rng.uniform(-120, 150, size=shape) if self.name == "vgg16" else rng.normal(0, 1, size=shape))
         x = x.astype(np.float32)
-        return np.ascontiguousarray(np.moveaxis(x, -1, 1)) if self.framework == "pytorch" else x
+        return channels_first(x) if self.framework == "pytorch" else x
 
     def targets(self, model, x: np.ndarray) -> np.ndarray:
         """The argmax class per sample (computed once, outside every timing)."""

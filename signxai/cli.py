@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from signxai._keras_torch import channels_first, channels_last
 from signxai.methods import CATALOG, method_families, parse_method
 
 KERAS_SUFFIXES = (".keras", ".h5")
@@ -158,14 +159,6 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _channels_first(x):
-    return np.ascontiguousarray(np.moveaxis(x, -1, 1))
-
-
-def _channels_last(r):
-    return np.moveaxis(r, 1, -1)
-
-
 # --------------------------------------------------------------------------------------------------------- methods
 def _methods(args) -> int:
     families = method_families()
@@ -281,7 +274,7 @@ def _load_image(path: Path, loaded: _Model, caffe: bool, size=None) -> np.ndarra
             x = np.asarray(image, dtype=np.float32) / 255
     if channels == 1:
         x = x[..., None]
-    return np.ascontiguousarray(np.moveaxis(x, -1, 0)) if loaded.channels_first and x.ndim == 3 else x
+    return channels_first(x, batch=False) if loaded.channels_first and x.ndim == 3 else x
 
 
 def _canonical_sample(relevance, loaded: _Model) -> np.ndarray:
@@ -289,7 +282,7 @@ def _canonical_sample(relevance, loaded: _Model) -> np.ndarray:
     shape = loaded.input_shape
     batched = relevance.ndim == len(shape) + 1 if shape is not None else relevance.ndim >= 2
     sample = relevance[0] if batched else relevance
-    return np.moveaxis(sample, 0, -1) if loaded.channels_first and sample.ndim >= 2 else sample
+    return channels_last(sample, batch=False) if loaded.channels_first and sample.ndim >= 2 else sample
 
 
 def _save_heatmap(sample, path: Path, cmap: str) -> None:
@@ -456,9 +449,9 @@ def _check_logits(keras_model, torch_model, x, force) -> float:
     torch_model.eval()
     try:
         with torch.no_grad():
-            y_pt = torch_model(torch.as_tensor(_channels_first(x))).double().cpu().numpy()
+            y_pt = torch_model(torch.as_tensor(channels_first(x))).double().cpu().numpy()
     except Exception as error:  # a wrong layout or input size of the PyTorch twin
-        raise CLIError(f"the PyTorch model cannot take the input of shape {_channels_first(x).shape} "
+        raise CLIError(f"the PyTorch model cannot take the input of shape {channels_first(x).shape} "
                        f"(channels-first): {_one_line(error)}") from error
     finally:
         for module, flag in training:
@@ -492,7 +485,7 @@ def _compare_method(method, keras_model, torch_model, x, dtype, figures, timeser
     try:
         for precision in ("float32", "float64"):
             for framework, model, inputs, back in (("tf", keras_model, x, np.asarray),
-                                                   ("pt", torch_model, _channels_first(x), _channels_last)):
+                                                   ("pt", torch_model, channels_first(x), channels_last)):
                 start = time.perf_counter()
                 maps[framework, precision] = back(calculate_relevancemap(model, inputs, method, dtype=precision,
                                                                          **kwargs))

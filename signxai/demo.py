@@ -14,6 +14,7 @@ from importlib import resources
 
 import numpy as np
 
+from signxai._keras_torch import channels_first
 from signxai.converters.spec_models import build_keras_model, build_torch_model, load_spec_npz
 
 DEMOS = ("digits", "eeg")
@@ -36,7 +37,7 @@ class Demo:
     @property
     def x_channels_first(self) -> np.ndarray:
         """``x`` in the PyTorch twin's layout ``(N, C, ...)``."""
-        return np.ascontiguousarray(np.moveaxis(self.x, -1, 1))
+        return channels_first(self.x)
 
 
 def load_demo(name: str = "digits", framework: str = "both") -> Demo:

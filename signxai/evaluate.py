@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from signxai._keras_torch import channels_first
+
 NETS = ("DENSE", "CNN")
 VARIANTS = {"01": (0.0, 1.0), "10": (-1.0, 0.0), "11": (-1.0, 1.0)}
 MODELS = tuple(f"{net}_{variant}{suffix}" for net in NETS for variant in VARIANTS for suffix in ("", "_INV"))
@@ -299,7 +301,7 @@ def run(args) -> int:
             x = model.inputs(digits)
             for framework in frameworks:
                 handle = model.torch_model if framework == "torch" else model.keras_model
-                inputs = np.ascontiguousarray(np.moveaxis(x, -1, 1)) if framework == "torch" else x
+                inputs = channels_first(x) if framework == "torch" else x
                 records += evaluate_model(model, handle, inputs, methods, steps=args.steps, seed=args.seed,
                                           randomisation_samples=randomisation_samples, framework=framework,
                                           progress=progress, skipped=skipped)

@@ -15,8 +15,9 @@ from torch import nn
 
 import keras
 
+from signxai._keras_torch import channels_first, channels_last, conv_kernel_to_torch, dense_kernel_to_torch
 from signxai.converters.spec_models import (build_keras_model, build_torch_model, layer_names, load_spec_npz,  # noqa: F401
-                                            random_weights)
+                                            random_weights, vgg16_spec)
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 
@@ -31,11 +32,11 @@ class Twin:
 
 
 def torch_input(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+    return channels_first(x)
 
 
 def to_channels_last(r: np.ndarray) -> np.ndarray:
-    return np.moveaxis(r, 1, -1)
+    return channels_last(r)
 
 
 def reference_twin(name: str) -> Twin:
@@ -85,20 +86,6 @@ CONV1D_ELU = {"input_shape": [64, 3], "layers": [
     {"kind": "dense", "units": 3}]}
 
 
-def vgg16_spec(classes=1000, size=224):
-    layers = []
-    for block, (convs, filters) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
-        for i in range(1, convs + 1):
-            layers.append({"kind": "conv2d", "filters": filters, "kernel": 3, "padding": "same",
-                           "activation": "relu", "name": f"block{block}_conv{i}"})
-        layers.append({"kind": "maxpool2d", "pool": 2, "name": f"block{block}_pool"})
-    layers += [{"kind": "flatten", "name": "flatten"},
-               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc1"},
-               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc2"},
-               {"kind": "dense", "units": classes, "name": "predictions"}]
-    return {"input_shape": [size, size, 3], "layers": layers}
-
-
 class ResidualNet(nn.Module):
     """PyTorch side of the residual twin, written with functional ops (``+``, ``F.relu``, ``mean``)."""
 
@@ -134,7 +121,7 @@ def residual_twin(seed=0) -> Twin:
         kernel = rng.normal(0, np.sqrt(2.0 / np.prod(layer.kernel.shape[:-1])), layer.kernel.shape)
         bias = rng.normal(0, 0.1, layer.bias.shape)
         layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-        weight = kernel.T if name == "fc" else np.transpose(kernel, (3, 2, 0, 1))
+        weight = dense_kernel_to_torch(kernel) if name == "fc" else conv_kernel_to_torch(kernel)
         module.weight.data = torch.tensor(np.ascontiguousarray(weight), dtype=torch.float32)
         module.bias.data = torch.tensor(bias, dtype=torch.float32)
     x = rng.normal(0, 1, size=(2, 12, 12, 3)).astype(np.float32)

@@ -36,7 +36,6 @@ Softmax: a ``Softmax`` layer or a ``softmax``/``log_softmax`` activation raises 
 from __future__ import annotations
 
 import operator
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -44,20 +43,19 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from signxai.converters.spec_models import _flatten_permutation
+from signxai._keras_torch import (KERAS_OP_ARITHMETIC, SOFTMAX_ACTIVATIONS, channels_first, channels_first_dims,
+                                  channels_first_shape, channels_last_dims, conv_kernel_to_torch, dense_kernel_to_torch,
+                                  depthwise_kernel_to_torch, flat_rows_to_torch, keras_activation_name, keras_axis,
+                                  keras_functional, replay_keras_graph, same_padding, torch_activations, torch_axis,
+                                  torch_conv_padding, torch_pad, unique_name)
 
 __all__ = ["convert_tf_to_torch_direct", "KerasReshape", "Permute", "Crop"]
 
-_BINARY_OPS = {"Add": operator.add, "Subtract": operator.sub, "Multiply": operator.mul, "Divide": operator.truediv,
-               "TrueDivide": operator.truediv}
+_OPERATORS = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul, "divide": operator.truediv}
+_BINARY_OPS = {name: _OPERATORS[operation] for name, operation in KERAS_OP_ARITHMETIC.items()}
 """Keras op layers (``keras.src.ops.numpy``), created by ``+ - * /`` on Keras tensors, → Python operators."""
 
-TORCH_ACTIVATIONS = {
-    "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU,
-    "selu": nn.SELU, "celu": nn.CELU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-    "hard_sigmoid": nn.Hardsigmoid, "hard_tanh": nn.Hardtanh, "silu": nn.SiLU, "hard_silu": nn.Hardswish,
-    "softplus": nn.Softplus, "softsign": nn.Softsign, "mish": nn.Mish,
-}
+TORCH_ACTIVATIONS = torch_activations()
 """Keras activation name → PyTorch module factory (same function, Keras default parameters)."""
 
 _SOFTMAX_HINT = "remove the softmax first (the explanation methods need logits; docs/api.md#model-requirements)"
@@ -76,11 +74,11 @@ class KerasReshape(nn.Module):
         x = x.reshape(-1, *self.input_shape)
         rank = len(self.input_shape)
         if rank > 1:
-            x = x.permute(0, *range(2, rank + 1), 1)
+            x = x.permute(*channels_last_dims(rank))
         x = x.reshape(-1, *self.target_shape)
         rank = len(self.target_shape)
         if rank > 1:
-            x = x.permute(0, rank, *range(1, rank))
+            x = x.permute(*channels_first_dims(rank))
         return x
 
     def extra_repr(self):
@@ -140,42 +138,8 @@ class _Tensor:
     channels_last: bool = False  # the PyTorch tensor is (still) in Keras's channels-last layout
 
 
-def _channels_first(shape):
-    return (shape[-1], *shape[:-1]) if len(shape) > 1 else tuple(shape)
-
-
-def _torch_axis(keras_axis, rank):
-    """Per-sample PyTorch axis of per-sample Keras axis ``keras_axis`` for a tensor of per-sample rank ``rank``."""
-    if rank < 2:
-        return keras_axis
-    return 0 if keras_axis == rank - 1 else keras_axis + 1
-
-
-def _same_padding(size, kernel, stride, dilation=1):
-    """TensorFlow's ``'same'`` padding ``(before, after)`` along one axis."""
-    k = (kernel - 1) * dilation + 1
-    if size is None:
-        if stride != 1:
-            raise ValueError("'same' padding with stride > 1 needs a static input size")
-        total = k - 1
-    else:
-        total = max((-(-size // stride) - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2
-
-
-def _torch_pad(pairs):
-    """``F.pad`` order (last axis first) of per-axis ``(before, after)`` pairs."""
-    return tuple(v for pair in reversed(pairs) for v in pair)
-
-
 def _parameter(array):
     return nn.Parameter(torch.tensor(np.array(array)))
-
-
-def _conv_weight(kernel):
-    """Keras ``(k..., in, out)`` conv kernel (or ``(k..., out, in)`` transposed kernel) → PyTorch ``(out, in, k...)``
-    (or ``(in, out, k...)``)."""
-    return np.moveaxis(kernel, (-1, -2), (0, 1))
 
 
 class _Converter:
@@ -229,46 +193,27 @@ class _Converter:
 
     # ----------------------------------------------------------------------------------------------- graph walk
     def convert(self, model):
-        functional = self._functional(model)
+        functional = keras_functional(model)
         if len(functional.inputs) != 1 or len(functional.outputs) != 1:
             raise ValueError(f"model {model.name!r} must have one input and one output")
         (keras_input,) = functional.inputs
         self.dtype = str(keras_input.dtype)
         x = _Tensor(self.graph.placeholder("x"), tuple(keras_input.shape[1:]))
-        (y,) = self._inline(functional, [x])
+        (y,) = replay_keras_graph(functional, [x], self._node)
         self.graph.output(self._keras_order(self._to_channels_first(y), "output").node)
         module = self._finish()
         return module.to(getattr(torch, str(keras_input.dtype))).eval()
 
-    def _functional(self, model):
-        if isinstance(model, self.keras.Sequential):
-            if getattr(model, "_functional", None) is None:
-                raise ValueError(f"Sequential model {model.name!r} is not built; build it with an input shape first")
-            return model._functional
-        return model
-
-    def _inline(self, functional, inputs):
-        """Convert every node of a Functional graph (in Keras's own replay order), nested models inlined."""
-        tensors = {id(kt): t for kt, t in zip(functional.inputs, inputs)}
-        for depth in sorted(functional._nodes_by_depth, reverse=True):
-            for node in functional._nodes_by_depth[depth]:
-                if node.is_input:
-                    continue
-                operation = node.operation
-                args = [tensors[id(kt)] for kt in node.input_tensors]
-                if isinstance(operation, self.keras.Model):
-                    outputs = self._inline(self._functional(operation), args)
-                else:
-                    if self._binary_op_of(operation) is not None:  # constants are arguments of op layers
-                        args = [tensors[id(a)] if isinstance(a, self.keras.KerasTensor) else a
-                                for a in node.arguments.args]
-                        if node.arguments.kwargs:
-                            raise ValueError(f"layer {operation.name!r} ({type(operation).__name__}): keyword "
-                                             f"arguments are not supported")
-                    outputs = [self._layer(operation, args, tuple(node.outputs[0].shape[1:]))]
-                for kt, t in zip(node.outputs, outputs):
-                    tensors[id(kt)] = t
-        return [tensors[id(kt)] for kt in functional.outputs]
+    def _node(self, node, args):
+        """The converted outputs of one graph node (``replay_keras_graph`` walks the graph, nested models inlined)."""
+        operation = node.operation
+        if self._binary_op_of(operation) is not None:  # constants are arguments of op layers
+            tensors = {id(kt): t for kt, t in zip(node.input_tensors, args)}
+            args = [tensors[id(a)] if isinstance(a, self.keras.KerasTensor) else a for a in node.arguments.args]
+            if node.arguments.kwargs:
+                raise ValueError(f"layer {operation.name!r} ({type(operation).__name__}): keyword arguments are "
+                                 f"not supported")
+        return [self._layer(operation, args, tuple(node.outputs[0].shape[1:]))]
 
     @staticmethod
     def _binary_op_of(operation):
@@ -315,12 +260,7 @@ class _Converter:
 
     # ------------------------------------------------------------------------------------------------- emitters
     def _unique(self, name):
-        name = re.sub(r"\W", "_", name)
-        unique, i = name, 0
-        while unique in self.modules or unique in self.constants:
-            i += 1
-            unique = f"{name}_{i}"
-        return unique
+        return unique_name(name, lambda n: n in self.modules or n in self.constants)
 
     def _emit(self, name, module, t, shape, flat_from=None, channels_last=False):
         unique = self._unique(name)
@@ -351,7 +291,7 @@ class _Converter:
         if key not in self.layouts:
             rank = len(t.shape)
             self.layouts[key] = self._emit(f"{self._source_name(t)}_channels_first",
-                                           Permute((0, rank, *range(1, rank))), t, t.shape)
+                                           Permute(channels_first_dims(rank)), t, t.shape)
         return self.layouts[key]
 
     def _to_channels_last(self, t):
@@ -363,7 +303,7 @@ class _Converter:
         key = (t.node, "last")
         if key not in self.layouts:
             self.layouts[key] = self._emit(f"{self._source_name(t)}_channels_last",
-                                           Permute((0, *range(2, rank + 1), 1)), t, t.shape, channels_last=True)
+                                           Permute(channels_last_dims(rank)), t, t.shape, channels_last=True)
         return self.layouts[key]
 
     def _same_layout(self, tensors):
@@ -384,7 +324,7 @@ class _Converter:
                              f"tensor of shape {t.shape}")
         array = array.reshape((1,) * (rank - array.ndim) + array.shape)
         if rank >= 2 and not t.channels_last:
-            array = np.moveaxis(array, -1, 0)
+            array = channels_first(array, batch=False)
         return self._constant(name, np.ascontiguousarray(array[None]))
 
     def _call(self, function, args, shape, like, kwargs=None):
@@ -396,18 +336,17 @@ class _Converter:
         """``t`` in Keras's element order (undoes a pending PyTorch flatten order)."""
         if t.flat_from is None:
             return t
-        return self._emit(f"{name}_keras_order", KerasReshape(_channels_first(t.flat_from), t.shape), t, t.shape)
+        return self._emit(f"{name}_keras_order", KerasReshape(channels_first_shape(t.flat_from), t.shape), t, t.shape)
 
     def _activation(self, layer, t, activation, name):
         """Append the module for a Keras activation function (nothing for ``linear``)."""
-        keras = self.keras
-        key = getattr(activation, "__name__", None)
-        if key is None or getattr(keras.activations, key, None) is not activation:
+        key = keras_activation_name(activation)
+        if key is None:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): custom activation {activation!r} "
                              f"is not supported")
         if key == "linear":
             return t
-        if key in ("softmax", "log_softmax"):
+        if key in SOFTMAX_ACTIVATIONS:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has a {key} activation; {_SOFTMAX_HINT}")
         if key not in TORCH_ACTIVATIONS:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): activation {key!r} is not supported; "
@@ -418,9 +357,9 @@ class _Converter:
     def _dense(self, layer, t, out_shape):
         kernel = layer.kernel.numpy()
         if t.flat_from is not None:
-            kernel = _flatten_permutation(t.flat_from, kernel)
+            kernel = flat_rows_to_torch(kernel, t.flat_from)
         linear = nn.Linear(kernel.shape[0], kernel.shape[1], bias=layer.use_bias)
-        linear.weight = _parameter(kernel.T)
+        linear.weight = _parameter(dense_kernel_to_torch(kernel))
         if layer.use_bias:
             linear.bias = _parameter(layer.bias.numpy())
         # Dense acts on the channel axis: a tensor of rank ≥ 2 is (made) channels-last, and stays so
@@ -434,22 +373,21 @@ class _Converter:
         transposed = isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose))
         depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D))
         kernel = layer.kernel.numpy()
-        size, stride, dilation = t.shape[:-1], layer.strides, layer.dilation_rate
+        stride, dilation = layer.strides, layer.dilation_rate
         in_channels = t.shape[-1]
+        weight = depthwise_kernel_to_torch(kernel) if depthwise else conv_kernel_to_torch(kernel)
         if transposed:
             conv_padding, output_padding = self._transposed_padding(layer)
-            module = getattr(nn, f"ConvTranspose{n}d")(in_channels, kernel.shape[-2], layer.kernel_size, stride=stride,
+            module = getattr(nn, f"ConvTranspose{n}d")(in_channels, weight.shape[1], layer.kernel_size, stride=stride,
                                                        padding=conv_padding, output_padding=output_padding,
                                                        bias=layer.use_bias)
         else:
             t, conv_padding = self._conv_padding(layer, t)
-            if depthwise:
-                kernel = kernel.reshape(*kernel.shape[:-2], 1, -1)
             groups = in_channels if depthwise else layer.groups
-            module = getattr(nn, f"Conv{n}d")(in_channels, kernel.shape[-1], layer.kernel_size, stride=stride,
+            module = getattr(nn, f"Conv{n}d")(in_channels, weight.shape[0], layer.kernel_size, stride=stride,
                                               padding=conv_padding, dilation=dilation, groups=groups,
                                               bias=layer.use_bias)
-        module.weight = _parameter(_conv_weight(kernel))
+        module.weight = _parameter(weight)
         if layer.use_bias:
             module.bias = _parameter(layer.bias.numpy())
         t = self._emit(layer.name, module, t, out_shape)
@@ -462,15 +400,15 @@ class _Converter:
         if layer.padding == "valid":
             pads = [(0, 0)] * n
         elif layer.padding == "same":
-            pads = [_same_padding(*args) for args in zip(size, layer.kernel_size, layer.strides, dilation)]
+            pads = [same_padding(*args) for args in zip(size, layer.kernel_size, layer.strides, dilation)]
         else:  # causal (Conv1D)
             pads = [((layer.kernel_size[0] - 1) * dilation[0], 0)]
-        if all(a == b for a, b in pads):
-            return t, tuple(a for a, _ in pads)
+        explicit, padding = torch_conv_padding(pads)
+        if explicit is None:
+            return t, padding
         padded = tuple(d + a + b for d, (a, b) in zip(size, pads))
-        t = self._emit(f"{layer.name}_pad", getattr(nn, f"ZeroPad{n}d")(_torch_pad(pads)), t,
-                       (*padded, t.shape[-1]))
-        return t, 0
+        t = self._emit(f"{layer.name}_pad", getattr(nn, f"ZeroPad{n}d")(explicit), t, (*padded, t.shape[-1]))
+        return t, padding
 
     def _separable_conv(self, layer, t, out_shape):
         """A depthwise conv (``groups=C``, no bias) and a pointwise 1×1 conv with the bias and the activation."""
@@ -482,9 +420,9 @@ class _Converter:
         depthwise = getattr(nn, f"Conv{n}d")(in_channels, middle, layer.kernel_size, stride=layer.strides,
                                              padding=padding, dilation=layer.dilation_rate, groups=in_channels,
                                              bias=False)
-        depthwise.weight = _parameter(_conv_weight(depthwise_kernel.reshape(*depthwise_kernel.shape[:-2], 1, -1)))
+        depthwise.weight = _parameter(depthwise_kernel_to_torch(depthwise_kernel))
         pointwise = getattr(nn, f"Conv{n}d")(middle, layer.filters, 1, bias=layer.use_bias)
-        pointwise.weight = _parameter(_conv_weight(layer.pointwise_kernel.numpy()))
+        pointwise.weight = _parameter(conv_kernel_to_torch(layer.pointwise_kernel.numpy()))
         if layer.use_bias:
             pointwise.bias = _parameter(layer.bias.numpy())
         t = self._emit(f"{layer.name}_depthwise", depthwise, t, (*out_shape[:-1], middle))
@@ -516,7 +454,7 @@ class _Converter:
         gamma = layer.gamma.numpy() if layer.scale else np.ones_like(mean)
         beta = layer.beta.numpy() if layer.center else np.zeros_like(mean)
         if t.flat_from is not None:
-            mean, var, gamma, beta = (_flatten_permutation(t.flat_from, a) for a in (mean, var, gamma, beta))
+            mean, var, gamma, beta = (flat_rows_to_torch(a, t.flat_from) for a in (mean, var, gamma, beta))
         module = getattr(nn, f"BatchNorm{max(rank - 1, 1)}d")(mean.shape[0], eps=layer.epsilon)
         module.weight, module.bias = _parameter(gamma), _parameter(beta)
         module.running_mean.data, module.running_var.data = torch.tensor(mean), torch.tensor(var)
@@ -530,7 +468,7 @@ class _Converter:
             padding = 0
         else:
             size, kernel, stride = t.shape[:-1], layer.pool_size, layer.strides
-            pads = [_same_padding(*args) for args in zip(size, kernel, stride)]
+            pads = [same_padding(*args) for args in zip(size, kernel, stride)]
             padding = tuple(a for a, _ in pads)
             if any(2 * a > k for a, k in zip(padding, kernel)):
                 raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): this 'same' padding exceeds half "
@@ -572,14 +510,14 @@ class _Converter:
 
     def _reshape(self, layer, t, out_shape):
         t = self._keras_order(t, layer.name)
-        return self._emit(layer.name, KerasReshape(_channels_first(t.shape), out_shape), t, out_shape)
+        return self._emit(layer.name, KerasReshape(channels_first_shape(t.shape), out_shape), t, out_shape)
 
     def _permute(self, layer, t, out_shape):
         rank = len(t.shape)
         if rank == 1:
             return self._emit(layer.name, nn.Identity(), t, out_shape, t.flat_from)
-        keras_of_torch = [rank - 1, *range(rank - 1)]  # per-sample Keras axis of each PyTorch axis
-        dims = [0] + [1 + _torch_axis(layer.dims[k] - 1, rank) for k in keras_of_torch]
+        keras_of_torch = [keras_axis(a, rank) for a in range(rank)]  # per-sample Keras axis of each PyTorch axis
+        dims = [0] + [1 + torch_axis(layer.dims[k] - 1, rank) for k in keras_of_torch]
         return self._emit(layer.name, Permute(dims), t, out_shape)
 
     def _activation_layer(self, layer, t, out_shape):
@@ -606,7 +544,7 @@ class _Converter:
         alpha = layer.alpha.numpy()
         if len(t.shape) == 1:
             if t.flat_from is not None:
-                alpha = _flatten_permutation(t.flat_from, alpha)
+                alpha = flat_rows_to_torch(alpha, t.flat_from)
         elif any(d != 1 for d in alpha.shape[:-1]):
             raise ValueError(f"layer {layer.name!r} (PReLU): only a per-channel or shared alpha is supported; "
                              f"set shared_axes to all spatial axes")
@@ -627,7 +565,7 @@ class _Converter:
 
     def _zero_padding(self, layer, t, out_shape):
         pads = [layer.padding] if isinstance(layer.padding[0], int) else layer.padding
-        return self._emit(layer.name, getattr(nn, f"ZeroPad{len(pads)}d")(_torch_pad(pads)), t, out_shape)
+        return self._emit(layer.name, getattr(nn, f"ZeroPad{len(pads)}d")(torch_pad(pads)), t, out_shape)
 
     def _cropping(self, layer, t, out_shape):
         crops = [layer.cropping] if isinstance(layer.cropping[0], int) else layer.cropping
@@ -737,7 +675,7 @@ class _Converter:
         gamma = layer.gamma.numpy() if layer.scale else np.ones(channels, dtype=layer.compute_dtype)
         beta = layer.beta.numpy() if layer.center else np.zeros(channels, dtype=layer.compute_dtype)
         if t.flat_from is not None:
-            gamma, beta = (_flatten_permutation(t.flat_from, a) for a in (gamma, beta))
+            gamma, beta = (flat_rows_to_torch(a, t.flat_from) for a in (gamma, beta))
         module = nn.LayerNorm(channels, eps=layer.epsilon)
         module.weight, module.bias = _parameter(gamma), _parameter(beta)
         t = self._to_channels_last(t)
@@ -755,7 +693,7 @@ class _Converter:
         axis = layer.axis % (rank + 1)
         if axis == 0:
             raise ValueError(f"layer {layer.name!r} (Concatenate): concatenation along the batch axis")
-        dim = 1 + _torch_axis(axis - 1, rank)
+        dim = 1 + torch_axis(axis - 1, rank)
         return _Tensor(self.graph.call_function(torch.cat, ([t.node for t in inputs],), {"dim": dim}), out_shape)
 
     def _softmax(self, layer, t, out_shape):

@@ -23,11 +23,12 @@ from __future__ import annotations
 import copy
 import functools
 import operator
-import re
 
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from signxai._keras_torch import channels_last_dims, dense_kernel_to_torch, unique_name
 
 __all__ = ["convert_tf_to_torch_via_onnx", "convert_onnx_to_torch"]
 
@@ -39,8 +40,8 @@ def convert_tf_to_torch_via_onnx(keras_model, input_shape=None, opset: int = 17,
     """An ``fx.GraphModule`` computing ``keras_model`` via ONNX, with ``nn.Linear``/``nn.Conv*d`` kernel layers.
 
     **Layout.** With ``channels_first=True`` (default) the module takes the PyTorch layout, like every PyTorch model
-    in signxai (docs/decisions.md): the Keras input with its channel axis moved to position 1 (``(N, C, H, W)`` for a Keras
-    ``(N, H, W, C)``; a per-sample rank-1 input keeps its shape), as the twin from ``convert_tf_to_torch_direct``
+    in signxai (docs/decisions.md): the Keras input with its channel axis moved to position 1 (``(N, C, H, W)`` for a
+    Keras ``(N, H, W, C)``; a per-sample rank-1 input keeps its shape), as the twin from ``convert_tf_to_torch_direct``
     does. A ``permute`` to the Keras layout goes in front of the graph; where tf2onnx's own NHWC → NCHW transpose
     follows it, the two cancel and both disappear. ``channels_first=False`` gives a module taking the Keras layout
     (explanations then come out channels-last, but the noise of SmoothGrad/VarGrad/``random_uniform`` is then drawn
@@ -80,7 +81,7 @@ def _take_channels_first(gm: fx.GraphModule, rank: int) -> fx.GraphModule:
         return gm
     graph = gm.graph
     (placeholder,) = [n for n in graph.nodes if n.op == "placeholder"]
-    to_last = (0, *range(2, rank), 1)
+    to_last = channels_last_dims(rank - 1)
     with graph.inserting_after(placeholder):
         permute = graph.call_method("permute", (placeholder, *to_last))
     placeholder.replace_all_uses_with(permute, delete_user_cb=lambda user: user is not permute)
@@ -114,7 +115,8 @@ def _conv1d(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
     """tf2onnx writes a Keras Conv1D as a ``Conv2d`` over a height-1 axis. Make each such conv an ``nn.Conv1d``
     between ``squeeze(2)`` and ``unsqueeze(2)`` (dropped where tf2onnx's squeeze back follows), so that the module
     reads as the 1-D network it is: the explainer infers the per-sample input rank from the first convolution
-    (docs/api.md#batch-axis), and Grad-CAM folds the activation that follows the last conv (docs/decisions.md#normalisations). Only for 3-D inputs."""
+    (docs/api.md#batch-axis), and Grad-CAM folds the activation that follows the last conv
+    (docs/decisions.md#normalisations). Only for 3-D inputs."""
     ShapeProp(gm).propagate(example)
     graph = gm.graph
     for node in list(graph.nodes):
@@ -140,7 +142,7 @@ def _conv1d(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
             continue
         with graph.inserting_after(node):
             unsqueezed = graph.call_method("unsqueeze", (node, 2))
-        node.replace_all_uses_with(unsqueezed, delete_user_cb=lambda user: user is not unsqueezed)
+        node.replace_all_uses_with(unsqueezed, delete_user_cb=lambda user, new=unsqueezed: user is not new)
     graph.lint()
     gm.recompile()
     return gm
@@ -196,11 +198,7 @@ class _Rewriter:
 
     def add_module(self, base, module):
         """Register ``module`` under ``base`` made a unique identifier; returns the name."""
-        base = re.sub(r"\W", "_", base)
-        name, i = base, 0
-        while hasattr(self.gm, name):
-            i += 1
-            name = f"{base}_{i}"
+        name = unique_name(base, lambda n: hasattr(self.gm, n))
         self.gm.add_module(name, module)
         return name
 
@@ -246,7 +244,7 @@ class _Rewriter:
         if weight is None or weight.dim() != 2 or self.constant(node.args[0]) is not None:
             return self.copy(node)
         linear = nn.Linear(weight.shape[0], weight.shape[1], bias=False, dtype=weight.dtype)
-        linear.weight = nn.Parameter(weight.T.clone())
+        linear.weight = nn.Parameter(dense_kernel_to_torch(weight).clone())  # ONNX MatMul's W is (in, out)
         result = node
         add = self.sole_user(node)
         if add is not None and self.is_add(add):

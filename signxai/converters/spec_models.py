@@ -17,11 +17,31 @@ from pathlib import Path
 
 import numpy as np
 
+from signxai._keras_torch import (as_tuple, conv_kernel_to_torch, dense_kernel_to_torch, flat_rows_to_torch,
+                                  same_padding, torch_activations, torch_conv_padding, torch_pad)
+
 _ACTIVATIONS = ("linear", "relu", "elu", "tanh", "sigmoid", "leaky_relu", "selu", "gelu", "softplus")
+"""The activations a spec layer may name (each has a PyTorch twin)."""
 
 
 def layer_names(spec: dict) -> list[str]:
     return [layer.get("name", f"{layer['kind']}_{i}") for i, layer in enumerate(spec["layers"])]
+
+
+def vgg16_spec(classes: int = 1000, size: int = 224) -> dict:
+    """The VGG16 topology as a spec (``size``×``size``×3 input, ``classes`` logits; Keras's layer names), for the
+    VGG16 twins of the tests and the benchmarks."""
+    layers = []
+    for block, (convs, filters) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
+        for i in range(1, convs + 1):
+            layers.append({"kind": "conv2d", "filters": filters, "kernel": 3, "padding": "same",
+                           "activation": "relu", "name": f"block{block}_conv{i}"})
+        layers.append({"kind": "maxpool2d", "pool": 2, "name": f"block{block}_pool"})
+    layers += [{"kind": "flatten", "name": "flatten"},
+               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc1"},
+               {"kind": "dense", "units": 4096, "activation": "relu", "name": "fc2"},
+               {"kind": "dense", "units": classes, "name": "predictions"}]
+    return {"input_shape": [size, size, 3], "layers": layers}
 
 
 def load_spec_npz(path) -> tuple[dict, dict, dict]:
@@ -38,7 +58,7 @@ def random_weights(spec: dict, seed: int = 0, bias_scale: float = 0.1) -> dict:
     rng = np.random.RandomState(seed)
     shapes = _weight_shapes(spec)
     weights = {}
-    for key, (kind, shape) in shapes.items():
+    for key, (_kind, shape) in shapes.items():
         param = key.split("/")[1]
         if param == "kernel":
             fan_in = int(np.prod(shape[:-1]))
@@ -66,7 +86,7 @@ def _weight_shapes(spec: dict) -> dict:
             shapes[f"{name}/kernel"] = (kind, (shape[-1], layer["units"]))
             shapes[f"{name}/bias"] = (kind, (layer["units"],))
         elif kind in ("conv1d", "conv2d"):
-            k = _tuple(layer["kernel"], 1 if kind == "conv1d" else 2)
+            k = as_tuple(layer["kernel"], 1 if kind == "conv1d" else 2)
             shapes[f"{name}/kernel"] = (kind, (*k, shape[-1], layer["filters"]))
             if layer.get("use_bias", True):
                 shapes[f"{name}/bias"] = (kind, (layer["filters"],))
@@ -77,17 +97,13 @@ def _weight_shapes(spec: dict) -> dict:
     return shapes
 
 
-def _tuple(v, n):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
-
-
 def _output_shape(layer: dict, shape: list) -> list:
     kind = layer["kind"]
     if kind == "dense":
         return shape[:-1] + [layer["units"]]
     if kind in ("conv1d", "conv2d"):
         n = 1 if kind == "conv1d" else 2
-        k, s = _tuple(layer["kernel"], n), _tuple(layer.get("strides", 1), n)
+        k, s = as_tuple(layer["kernel"], n), as_tuple(layer.get("strides", 1), n)
         if layer.get("padding", "valid") == "same":
             spatial = [-(-d // st) for d, st in zip(shape[:n], s)]
         else:
@@ -95,8 +111,8 @@ def _output_shape(layer: dict, shape: list) -> list:
         return spatial + [layer["filters"]]
     if kind in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
         n = int(kind[-2])
-        p = _tuple(layer["pool"], n)
-        s = _tuple(layer.get("strides") or layer["pool"], n)
+        p = as_tuple(layer["pool"], n)
+        s = as_tuple(layer.get("strides") or layer["pool"], n)
         if layer.get("padding", "valid") == "same":
             spatial = [-(-d // st) for d, st in zip(shape[:n], s)]
         else:
@@ -192,35 +208,28 @@ def build_torch_model(spec: dict, weights: dict, dtype: str = "float32"):
             if len(shape) > 1:
                 raise ValueError(f"dense layer {name!r} needs a flat input; add a flatten layer")
             if flattened_from is not None:
-                kernel = _flatten_permutation(flattened_from, kernel)
+                kernel = flat_rows_to_torch(kernel, flattened_from)
                 flattened_from = None
             module = nn.Linear(kernel.shape[0], kernel.shape[1])
-            module.weight.data = torch.tensor(kernel.T.copy())
+            module.weight.data = torch.tensor(dense_kernel_to_torch(kernel).copy())
             module.bias.data = torch.tensor(np.asarray(weights[f"{name}/bias"]))
             modules.append((name, module))
             _append_activation(modules, name, layer.get("activation", "linear"))
         elif kind in ("conv1d", "conv2d"):
             n = 1 if kind == "conv1d" else 2
             kernel = np.asarray(weights[f"{name}/kernel"])
-            k, s = _tuple(layer["kernel"], n), _tuple(layer.get("strides", 1), n)
+            k, s = as_tuple(layer["kernel"], n), as_tuple(layer.get("strides", 1), n)
             padding = layer.get("padding", "valid")
             if padding == "same":
-                total = [max(kk - st, 0) if d % st == 0 else max(kk - d % st, 0)
-                         for d, kk, st in zip(shape[:n], k, s)]
-                if any(t % 2 for t in total):
-                    pad = []
-                    for t in reversed(total):
-                        pad += [t // 2, t - t // 2]
-                    modules.append((f"{name}_pad", (nn.ZeroPad1d if n == 1 else nn.ZeroPad2d)(tuple(pad))))
-                    conv_padding = 0
-                else:
-                    conv_padding = tuple(t // 2 for t in total)
+                explicit, conv_padding = torch_conv_padding([same_padding(*a) for a in zip(shape[:n], k, s)])
+                if explicit is not None:
+                    modules.append((f"{name}_pad", (nn.ZeroPad1d if n == 1 else nn.ZeroPad2d)(explicit)))
             else:
                 conv_padding = 0
             cls = nn.Conv1d if n == 1 else nn.Conv2d
             module = cls(kernel.shape[-2], kernel.shape[-1], k, stride=s, padding=conv_padding,
                          bias=f"{name}/bias" in weights)
-            module.weight.data = torch.tensor(np.moveaxis(kernel, (-1, -2), (0, 1)).copy())
+            module.weight.data = torch.tensor(conv_kernel_to_torch(kernel).copy())
             if module.bias is not None:
                 module.bias.data = torch.tensor(np.asarray(weights[f"{name}/bias"]))
             modules.append((name, module))
@@ -231,7 +240,8 @@ def build_torch_model(spec: dict, weights: dict, dtype: str = "float32"):
             n = int(kind[-2])
             cls = {"maxpool1d": nn.MaxPool1d, "maxpool2d": nn.MaxPool2d,
                    "avgpool1d": nn.AvgPool1d, "avgpool2d": nn.AvgPool2d}[kind]
-            modules.append((name, cls(_tuple(layer["pool"], n), stride=_tuple(layer.get("strides") or layer["pool"], n))))
+            pool = as_tuple(layer["pool"], n)
+            modules.append((name, cls(pool, stride=as_tuple(layer.get("strides") or layer["pool"], n))))
         elif kind in ("gap1d", "gap2d"):
             modules.append((name, nn.Sequential(
                 (nn.AdaptiveAvgPool1d if kind == "gap1d" else nn.AdaptiveAvgPool2d)(1), nn.Flatten())))
@@ -252,22 +262,12 @@ def build_torch_model(spec: dict, weights: dict, dtype: str = "float32"):
             modules.append((name, module))
         elif kind in ("zeropad1d", "zeropad2d"):
             n = 1 if kind == "zeropad1d" else 2
-            pad = []
-            for a, b in reversed(_padding_pairs(layer["padding"], n)):
-                pad += [a, b]
-            modules.append((name, (nn.ZeroPad1d if n == 1 else nn.ZeroPad2d)(tuple(pad))))
+            pad = torch_pad(_padding_pairs(layer["padding"], n))
+            modules.append((name, (nn.ZeroPad1d if n == 1 else nn.ZeroPad2d)(pad)))
         else:
             raise ValueError(f"unknown layer kind {kind!r} in spec layer {name!r}")
         shape = _output_shape(layer, shape)
     return nn.Sequential(OrderedDict(modules)).to(torch_dtype).eval()
-
-
-def _flatten_permutation(channels_last_shape, kernel):
-    """Reorder a Dense kernel's input rows from Keras (d..., C) flatten order to PyTorch (C, d...) order."""
-    shape = channels_last_shape
-    index = np.arange(int(np.prod(shape))).reshape(shape)
-    index = np.moveaxis(index, -1, 0).reshape(-1)
-    return kernel[index]
 
 
 def _append_activation(modules, name, activation, own_name=False):
@@ -277,8 +277,7 @@ def _append_activation(modules, name, activation, own_name=False):
         if own_name:
             modules.append((name, nn.Identity()))
         return
-    table = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "selu": nn.SELU,
-             "gelu": nn.GELU, "softplus": nn.Softplus, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
+    table = {key: torch_activations()[key] for key in _ACTIVATIONS if key != "linear"}
     if activation not in table:
         raise ValueError(f"activation {activation!r} has no PyTorch twin; supported: {sorted(table)}")
     modules.append((name if own_name else f"{name}_{activation}", table[activation]()))

@@ -41,33 +41,27 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from signxai.converters.direct_tf_to_torch import TORCH_ACTIVATIONS
+from signxai._keras_torch import (SOFTMAX_ACTIVATIONS, TORCH_METHOD_ACTIVATIONS, as_tuple, channels_first_dims,
+                                  channels_last, channels_last_dims, channels_last_shape, conv_kernel_to_keras,
+                                  dense_kernel_to_keras, depthwise_kernel_to_keras, flat_rows_to_keras, is_keras_same,
+                                  keras_axis, pairs_of_torch_pad, same_padding, torch_activations, torch_arithmetic,
+                                  torch_function_activations, torch_module_activation, torch_softmax_functions,
+                                  torch_softmax_modules, unique_name)
 
 __all__ = ["convert_torch_to_tf_direct"]
 
-_ACTIVATION_NAMES = {type(factory()): key for key, factory in TORCH_ACTIVATIONS.items() if key != "leaky_relu"}
-_DEFAULT_PARAMETERS = {"elu": lambda m: m.alpha == 1.0, "celu": lambda m: m.alpha == 1.0,
-                       "gelu": lambda m: m.approximate == "none",
-                       "hard_tanh": lambda m: (m.min_val, m.max_val) == (-1.0, 1.0),
-                       "softplus": lambda m: (m.beta, m.threshold) == (1.0, 20.0)}
-"""Which PyTorch activation modules equal ``keras.layers.Activation(key)`` (with Keras's default parameters)."""
+_ELEMENTWISE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+                *(type(factory()) for factory in torch_activations().values()))
+"""Modules between a Flatten and the Linear it feeds that keep features in place (the Linear gets the permutation):
+dropout, identity and the activation modules."""
 
-_ELEMENTWISE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.ReLU,
-                nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Hardsigmoid,
-                nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Softplus, nn.Softsign, nn.Mish)
-"""Modules between a Flatten and the Linear it feeds that keep features in place (the Linear gets the permutation)."""
-
-_FUNCTION_ACTIVATIONS = {F.relu: "relu", torch.relu: "relu", F.relu_: "relu", torch.relu_: "relu", F.relu6: "relu6",
-                         F.silu: "silu", F.hardswish: "hard_silu", F.hardsigmoid: "hard_sigmoid",
-                         torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh",
-                         F.elu: "elu", F.selu: "selu", F.softplus: "softplus", F.mish: "mish", F.gelu: "gelu"}
-_METHOD_ACTIVATIONS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh",
-                       "tanh_": "tanh"}
-_ARITHMETIC = {operator.add: "add", operator.iadd: "add", torch.add: "add", operator.sub: "sub",
-               operator.isub: "sub", torch.sub: "sub", operator.mul: "mul", operator.imul: "mul", torch.mul: "mul",
-               operator.truediv: "div", operator.itruediv: "div", torch.div: "div"}
-_ARITHMETIC_METHODS = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul",
-                       "div": "div", "div_": "div"}
+_FUNCTION_ACTIVATIONS = torch_function_activations()
+_TORCH_SPELLING = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div"}
+_ARITHMETIC = {target: _TORCH_SPELLING[operation] for target, operation in torch_arithmetic().items()
+               if not isinstance(target, str)}
+_ARITHMETIC_METHODS = {target: _TORCH_SPELLING[operation] for target, operation in torch_arithmetic().items()
+                       if isinstance(target, str)}
+"""Arithmetic functions and tensor methods → ``add``/``sub``/``mul``/``div`` (as the converter names them)."""
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}
 _IDENTITY_METHODS = {"contiguous", "clone"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten"}
@@ -105,22 +99,8 @@ def convert_torch_to_tf_direct(module: nn.Module, input_shape):
     return _Converter(keras, module, tuple(input_shape)).convert()
 
 
-def _keras_same_is(padding, size, kernel, stride, dilation):
-    """Whether symmetric PyTorch ``padding`` equals TensorFlow's ``'same'`` on every axis."""
-    for p, n, k, s, d in zip(padding, size, kernel, stride, dilation):
-        k_eff = (k - 1) * d + 1
-        total = max((-(-n // s) - 1) * s + k_eff - n, 0)
-        if total != 2 * p:
-            return False
-    return True
-
-
 def _numpy(tensor):
     return tensor.detach().cpu().numpy()
-
-
-def _channels_last_shape(shape):
-    return (*shape[1:], shape[0]) if len(shape) > 1 else tuple(shape)
 
 
 class _Tracer(fx.Tracer):
@@ -195,7 +175,6 @@ class _Converter:
         return values
 
     def convert(self):
-        keras = self.keras
         output = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -221,7 +200,7 @@ class _Converter:
     def _build(self, output_ref):
         """A ``keras.Sequential`` for a chain of single-input layers, else a functional model."""
         keras = self.keras
-        inputs = keras.Input(shape=_channels_last_shape(self.input_shape), dtype=self.dtype)
+        inputs = keras.Input(shape=channels_last_shape(self.input_shape), dtype=self.dtype)
         chain = bool(self.steps) and output_ref == len(self.steps) - 1 and all(
             isinstance(step, keras.layers.Layer) and not multi and refs == [i - 1]
             for i, (step, refs, multi) in enumerate(self.steps))
@@ -241,11 +220,7 @@ class _Converter:
 
     # ------------------------------------------------------------------------------------------------ emitting
     def _name(self, name):
-        name = re.sub(r"[^\w-]", "_", name)
-        unique, i = name, 0
-        while unique in self.names:
-            i += 1
-            unique = f"{name}_{i}"
+        unique = unique_name(name, self.names, invalid=r"[^\w-]")
         self.names.add(unique)
         return unique
 
@@ -284,7 +259,7 @@ class _Converter:
             raise ValueError(f"a constant of shape {tuple(array.shape)} does not broadcast per sample against a "
                              f"tensor of shape {like.shape}")
         array = array.reshape((1,) * (rank - array.ndim) + array.shape)
-        return np.moveaxis(array, 0, -1) if rank > 1 else array
+        return channels_last(array, batch=False) if rank > 1 else array
 
     # ---------------------------------------------------------------------------------------------- dispatching
     def _node(self, node):
@@ -326,7 +301,7 @@ class _Converter:
     def _module(self, node, leaf, args, kwargs, shape):
         path = node.target
         name = path.replace(".", "_")
-        if isinstance(leaf, (nn.Softmax, nn.LogSoftmax)):
+        if isinstance(leaf, torch_softmax_modules()):
             raise ValueError(f"module {name!r} ({type(leaf).__name__}): remove the softmax first "
                              f"(docs/api.md#model-requirements)")
         if len(args) != 1 or kwargs or not isinstance(args[0], _Record) or args[0].kind != "tensor":
@@ -355,7 +330,7 @@ class _Converter:
                     or any(d != 1 for d in leaf.dilation) or any(k < s for k, s in zip(leaf.kernel_size, leaf.stride))):
                 raise ValueError(f"module {name!r} ({type(leaf).__name__}): only padding=0, output_padding=0, "
                                  f"groups=1, dilation=1 and kernel ≥ stride are supported")
-            arrays = [np.moveaxis(_numpy(leaf.weight), (0, 1), (-1, -2))]
+            arrays = [conv_kernel_to_keras(_numpy(leaf.weight))]
             arrays += [_numpy(leaf.bias)] if leaf.bias is not None else []
             layer = getattr(L, f"Conv{n}DTranspose")(leaf.out_channels, leaf.kernel_size, strides=leaf.stride,
                                                      padding="valid", use_bias=leaf.bias is not None,
@@ -387,9 +362,7 @@ class _Converter:
             if leaf.value != 0 or min(leaf.padding) < 0:
                 raise ValueError(f"module {name!r} ({type(leaf).__name__}): only non-negative zero padding is "
                                  f"supported")
-            n = len(leaf.padding) // 2
-            pairs = [tuple(leaf.padding[2 * i:2 * i + 2]) for i in reversed(range(n))]
-            layer = getattr(L, f"ZeroPadding{n}D")(pairs if n > 1 else pairs[0], name=self._name(name), dtype=dtype)
+            layer = _padding_layer(L, "ZeroPadding", pairs_of_torch_pad(leaf.padding), self._name(name), dtype)
             return self._layer(layer, record, shape)
         if isinstance(leaf, nn.Upsample):
             n = len(in_shape) - 1
@@ -414,8 +387,8 @@ class _Converter:
         if isinstance(leaf, nn.ELU) and leaf.alpha != 1.0:
             return self._layer(L.ELU(alpha=leaf.alpha, name=self._name(name), dtype=dtype), record, shape,
                                flat_from=record.flat_from)
-        key = _ACTIVATION_NAMES.get(type(leaf))
-        if key is None or not _DEFAULT_PARAMETERS.get(key, lambda m: True)(leaf):
+        key = torch_module_activation(leaf)
+        if key is None:
             raise ValueError(f"module {name!r} ({type(leaf).__name__}) is not supported by the PyTorch → Keras "
                              f"converter")
         return self._activation(key, name, record)
@@ -467,7 +440,7 @@ class _Converter:
             return self._mean(node, args, kwargs, shape)
         if target is operator.getitem:
             raise self._unsupported(node, "indexing a model tensor")
-        if target in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
+        if target in torch_softmax_functions():
             raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first "
                              f"(docs/api.md#model-requirements)")
         raise self._unsupported(node, f"function {getattr(target, '__name__', target)}")
@@ -477,8 +450,8 @@ class _Converter:
             return self._single(node, args, f".{target}()")
         if target in _ARITHMETIC_METHODS:
             return self._arithmetic(node, _ARITHMETIC_METHODS[target], args, kwargs, shape)
-        if target in _METHOD_ACTIVATIONS and len(args) == 1 and not kwargs:
-            return self._activation(_METHOD_ACTIVATIONS[target], node.name, args[0])
+        if target in TORCH_METHOD_ACTIVATIONS and len(args) == 1 and not kwargs:
+            return self._activation(TORCH_METHOD_ACTIVATIONS[target], node.name, args[0])
         if target in _RESHAPE_METHODS:
             record = self._single(node, args, f".{target}()")
             if target == "flatten":
@@ -489,20 +462,19 @@ class _Converter:
             return self._reshape(node, record, shape)
         if target == "mean":
             return self._mean(node, args, kwargs, shape)
-        if target in ("softmax", "log_softmax"):
+        if target in SOFTMAX_ACTIVATIONS:
             raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first "
                              f"(docs/api.md#model-requirements)")
         raise self._unsupported(node, f"tensor method .{target}()")
 
     # ------------------------------------------------------------------------------------------------- kinds
     def _linear(self, name, leaf, record, shape):
-        kernel = _numpy(leaf.weight).T
+        kernel = dense_kernel_to_keras(_numpy(leaf.weight))
         if len(record.shape) > 1:
             raise ValueError(f"module {name!r} (Linear) on a tensor of per-sample shape {record.shape}: only flat "
                              f"inputs are supported")
         if record.flat_from is not None:  # rows from PyTorch (C, d...) order to Keras (d..., C) order
-            index = np.moveaxis(np.arange(kernel.shape[0]).reshape(record.flat_from), 0, -1).reshape(-1)
-            kernel = kernel[index]
+            kernel = flat_rows_to_keras(kernel, record.flat_from)
         arrays = [kernel] + ([_numpy(leaf.bias)] if leaf.bias is not None else [])
         layer = self.L.Dense(leaf.out_features, use_bias=leaf.bias is not None, name=self._name(name),
                              dtype=self.dtype)
@@ -519,7 +491,7 @@ class _Converter:
         if _feeds_only_linear(node, self.modules):
             return self._layer(layer, record, shape, flat_from=record.shape)
         rank = len(record.shape)
-        permute = self.L.Permute((rank, *range(1, rank)), name=self._name(f"{name}_channels_first"),
+        permute = self.L.Permute(channels_first_dims(rank)[1:], name=self._name(f"{name}_channels_first"),
                                  dtype=self.dtype)
         record = self._layer(permute, record, record.shape)
         return self._layer(layer, record, shape)
@@ -539,11 +511,12 @@ class _Converter:
         record = self._torch_order(record)
         L, rank = self.L, len(record.shape)
         if rank > 1:
-            record = self._layer(L.Permute((rank, *range(1, rank)), name=self._name(f"{node.name}_channels_first"),
-                                           dtype=self.dtype), record, record.shape)
+            permute = L.Permute(channels_first_dims(rank)[1:], name=self._name(f"{node.name}_channels_first"),
+                                dtype=self.dtype)
+            record = self._layer(permute, record, record.shape)
         record = self._layer(L.Reshape(shape, name=self._name(node.name), dtype=self.dtype), record, shape)
         out_rank = len(shape)
-        return self._layer(L.Permute((*range(2, out_rank + 1), 1), name=self._name(f"{node.name}_channels_last"),
+        return self._layer(L.Permute(channels_last_dims(out_rank)[1:], name=self._name(f"{node.name}_channels_last"),
                                      dtype=self.dtype), record, shape)
 
     def _global_pool(self, node, name, kind, record):
@@ -582,7 +555,7 @@ class _Converter:
         dim = dim % (rank + 1)
         if dim == 0:
             raise self._unsupported(node, "concatenation along the batch axis")
-        axis = (rank if dim == 1 else dim - 1) if rank > 1 else 1
+        axis = 1 + keras_axis(dim - 1, rank)
         layer = self.L.Concatenate(axis=axis, name=self._name(node.name), dtype=self.dtype)
         return self._step(layer, [t.ref for t in tensors], shape, multi=True)
 
@@ -670,13 +643,11 @@ def _conv(keras, name, unique, leaf, in_shape, dtype):
         pad = (0,) * n if leaf.padding == "valid" else tuple(leaf.padding)
         if not any(pad):
             padding = "valid"
-        elif _keras_same_is(pad, in_shape[1:], leaf.kernel_size, leaf.stride, leaf.dilation):
+        elif is_keras_same(pad, in_shape[1:], leaf.kernel_size, leaf.stride, leaf.dilation):
             padding = "same"
         else:
             padding = "valid"
-            pairs = [(p, p) for p in pad]
-            layers.append((getattr(L, f"ZeroPadding{n}D")(pairs if n > 1 else pairs[0], name=unique(f"{name}_pad"),
-                                                          dtype=dtype), []))
+            layers.append((_padding_layer(L, "ZeroPadding", [(p, p) for p in pad], unique(f"{name}_pad"), dtype), []))
     weight = _numpy(leaf.weight)
     bias = [_numpy(leaf.bias)] if leaf.bias is not None else []
     in_channels = in_shape[0]
@@ -684,10 +655,10 @@ def _conv(keras, name, unique, leaf, in_shape, dtype):
                   name=unique(name), dtype=dtype)
     if leaf.groups == in_channels > 1 and n < 3:  # depthwise: (C·M, 1, k...) → (k..., C, M)
         multiplier = leaf.out_channels // in_channels
-        kernel = np.moveaxis(weight.reshape(in_channels, multiplier, *leaf.kernel_size), (0, 1), (-2, -1))
+        kernel = depthwise_kernel_to_keras(weight, in_channels)
         layer = getattr(L, f"DepthwiseConv{n}D")(leaf.kernel_size, depth_multiplier=multiplier, **common)
     else:
-        kernel = np.moveaxis(weight, (0, 1), (-1, -2))
+        kernel = conv_kernel_to_keras(weight)
         layer = getattr(L, f"Conv{n}D")(leaf.out_channels, leaf.kernel_size, groups=leaf.groups, **common)
     layers.append((layer, [kernel] + bias))
     return layers
@@ -698,12 +669,8 @@ def _pool(keras, name, unique, leaf, in_shape, out_shape, dtype):
     L = keras.layers
     n = len(in_shape) - 1
     average = isinstance(leaf, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d))
-
-    def as_tuple(v):
-        return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
-
-    kernel, stride, pad = as_tuple(leaf.kernel_size), as_tuple(leaf.stride), as_tuple(leaf.padding)
-    dilation = (1,) * n if average else as_tuple(leaf.dilation)
+    kernel, stride, pad = as_tuple(leaf.kernel_size, n), as_tuple(leaf.stride, n), as_tuple(leaf.padding, n)
+    dilation = (1,) * n if average else as_tuple(leaf.dilation, n)
     if leaf.ceil_mode or any(d != 1 for d in dilation) or (average and leaf.divisor_override is not None):
         raise ValueError(f"module {name!r} ({type(leaf).__name__}): ceil_mode, dilation and divisor_override are "
                          f"not supported")
@@ -711,9 +678,7 @@ def _pool(keras, name, unique, leaf, in_shape, out_shape, dtype):
     if not any(pad):
         return [(cls(kernel, strides=stride, padding="valid", name=unique(name), dtype=dtype), [])]
     if average and leaf.count_include_pad:  # the padded zeros count: an explicit zero pad
-        pairs = [(p, p) for p in pad]
-        return [(getattr(L, f"ZeroPadding{n}D")(pairs if n > 1 else pairs[0], name=unique(f"{name}_pad"),
-                                                dtype=dtype), []),
+        return [(_padding_layer(L, "ZeroPadding", [(p, p) for p in pad], unique(f"{name}_pad"), dtype), []),
                 (cls(kernel, strides=stride, padding="valid", name=unique(name), dtype=dtype), [])]
     # −∞ padding (max) / padding left out of the count (average): TensorFlow's 'same' with `p` in front, on the input
     # extended by `extra` trailing zeros that no kept window reads; the surplus outputs are cropped
@@ -722,9 +687,8 @@ def _pool(keras, name, unique, leaf, in_shape, out_shape, dtype):
         for extra in range(s + k + 1):
             padded = size + extra
             windows = -(-padded // s)
-            total = max((windows - 1) * s + k - padded, 0)
             last_end = s * (m - 1) - p + k - 1  # the last kept window's end (input coordinates)
-            if total // 2 == p and windows >= m and (extra == 0 or last_end < size):
+            if same_padding(padded, k, s)[0] == p and windows >= m and (extra == 0 or last_end < size):
                 extras.append(extra)
                 crops.append(windows - m)
                 break
@@ -732,12 +696,14 @@ def _pool(keras, name, unique, leaf, in_shape, out_shape, dtype):
             raise ValueError(f"module {name!r} ({type(leaf).__name__}): padding {pad} has no Keras form")
     layers = []
     if any(extras):
-        pairs = [(0, e) for e in extras]
-        layers.append((getattr(L, f"ZeroPadding{n}D")(pairs if n > 1 else pairs[0], name=unique(f"{name}_pad"),
-                                                      dtype=dtype), []))
+        layers.append((_padding_layer(L, "ZeroPadding", [(0, e) for e in extras], unique(f"{name}_pad"), dtype), []))
     layers.append((cls(kernel, strides=stride, padding="same", name=unique(name), dtype=dtype), []))
     if any(crops):
-        pairs = [(0, c) for c in crops]
-        layers.append((getattr(L, f"Cropping{n}D")(pairs if n > 1 else pairs[0], name=unique(f"{name}_crop"),
-                                                   dtype=dtype), []))
+        layers.append((_padding_layer(L, "Cropping", [(0, c) for c in crops], unique(f"{name}_crop"), dtype), []))
     return layers
+
+
+def _padding_layer(L, kind, pairs, name, dtype):
+    """A Keras ``ZeroPadding<n>D`` or ``Cropping<n>D`` (``kind``) layer for per-axis ``(before, after)`` pairs."""
+    n = len(pairs)
+    return getattr(L, f"{kind}{n}D")(pairs if n > 1 else pairs[0], name=name, dtype=dtype)

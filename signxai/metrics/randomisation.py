@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from signxai._keras_torch import (channels_last_shape, conv_kernel_to_keras, conv_kernel_to_torch,
+                                  dense_kernel_to_keras, dense_kernel_to_torch, keras_to_torch_flat_index,
+                                  torch_to_keras_flat_index)
 from signxai.metrics._common import ModelHandle, check_seed
 from signxai.metrics.similarity import spearman, ssim
 
@@ -164,22 +167,22 @@ def _flattened_from(records, i, input_shape):
 def _torch_linear(name, module, flattened_from):
     import torch
 
-    index = None
-    if flattened_from is not None:  # torch row j (channels-first order) is Keras row index[j] (channels-last)
-        channels_last = (*flattened_from[1:], flattened_from[0])
-        index = np.moveaxis(np.arange(int(np.prod(channels_last))).reshape(channels_last), -1, 0).reshape(-1)
+    to_torch = to_keras = None
+    if flattened_from is not None:  # the rows of the flattened input: PyTorch's (C, d...) order, Keras's (d..., C)
+        to_torch = keras_to_torch_flat_index(channels_last_shape(flattened_from))
+        to_keras = torch_to_keras_flat_index(flattened_from)
 
     def get():
-        kernel = module.weight.detach().cpu().double().numpy().T
-        if index is not None:
-            kernel = kernel[np.argsort(index)]
+        kernel = dense_kernel_to_keras(module.weight.detach().cpu().double().numpy())
+        if to_keras is not None:
+            kernel = kernel[to_keras]
         bias = None if module.bias is None else module.bias.detach().cpu().double().numpy()
         return kernel, bias
 
     def set_(kernel, bias):
-        rows = kernel[index] if index is not None else kernel
+        rows = kernel[to_torch] if to_torch is not None else kernel
         with torch.no_grad():
-            module.weight.copy_(torch.as_tensor(np.ascontiguousarray(rows.T)))
+            module.weight.copy_(torch.as_tensor(np.ascontiguousarray(dense_kernel_to_torch(rows))))
             if bias is not None and module.bias is not None:
                 module.bias.copy_(torch.as_tensor(bias))
 
@@ -192,11 +195,11 @@ def _torch_conv(name, module):
     def get():
         weight = module.weight.detach().cpu().double().numpy()
         bias = None if module.bias is None else module.bias.detach().cpu().double().numpy()
-        return np.moveaxis(weight, (0, 1), (-1, -2)), bias
+        return conv_kernel_to_keras(weight), bias
 
     def set_(kernel, bias):
         with torch.no_grad():
-            module.weight.copy_(torch.as_tensor(np.ascontiguousarray(np.moveaxis(kernel, (-1, -2), (0, 1)))))
+            module.weight.copy_(torch.as_tensor(np.ascontiguousarray(conv_kernel_to_torch(kernel))))
             if bias is not None and module.bias is not None:
                 module.bias.copy_(torch.as_tensor(bias))
 
