@@ -10,7 +10,6 @@ This module is light to import; frameworks are imported inside the functions (to
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,7 @@ class Bench:
     def __init__(self, framework: str, name: str, vgg_size: int = 224, ecg_length: int = 2000):
         self.framework, self.name = framework, name
         self.size = vgg_size
+        self._inputs: dict[int, np.ndarray] = {}  # per instance: released with the instance
         if name == "resnet50":
             self.spec = {"input_shape": [vgg_size, vgg_size, 3]}
             self._base = None
@@ -83,14 +83,15 @@ class Bench:
         build = spec_models.build_torch_model if self.framework == "pytorch" else spec_models.build_keras_model
         return build(self.spec, self.weights)
 
-    @lru_cache(maxsize=None)
     def inputs(self, batch: int) -> np.ndarray:
-        """A random batch in the framework's layout (PyTorch channels-first)."""
-        rng = np.random.RandomState(100 + batch)
-        shape = (batch, *self.spec["input_shape"])
-        x = (rng.uniform(-120, 150, size=shape) if self.name == "vgg16" else rng.normal(0, 1, size=shape))
-        x = x.astype(np.float32)
-        return channels_first(x) if self.framework == "pytorch" else x
+        """A random batch in the framework's layout (PyTorch channels-first); the same array on every call."""
+        if batch not in self._inputs:
+            rng = np.random.RandomState(100 + batch)
+            shape = (batch, *self.spec["input_shape"])
+            x = (rng.uniform(-120, 150, size=shape) if self.name == "vgg16" else rng.normal(0, 1, size=shape))
+            x = x.astype(np.float32)
+            self._inputs[batch] = channels_first(x) if self.framework == "pytorch" else x
+        return self._inputs[batch]
 
     def targets(self, model, x: np.ndarray) -> np.ndarray:
         """The argmax class per sample (computed once, outside every timing)."""

@@ -284,7 +284,8 @@ def time_framework(framework: str, cfg: dict) -> dict:
             pairs[key]
         record = dict(case, framework=framework, load_before=_load())
         try:
-            record.update(measure(lambda: make_call(framework, method, bench.model(), x, targets[key]),
+            record.update(measure(lambda method=method, bench=bench, x=x, key=key:
+                                  make_call(framework, method, bench.model(), x, targets[key]),
                                   cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"], pair))
         except Exception as error:  # one failing method must not stop the run
             record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
@@ -425,8 +426,7 @@ def rss_case(framework: str, cfg: dict, case: dict) -> dict:
     _import_framework(framework, (case["model"],))
     bench = Bench(framework, case["model"], cfg["vgg_size"], cfg["ecg_length"])
     model, x = bench.model(), bench.inputs(case["batch"])
-    del bench  # the benchmark's own copy of the random weights: a caller's process holds only the model
-    Bench.inputs.cache_clear()
+    del bench  # the benchmark's own copy of the random weights (and its cached inputs): a caller holds only the model
     _trim()
     steps = [{"step": "model built", "rss_mb": _status_kb("VmRSS") / 1024, "hwm_mb": _status_kb("VmHWM") / 1024}]
     for dtype in ("float32", "float64"):

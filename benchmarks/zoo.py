@@ -4,10 +4,11 @@
     .venv/bin/python -m benchmarks.zoo --torch resnet18 --keras none --size 64
 
 For each torchvision / keras.applications architecture (random weights, calibrated BatchNorm statistics:
-``signxai.zoo``) and each method family, one warm call is timed on a batch of one. The architecture is then converted
-to the other framework (``convert_torch_to_tf_direct`` / ``convert_tf_to_torch_direct``) and the docs/equivalence.md#agreement-gates gates
-(docs/equivalence.md) are measured on the pair: the worst float64 error relative to the peak (gate 1: ≤ 1e-9) and the
-worst float32 error relative to its bound (gate 2: ≤ 1). Results: ``benchmarks/results/zoo.md``.
+``signxai.zoo``) and each method family, one warm call is timed on a batch of one. The architecture is then converted to
+the other framework (``convert_torch_to_tf_direct`` / ``convert_tf_to_torch_direct``) and the
+docs/equivalence.md#agreement-gates gates (docs/equivalence.md) are measured on the pair: the worst float64 error
+relative to the peak (gate 1: ≤ 1e-9) and the worst float32 error relative to its bound (gate 2: ≤ 1). Results:
+``benchmarks/results/zoo.md``.
 """
 from __future__ import annotations
 

@@ -400,7 +400,8 @@ def _max_difference(records) -> float:
             keyed.setdefault((r.model, r.method, r.metric), {})[r.framework] = r.value
     differences = [abs(v["torch"] - v["keras"]) for v in keyed.values() if len(v) == 2
                    and np.isfinite(v["torch"]) and np.isfinite(v["keras"])]
-    mismatched_nan = sum(1 for v in keyed.values() if len(v) == 2 and np.isfinite(v["torch"]) != np.isfinite(v["keras"]))
+    mismatched_nan = sum(1 for v in keyed.values()
+                         if len(v) == 2 and np.isfinite(v["torch"]) != np.isfinite(v["keras"]))
     return float("inf") if mismatched_nan else max(differences, default=0.0)
 
 

@@ -1,4 +1,5 @@
-"""The agreement gates of docs/equivalence.md#agreement-gates applied to a twin (the gates themselves live in signxai.common.agreement)."""
+"""The agreement gates of docs/equivalence.md#agreement-gates applied to a twin (the gates themselves live in
+signxai.common.agreement)."""
 from __future__ import annotations
 
 import signxai
@@ -15,7 +16,8 @@ def explain_both(twin, method, dtype, **kwargs):
 
 
 def assert_gates(twin, method, **kwargs):
-    """Gate 1 (float64 semantics, identical zero patterns) and gate 2 (float32 agreement) of docs/equivalence.md#agreement-gates."""
+    """Gate 1 (float64 semantics, identical zero patterns) and gate 2 (float32 agreement) of
+    docs/equivalence.md#agreement-gates."""
     tf64, pt64 = explain_both(twin, method, "float64", **kwargs)
     tf32, pt32 = explain_both(twin, method, "float32", **kwargs)
     assert tf32.shape == twin.x.shape

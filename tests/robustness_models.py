@@ -80,7 +80,7 @@ def assert_close(actual, expected, tol: float = 1e-5):
     assert error <= tol, f"relative-to-peak error {error:.3g} > {tol}"
 
 
-# --- models with a softmax left in (docs/api.md#model-requirements) ----------------------------------------------------------------
+# --- models with a softmax left in (docs/api.md#model-requirements) ---------------------------------------------------
 
 def keras_softmax_models() -> dict:
     """name -> a Keras CNN whose output goes through some form of softmax."""

@@ -97,7 +97,8 @@ def test_compare_writes_table_csv_json_and_figures(tmp_path, capsys):
     assert list(rows) == ["lrp_epsilon_0_1", "gradient", "grad_cam"]
     for row in rows.values():
         assert row["status"] == "ok" and float(row["rel"]) < 1e-5 and float(row["pearson"]) > 0.999999
-    assert summary == "3 methods within docs/equivalence.md#agreement-gates, 0 n/a, 0 failed" and summary in captured.out
+    assert summary == "3 methods within docs/equivalence.md#agreement-gates, 0 n/a, 0 failed"
+    assert summary in captured.out
     report = json.loads((tmp_path / "values_method_comparison.json").read_text())
     assert [r["method"] for r in report["rows"]] == list(rows) and report["summary"]["ok"] == 3
     assert (tmp_path / "values_method_comparison.csv").read_text().startswith("method,mae,rel_error,pearson")

@@ -1,4 +1,5 @@
-"""Every catalog name (and generalised grammar names) agrees between Keras and PyTorch twins (docs/equivalence.md#agreement-gates)."""
+"""Every catalog name (and generalised grammar names) agrees between Keras and PyTorch twins
+(docs/equivalence.md#agreement-gates)."""
 import functools
 
 import pytest

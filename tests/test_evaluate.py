@@ -114,7 +114,7 @@ def test_default_run_sign_mu_keeps_its_score_across_input_ranges(tmp_path, capsy
     assert main(["evaluate", "--randomisation-samples", "0", "--out-dir", str(tmp_path)]) == 0
     rows = _rows(tmp_path / "evaluation.csv")
     for net in NETS:
-        def spread(method):
+        def spread(method, net=net):  # called in this iteration only
             values = [rows[m, method, "aoc", "torch"] for m in MODELS if m.startswith(net + "_")]
             return max(values) - min(values)
 

@@ -1,8 +1,9 @@
-"""Gate 3 of docs/equivalence.md#agreement-gates: every name in the signxai 1.1.9.2 reference data, on both backends (float32).
+"""Gate 3 of docs/equivalence.md#agreement-gates: every name in the signxai 1.1.9.2 reference data, on both backends
+(float32).
 
 The data and its provenance note are in ``tests/data/reference`` (copied from the project's shared folder).
-Every entry must lie within 1e-4 of the reference peak; the bound of docs/equivalence.md#agreement-gates also allows 8x a backend's own
-float32 rounding error, which these three networks do not need.
+Every entry must lie within 1e-4 of the reference peak; the bound of docs/equivalence.md#agreement-gates also allows 8x
+a backend's own float32 rounding error, which these three networks do not need.
 """
 import numpy as np
 import pytest

@@ -392,10 +392,10 @@ def test_integer_and_bool_inputs_equal_their_float32_cast(case, method):
     """uint8 images (and other integer/bool arrays) are converted to float32 (docs/api.md#arguments)."""
     _, model, x = case
     image = np.clip(np.abs(x) * 60, 0, 255).astype(np.uint8)
-    for given in (image, image.astype(np.int64), image.astype(np.int16), x > 0):
-        result = explain(model, given, method)
+    for given_x in (image, image.astype(np.int64), image.astype(np.int16), x > 0):
+        result = explain(model, given_x, method)
         assert result.dtype == np.float32 and result.shape == x.shape
-        np.testing.assert_array_equal(result, explain(model, given.astype(np.float32), method))
+        np.testing.assert_array_equal(result, explain(model, given_x.astype(np.float32), method))
     np.testing.assert_array_equal(explain(model, torch.tensor(image), method),
                                   explain(model, image.astype(np.float32), method))
     np.testing.assert_array_equal(explain(model, tf.constant(image), method),
@@ -479,9 +479,9 @@ def test_torch_tensor_requiring_grad_is_left_alone(case):
     _, model, x = case
     leaf = torch.tensor(x, requires_grad=True)
     non_leaf = leaf * 1.0
-    for given in (leaf, non_leaf):
-        np.testing.assert_array_equal(explain(model, given), explain(model, x))
-        np.testing.assert_array_equal(explain(model, given, "lrp_epsilon_0_1"), explain(model, x, "lrp_epsilon_0_1"))
+    for given_x in (leaf, non_leaf):
+        np.testing.assert_array_equal(explain(model, given_x), explain(model, x))
+        np.testing.assert_array_equal(explain(model, given_x, "lrp_epsilon_0_1"), explain(model, x, "lrp_epsilon_0_1"))
     assert leaf.grad is None and leaf.requires_grad
     np.testing.assert_array_equal(leaf.detach().numpy(), x)
 
@@ -579,10 +579,11 @@ def test_random_targets_work_or_name_the_range(case, target):
 def test_integer_like_targets(case, method):
     _, model, x = case
     expected = explain(model, x, method, target=2)
-    for given in (np.int64(2), np.int32(2), np.uint8(2), np.array(2), torch.tensor(2), tf.constant(2),
+    for given_target in (np.int64(2), np.int32(2), np.uint8(2), np.array(2), torch.tensor(2), tf.constant(2),
                   [2, 2, 2], (2, 2, 2), np.array([2, 2, 2], np.uint64), torch.tensor([2, 2, 2]),
                   tf.constant([2, 2, 2])):
-        np.testing.assert_array_equal(explain(model, x, method, target=given), expected, err_msg=repr(given))
+        np.testing.assert_array_equal(explain(model, x, method, target=given_target), expected,
+                                      err_msg=repr(given_target))
     np.testing.assert_array_equal(explain(model, x, method, target="max_activation"), explain(model, x, method))
 
 
@@ -593,8 +594,8 @@ def test_per_sample_targets_equal_separate_calls(case, method):
     batch = explain(model, x, method, target=targets)
     separate = np.stack([explain(model, x[i], method, target=t) for i, t in enumerate(targets)])
     assert_close(batch, separate)
-    for given in (np.array(targets), torch.tensor(targets), tf.constant(targets), tuple(targets)):
-        np.testing.assert_array_equal(explain(model, x, method, target=given), batch)
+    for given_target in (np.array(targets), torch.tensor(targets), tf.constant(targets), tuple(targets)):
+        np.testing.assert_array_equal(explain(model, x, method, target=given_target), batch)
 
 
 def test_default_target_is_the_argmax_per_sample(case):

@@ -1,4 +1,5 @@
-"""Robustness with respect to models and global state on both backends (docs/api.md#model-requirements, §2.5, D5–D7, D13).
+"""Robustness with respect to models and global state on both backends (docs/api.md#model-requirements, §2.5, D5–D7,
+D13).
 
 Model requirements (softmax, inputs/outputs, unsupported layers, training mode, unbuilt and shared Keras layers) and
 invariants (the caller's model, input, RNGs and framework settings are untouched; repeated, threaded and batched
@@ -200,7 +201,8 @@ def test_torch_output_not_n_by_k(model, shape, method):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Unsupported layers (docs/api.md#model-requirements, D18): rule-based methods name the layer, pure-autodiff methods work
+# Unsupported layers (docs/api.md#model-requirements, D18): rule-based methods name the layer, pure-autodiff
+# methods work
 
 RULE_BASED = ["lrp_z", "lrp_epsilon_0_1", "lrpsign_epsilon_0_1", "guided_backprop", "deconvnet", "guided_grad_cam"]
 
@@ -351,7 +353,7 @@ INVARIANT_CALLS = [("gradient", {}), ("smoothgrad", {}), ("vargrad", {"num_sampl
 
 def _snapshot_model(backend, model):
     if backend == "keras":
-        return [(w.dtype, w.tobytes()) for w in model.get_weights()], [l.dtype for l in model.layers]
+        return [(w.dtype, w.tobytes()) for w in model.get_weights()], [layer.dtype for layer in model.layers]
     return ({k: (v.dtype, v.detach().numpy().tobytes()) for k, v in model.state_dict().items()},
             _flags(model), [(p.requires_grad, p.grad) for p in model.parameters()],
             [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],

@@ -1,4 +1,5 @@
-"""Keras/PyTorch twin networks for the cross-framework tests (docs/equivalence.md#model-equivalence): same graph, same weights.
+"""Keras/PyTorch twin networks for the cross-framework tests (docs/equivalence.md#model-equivalence): same graph, same
+weights.
 
 Each twin is ``Twin(keras_model, torch_model, x)`` with ``x`` a channels-last batch; ``torch_input(x)`` gives the
 PyTorch layout and ``to_channels_last(R)`` brings PyTorch maps back for comparison.
@@ -141,9 +142,9 @@ def fast_twins():
 
 
 def vgg16_twin():
-    """VGG16 topology with random weights on caffe-range input. He-scaled kernels would give logits of ~1000; they
-    are damped by 0.75 per layer so the logits are ~10, as for the trained VGG16 (docs/equivalence.md#agreement-gates's MAE bound is absolute,
-    and LRP maps scale with the logit)."""
+    """VGG16 topology with random weights on caffe-range input. He-scaled kernels would give logits of ~1000; they are
+    damped by 0.75 per layer so the logits are ~10, as for the trained VGG16 (docs/equivalence.md#agreement-gates's MAE
+    bound is absolute, and LRP maps scale with the logit)."""
     spec = vgg16_spec()
     weights = {k: (0.75 * v if k.endswith("/kernel") else v) for k, v in random_weights(spec, seed=3).items()}
     x = np.random.RandomState(7).uniform(-120, 150, size=(1, 224, 224, 3)).astype(np.float32)

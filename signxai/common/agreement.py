@@ -1,5 +1,5 @@
-"""The cross-framework agreement gates 1–2 of docs/equivalence.md#agreement-gates for one method, model pair and input, and the two helpers a
-sweep over the catalog needs (``signxai compare``, the converter tests).
+"""The cross-framework agreement gates 1–2 of docs/equivalence.md#agreement-gates for one method, model pair and input,
+and the two helpers a sweep over the catalog needs (``signxai compare``, the converter tests).
 
 The four maps of :func:`check_agreement` are channels-last (move a PyTorch map's channel axis last first):
 ``tf32``/``pt32`` computed with ``dtype="float32"``, ``tf64``/``pt64`` with ``dtype="float64"``. The peak is
@@ -16,7 +16,8 @@ from signxai.methods import parse_method
 
 @dataclass(frozen=True)
 class Agreement:
-    """The docs/equivalence.md#agreement-gates measurements; ``violations`` lists the broken gates (empty: within docs/equivalence.md#agreement-gates)."""
+    """The docs/equivalence.md#agreement-gates measurements; ``violations`` lists the broken gates (empty: within
+    docs/equivalence.md#agreement-gates)."""
 
     peak: float  # max|R64_tf|
     error64: float  # max|R64_tf − R64_pt|
@@ -45,7 +46,8 @@ class Agreement:
 
 
 def check_agreement(tf32, pt32, tf64, pt64) -> Agreement:
-    """Measure gates 1 (float64 semantics) and 2 (float32 agreement) of docs/equivalence.md#agreement-gates; see :class:`Agreement`."""
+    """Measure gates 1 (float64 semantics) and 2 (float32 agreement) of docs/equivalence.md#agreement-gates; see
+    :class:`Agreement`."""
     maps = [np.asarray(m) for m in (tf32, pt32, tf64, pt64)]
     if len({m.shape for m in maps}) != 1:
         raise ValueError(f"the maps differ in shape: {[m.shape for m in maps]}")
@@ -63,8 +65,8 @@ def check_agreement(tf32, pt32, tf64, pt64) -> Agreement:
 
 
 def sweep_kwargs(method: str, x) -> dict:
-    """The keyword arguments a name requires (docs/methods.md#parameters), chosen for a sweep: ``mu=0.5`` for a name ending in
-    ``_mu``; the input's own minimum and maximum as ``low``/``high`` for an unsuffixed ``zblrp_*``."""
+    """The keyword arguments a name requires (docs/methods.md#parameters), chosen for a sweep: ``mu=0.5`` for a name
+    ending in ``_mu``; the input's own minimum and maximum as ``low``/``high`` for an unsuffixed ``zblrp_*``."""
     parsed = parse_method(method)
     kwargs = {}
     if "sign" in (parsed.product, parsed.input_rule) and "mu" not in parsed.params:

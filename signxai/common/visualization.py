@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 
 def normalize_relevance_map(R, symmetric: bool = True) -> np.ndarray:
-    """Scale ``R`` by its peak magnitude into [-1, 1] (``symmetric=False``: min-max into [0, 1]); zero maps stay zero."""
+    """Scale ``R`` by its peak magnitude into [-1, 1] (``symmetric=False``: min-max into [0, 1]); zero maps stay
+    zero."""
     R = np.asarray(R, dtype=np.float64)
     if symmetric:
         peak = np.max(np.abs(R), initial=0.0)

@@ -15,7 +15,8 @@ class ModelHandle:
 
     def __init__(self, model):
         self.backend = _backend_for(model)  # TypeError for anything but keras.Model / torch.nn.Module
-        self.backend.check(model)  # ValueError for softmax outputs and the other docs/api.md#model-requirements requirements
+        # ValueError for softmax outputs and the other docs/api.md#model-requirements requirements
+        self.backend.check(model)
         self.model = model
 
     @property

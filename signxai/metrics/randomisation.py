@@ -128,7 +128,7 @@ def _torch_kernels(model, x) -> list:
             module.training = training
 
     kernels, seen = [], set()
-    for i, (module, in_shape, out_shape) in enumerate(records):
+    for i, (module, _in_shape, _out_shape) in enumerate(records):
         if module in seen:
             continue
         seen.add(module)

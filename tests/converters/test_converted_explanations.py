@@ -1,6 +1,6 @@
-"""Explanations agree between a Keras model and its PyTorch conversion (docs/equivalence.md#agreement-gates) on the three reference
-networks: ``convert_tf_to_torch_direct`` for every catalog name, ``convert_tf_to_torch_via_onnx`` for a subset that
-covers every family, base rule and input rule."""
+"""Explanations agree between a Keras model and its PyTorch conversion (docs/equivalence.md#agreement-gates) on the
+three reference networks: ``convert_tf_to_torch_direct`` for every catalog name, ``convert_tf_to_torch_via_onnx`` for a
+subset that covers every family, base rule and input rule."""
 import functools
 
 import pytest
