@@ -1,36 +1,68 @@
-"""What both backends share: per-model caches (captured graph, private float64 copy, compiled passes, activation
-sizes), target resolution without a separate logits pass, and the chunk size of many-point methods."""
+"""What both backends share (docs/extending.md#backend-contract): the passes themselves — gradients, the graph
+backward pass of LRP/guided backprop/DeconvNet, Grad-CAM's activations and gradients, target selection by one-hot
+rows — written once against a few primitives, plus the per-model caches (captured graph, private float64 copy,
+compiled passes, activation sizes) and the chunk size of many-point methods."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import threading
 import weakref
 from collections.abc import Mapping
+from typing import Any, Callable, ContextManager, Hashable, Optional, Union
 
 import numpy as np
 
+from signxai.core.engine import propagate, record
+from signxai.core.graph import Graph
+from signxai.core.ops import Tape, Tensor, TensorOps
 from signxai.core.targets import Targets
+
+#: ``make_body(model_ref) -> body``: builds the function of one pass from a weak reference to the model; ``body(x,
+#: requested)`` returns ``(*outputs, chosen classes)`` as tensors (``body(x)`` returns the logits for "logits")
+MakeBody = Callable[[Callable[[], Any]], Callable[..., Any]]
+#: a value key of a pass (hashable), or a function computing it (evaluated only by backends that compile)
+PassKey = Union[Hashable, Callable[[], Hashable], None]
 
 
 class Backend:
-    """Subclasses provide ``capture(model) -> Graph``, ``float64_copy(model)``, ``sync_weights(model, copy)``,
-    ``logits(model, x)`` and ``activation_bytes_per_sample(model, sample)``.
+    """The shared half of a backend; ``KerasBackend`` and ``TorchBackend`` supply the framework half.
+
+    **Model handling**: ``capture(model) -> Graph``, ``check(model)``, ``sample_rank(model)``,
+    ``float64_copy(model)``, ``sync_weights(model, copy)``, ``activation_bytes_per_sample(model, sample)``.
+
+    **Tensor primitives**: ``ops`` (a :class:`signxai.core.ops.TensorOps` for the rules), ``to_tensor(model, x)``
+    and ``to_numpy(t)`` (NumPy in and out), ``forward(model, x)`` (the logits), ``tape()`` (a
+    :class:`signxai.core.ops.Tape`), ``no_grad()``, ``record_for_backward(graph, x, lrp_head)``,
+    ``one_hot(classes, logits, dtype)``, ``reduce_sum(t)`` and ``layer_name(model, layer)``.
+
+    **Execution and targets**: ``pass_function(model, x, name, key, make_body, takes_targets)`` gives the function
+    that runs a pass (here: the body itself, run eagerly; TensorFlow compiles it); ``requested(model, x, targets)``
+    is what the pass receives about the targets and ``choose(logits, requested)`` the classes it picks from its own
+    logits (here: resolved on the host from those logits, with ``logits_to_numpy`` and ``classes_tensor``).
 
     Every cache is keyed by the model object itself (never by ``id()``) in a weak dictionary: whatever is cached
     for a model — its captured graph, its float64 copy (and, through the copy, the copy's own caches), its compiled
     passes — is released together with the model. Cached values must therefore not hold the model strongly.
     """
 
+    name = ""
     channels_first = False
+    ops: TensorOps
+    #: whether :meth:`graph_backward` refuses an unsupported graph before anything runs (a compiling backend, whose
+    #: classes are validated before its pass); otherwise after the pass's forward has resolved and validated the
+    #: targets on its logits, so that a model whose output is not (N, K) logits says so first
+    refuses_before_pass = False
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._graphs = weakref.WeakKeyDictionary()
-        self._checked = weakref.WeakKeyDictionary()  # models that passed ``check``
-        self._float64 = weakref.WeakKeyDictionary()
-        self._compiled = weakref.WeakKeyDictionary()  # model -> {key: compiled pass}
-        self._activation_bytes = weakref.WeakKeyDictionary()  # model -> {(sample shape, dtype): bytes}
+        self._graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # models that passed ``check``
+        self._float64: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: compiled pass}
+        # model -> {(sample shape, dtype): bytes}
+        self._activation_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _cached(self, store, model, build):
         with self._lock:
@@ -39,24 +71,42 @@ class Backend:
                 value = store[model] = build(model)
         return value
 
-    def _per_model(self, store, model, key, build):
-        """``store[model][key]``, built once (under the lock) by ``build()``."""
+    def _per_model(self, store, model, key, build, limit: int | None = None):
+        """``store[model][key]``, built once (under the lock) by ``build()``; with ``limit``, only the ``limit``
+        most recently used keys of a model are kept (the least recently used entry is dropped first)."""
         with self._lock:
             table = store.get(model)
             if table is None:
-                table = store[model] = {}
-            if key not in table:
+                table = store[model] = collections.OrderedDict()
+            if key in table:
+                table.move_to_end(key)
+            else:
                 table[key] = build()
+                if limit is not None and len(table) > limit:
+                    table.popitem(last=False)
             return table[key]
 
-    def computation(self):
+    # --- model handling (supplied by the backend) ----------------------------------------------------------------
+    def capture(self, model) -> Graph:
+        raise NotImplementedError
+
+    def float64_copy(self, model):
+        raise NotImplementedError
+
+    def sync_weights(self, model, copy) -> None:
+        raise NotImplementedError
+
+    def activation_bytes_per_sample(self, model, sample: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def computation(self) -> ContextManager:
         """The context every framework computation runs in."""
         return contextlib.nullcontext()
 
-    def graph(self, model):
+    def graph(self, model) -> Graph:
         return self._cached(self._graphs, model, self.capture)
 
-    def model_for(self, model, dtype):
+    def model_for(self, model, dtype: str):
         """The model itself for float32; for float64 a private copy carrying the model's current weights."""
         if dtype == "float32":
             return model
@@ -64,12 +114,157 @@ class Backend:
         self.sync_weights(model, copy)
         return copy
 
+    # --- tensor primitives (supplied by the backend) -------------------------------------------------------------
+    def to_tensor(self, model, x: np.ndarray) -> Tensor:
+        """A NumPy batch as a tensor where the model computes (its device)."""
+        raise NotImplementedError
+
+    def to_numpy(self, t: Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, model, x: Tensor) -> Tensor:
+        """The model's logits for ``x``, in inference mode."""
+        raise NotImplementedError
+
+    def tape(self) -> ContextManager[Tape]:
+        raise NotImplementedError
+
+    def no_grad(self) -> ContextManager:
+        """A context in which the framework records nothing for autodiff (VJPs inside it still work)."""
+        return contextlib.nullcontext()
+
+    def record_for_backward(self, graph: Graph, x: Tensor, lrp_head: bool) -> tuple:
+        """``(ops, values)``: the tensor ops of one backward pass and the recorded forward values of every node
+        (:func:`signxai.core.engine.record`; a backend may record what the pass's VJPs will reuse)."""
+        raise NotImplementedError
+
+    def one_hot(self, classes: Tensor, logits: Tensor, dtype: Any) -> Tensor:
+        """One-hot rows ``(N, K)`` of the classes, ``K`` the width of ``logits``, in ``dtype``."""
+        raise NotImplementedError
+
+    def reduce_sum(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def layer_name(self, model, layer) -> Optional[str]:
+        """Grad-CAM's ``layer=`` as a layer name of the captured graph (None: the last convolution)."""
+        return layer
+
+    # --- execution and targets ---------------------------------------------------------------------------------
+    def pass_function(self, model, x: np.ndarray, name: str, key: PassKey, make_body: MakeBody,
+                      takes_targets: bool = True) -> Callable[..., Any]:
+        """The function that runs pass ``name`` on batches shaped like ``x``. Eager backends run the body itself
+        and never evaluate ``key``; a compiling backend caches one compiled function per model, ``name``, ``key``
+        (None: run eagerly), sample shape and dtype."""
+        return make_body(weakref.ref(model))
+
+    def requested(self, model, x: np.ndarray, targets: Targets) -> Any:
+        """What a pass receives about the targets: here the :class:`Targets` itself, resolved by :meth:`choose`."""
+        return targets
+
+    def choose(self, logits: Tensor, requested: Any) -> Tensor:
+        """The class per sample, from the logits of the pass's own forward (no separate logits pass,
+        docs/api.md#targets): here resolved on the host (argmax: ``np.argmax``, lowest index on ties)."""
+        if requested.values is None:
+            requested.resolve(self.logits_to_numpy(logits))
+        return self.classes_tensor(requested.values, logits)
+
+    def logits_to_numpy(self, logits: Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def classes_tensor(self, classes: np.ndarray, like: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def run_pass(self, model, x: np.ndarray, targets, name: str, key: PassKey, make_body: MakeBody) -> list:
+        """Runs ``make_body(model_ref)(x, requested)`` through :meth:`pass_function`, records the classes the pass
+        chose in ``targets`` and returns its other outputs as NumPy arrays."""
+        targets = Targets.of(targets)
+        function = self.pass_function(model, x, name, key, make_body)
+        *outputs, chosen = function(self.to_tensor(model, x), self.requested(model, x, targets))
+        targets.set(self.to_numpy(chosen))
+        return [self.to_numpy(output) for output in outputs]
+
+    def _selected(self, logits: Tensor, requested: Any) -> tuple:
+        """``(Σ_n y_n,c_n, chosen)``: the sum of each sample's target logit, and the classes ``c``."""
+        chosen = self.choose(logits, requested)
+        return self.reduce_sum(logits * self.one_hot(chosen, logits, logits.dtype)), chosen
+
+    # --- the passes ----------------------------------------------------------------------------------------------
+    def logits(self, model, x: np.ndarray) -> np.ndarray:
+        def make_body(ref):
+            def logits(x):
+                with self.no_grad():
+                    return self.forward(ref(), x)
+            return logits
+        function = self.pass_function(model, x, "logits", (), make_body, takes_targets=False)
+        return self.to_numpy(function(self.to_tensor(model, x)))
+
+    def gradients(self, model, x: np.ndarray, targets) -> np.ndarray:
+        """``∂y_c/∂x`` per sample (docs/methods.md#gradient-family)."""
+        def make_body(ref):
+            def gradients(x, requested):
+                with self.tape() as tape:
+                    x = tape.watch(x)
+                    selected, chosen = self._selected(self.forward(ref(), x), requested)
+                return tape.gradient(selected, x), chosen
+            return gradients
+        return self.run_pass(model, x, targets, "gradients", (), make_body)[0]
+
+    def graph_backward(self, model, x: np.ndarray, targets, mapping_factory, lrp_head: bool,
+                       key: PassKey = None) -> np.ndarray:
+        """A signal sent from the output through the captured graph with the per-node mapping
+        ``mapping_factory(graph)`` (docs/lrp.md#engine): the LRP head ``z_c·e_c`` if ``lrp_head``, else ``1·e_c``.
+
+        ``key`` identifies the mapping by value (e.g. the parsed method), or is a function returning such a key
+        (evaluated only by backends that compile: the others never pay for it); None runs uncached."""
+        graph = self.graph(model)
+        if self.refuses_before_pass:
+            graph.check_supported(graph.output)
+
+        def pass_key():
+            value = key() if callable(key) else key
+            frozen = None if value is None else freeze(value)
+            return None if frozen is None else (frozen, lrp_head)
+
+        def make_body(ref):
+            def backward(x, requested):
+                graph = self.graph(ref())
+                ops, values = self.record_for_backward(graph, x, lrp_head)
+                y = values[graph.output]
+                chosen = self.choose(y, requested)
+                graph.check_supported(graph.output)  # before any relevance is computed
+                start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
+                onehot = self.one_hot(chosen, y, values[start].dtype)
+                signal = values[start] * onehot if lrp_head else onehot
+                with self.no_grad():
+                    relevance = propagate(ops, graph, values, start, signal, mapping_factory(graph))
+                return relevance, chosen
+            return backward
+        return self.run_pass(model, x, targets, "graph_backward", pass_key, make_body)[0]
+
+    def cam_activations(self, model, x: np.ndarray, targets, layer) -> tuple:
+        """Grad-CAM's layer output ``A`` and ``∂y_c/∂A``, both channels-last (docs/methods.md#grad-cam)."""
+        graph = self.graph(model)
+        index = graph.cam_node(self.layer_name(model, layer))
+
+        def make_body(ref):
+            def cam(x, requested):
+                graph = self.graph(ref())
+                with self.tape() as tape:
+                    values = record(graph, x, on_value=lambda i, v: tape.watch(v) if i == index else v)
+                    selected, chosen = self._selected(values[graph.output], requested)
+                return values[index], tape.gradient(selected, values[index]), chosen
+            return cam
+        activation, gradient = self.run_pass(model, x, targets, "cam_activations", index, make_body)
+        if self.channels_first:
+            activation, gradient = np.moveaxis(activation, 1, -1), np.moveaxis(gradient, 1, -1)
+        return activation, gradient
+
     # --- targets -----------------------------------------------------------------------------------------------
-    def num_classes(self, model):
+    def num_classes(self, model) -> Optional[int]:
         """The number of logits, when the model declares it without a forward pass (else None)."""
         return None
 
-    def resolved_targets(self, model, x, targets) -> np.ndarray:
+    def resolved_targets(self, model, x: np.ndarray, targets) -> np.ndarray:
         """Per-sample classes for ``x``; a logits pass runs only for the argmax (or where the number of classes is
         not declared). For the methods whose own passes run on other points than ``x`` (IG, SmoothGrad, VarGrad)."""
         targets = Targets.of(targets)
@@ -82,7 +277,7 @@ class Backend:
         return targets.values
 
     # --- chunking ------------------------------------------------------------------------------------------------
-    def activation_bytes(self, model, x) -> int:
+    def activation_bytes(self, model, x: np.ndarray) -> int:
         """Bytes a gradient pass needs per sample of ``x``'s shape, estimated by the backend from the activations of
         one sample (measured once per model and sample shape)."""
         key = (tuple(x.shape[1:]), str(x.dtype))
@@ -93,12 +288,12 @@ class Backend:
             self._per_model(self._activation_bytes, model, key, lambda: cached)
         return cached
 
-    def chunk_size(self, model, x, budget: int) -> int:
+    def chunk_size(self, model, x: np.ndarray, budget: int) -> int:
         """Samples per gradient pass so that the pass's activations stay within ``budget`` bytes (at least 1)."""
         return max(1, int(budget // self.activation_bytes(model, x)))
 
 
-def freeze(value):
+def freeze(value: Any) -> Optional[tuple]:
     """A hashable key that identifies ``value`` (a parsed method, its parameters) by value, or None when some part
     has no value identity (then the caller must not cache by it)."""
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
@@ -111,11 +306,11 @@ def freeze(value):
         parts = [(f.name, freeze(getattr(value, f.name))) for f in dataclasses.fields(value)]
         return None if any(p is None for _, p in parts) else (type(value).__qualname__, tuple(parts))
     if isinstance(value, Mapping):
-        parts = [(freeze(k), freeze(v)) for k, v in value.items()]
-        if any(k is None or v is None for k, v in parts):
+        items = [(freeze(k), freeze(v)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in items):
             return None
-        return ("map", tuple(sorted(parts, key=repr)))
+        return ("map", tuple(sorted(items, key=repr)))
     if isinstance(value, (tuple, list)):
-        parts = [freeze(v) for v in value]
-        return None if any(p is None for p in parts) else (type(value).__name__, tuple(parts))
+        elements = [freeze(v) for v in value]
+        return None if any(p is None for p in elements) else (type(value).__name__, tuple(elements))
     return None

@@ -3,7 +3,8 @@
 A :class:`Composite` is an ordered list of ``(selector, rule)`` entries plus a ``default`` kernel rule. For each node
 of a captured graph the first entry whose selector matches the node **and** whose rule handles the node's layer kind
 wins; a kernel layer that no entry gives a rule gets ``default``; every other layer keeps its docs/layers.md/§7.7 rule
-(BN rule, Z rule of sums and average pooling, signal-take-all at gated products, pass-through, gradient).
+(BN rule, Z rule of sums and average pooling, signal-take-all at gated products, pass-through, and the gradient at
+re-indexing layers).
 
 Every rule object wraps the rule functions of :mod:`signxai.core.rules`, which are written once against the small
 tensor-ops interface of the backends, so a composite gives the same map on a Keras model and on its PyTorch twin.
@@ -16,8 +17,9 @@ import difflib
 import fnmatch
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -26,20 +28,22 @@ from signxai.core import rules as r
 
 # --- layer kinds ----------------------------------------------------------------------------------------------
 
-KERNEL_KINDS = ("dense", "conv")
+KERNEL_KINDS: tuple = ("dense", "conv")
 #: the framework-neutral layer types a selector may name (docs/lrp_rules.md); "input" selects the input layers
-LAYER_KINDS = ("dense", "conv", "batchnorm", "add", "avgpool", "product", "activation", "pass", "gradient")
+LAYER_KINDS = ("dense", "conv", "batchnorm", "add", "avgpool", "product", "activation", "pass", "reindex")
 INPUT = "input"
+#: earlier names of layer types, still accepted as selectors (with a DeprecationWarning): old -> current
+DEPRECATED_LAYER_KINDS = {"gradient": "reindex"}
 
 _KIND_OF_NODE = {g.BATCHNORM: "batchnorm", g.AVGPOOL: "avgpool", g.ADD: "add", g.PRODUCT: "product",
-                 g.RELU: "activation", g.ACTIVATION: "activation", g.PASS: "pass", g.GRADIENT: "gradient",
+                 g.RELU: "activation", g.ACTIVATION: "activation", g.PASS: "pass", g.REINDEX: "reindex",
                  g.AUX: "aux"}
 
 
-def layer_kind(node) -> str:
+def layer_kind(node: g.Node) -> str:
     """The public layer kind of a captured node: "dense"/"conv" for kernel nodes, else the kinds of LAYER_KINDS."""
     if node.kind == g.KERNEL:
-        return "dense" if node.kernel.is_dense else "conv"
+        return "dense" if cast(g.Kernel, node.kernel).is_dense else "conv"
     return _KIND_OF_NODE.get(node.kind, node.kind)
 
 
@@ -86,7 +90,7 @@ def graph_layers(graph) -> list:
     layers, kernels = [], 0
     for index, node in enumerate(graph.nodes[1:], 1):
         kind = layer_kind(node)
-        names = (node.name,)
+        names: tuple = (node.name,)
         if "/" in node.name:  # a part of a Keras layer: <layer>/depthwise, <layer>/activation
             names += (node.name.split("/")[0],)
         kernel_index = None
@@ -151,8 +155,10 @@ class Rule:
         return dict(self._params)
 
     def applies_to(self, kind: str) -> bool:
-        """Whether the rule handles layers of this kind (one of LAYER_KINDS)."""
-        return kind in self.kinds
+        """Whether the rule handles layers of this kind (one of LAYER_KINDS). Earlier names of kinds
+        (DEPRECATED_LAYER_KINDS) mean their current kinds, both here and in a rule class's ``kinds``."""
+        kind = DEPRECATED_LAYER_KINDS.get(kind, kind)
+        return kind in self.kinds or any(DEPRECATED_LAYER_KINDS.get(declared) == kind for declared in self.kinds)
 
     def relevance(self, ops, layer, inputs, output, R):
         raise NotImplementedError(f"{type(self).__name__} does not implement relevance(ops, layer, inputs, "
@@ -226,6 +232,8 @@ class Z(KernelRule):
 class Epsilon(KernelRule):
     """``R_in = a ⊙ Wᵀ SD(R, z + ε·sign0(z))``."""
 
+    epsilon: float
+
     def __init__(self, epsilon):
         super().__init__(epsilon=_number("Epsilon", "epsilon", epsilon, lambda v: v > 0, "a finite number > 0"))
         self._rule = r.epsilon_rule(self.epsilon)
@@ -236,6 +244,8 @@ class Epsilon(KernelRule):
 
 class StdxEpsilon(KernelRule):
     """Epsilon with ``ε = stdfactor · std(a)`` per sample and layer (docs/lrp.md#kernel-rules)."""
+
+    stdfactor: float
 
     def __init__(self, stdfactor):
         super().__init__(stdfactor=_number("StdxEpsilon", "stdfactor", stdfactor, lambda v: v > 0,
@@ -248,6 +258,9 @@ class StdxEpsilon(KernelRule):
 
 class AlphaBeta(KernelRule):
     """signxai's α-β rule: both denominators carry the full bias (docs/lrp.md#kernel-rules; not Zennit's AlphaBeta)."""
+
+    alpha: float
+    beta: float
 
     def __init__(self, alpha, beta):
         check = dict(test=lambda v: v >= 0, constraint="a finite number >= 0")
@@ -298,6 +311,8 @@ class ZBox(KernelRule):
 class Sign(KernelRule):
     """SIGN (``mu = 0``) and SIGN-μ: ``R_in = s_μ(a) ⊙ Wᵀ SD(R, z)`` (the Z denominator, no ε)."""
 
+    mu: float
+
     def __init__(self, mu=0.0):
         super().__init__(mu=_number("Sign", "mu", mu))
         self._rule = r.sign_rule(self.mu)
@@ -337,7 +352,7 @@ class Gradient(Rule):
     """``R_in = Jᵀ R`` at the recorded input: the default for re-indexing layers (max pooling, reshape, padding,
     concatenation); allowed on every non-kernel layer."""
 
-    kinds = ("batchnorm", "avgpool", "add", "product", "activation", "pass", "gradient", "aux")
+    kinds = ("batchnorm", "avgpool", "add", "product", "activation", "pass", "reindex", "aux")
 
     def relevance(self, ops, layer, inputs, output, R):
         return ops.vjp(layer.node.forward, inputs, R)
@@ -345,8 +360,8 @@ class Gradient(Rule):
 
 #: the rule of every non-kernel layer kind that no entry of a composite matches (docs/layers.md, §7.7)
 DEFAULT_RULES = {"batchnorm": BatchNormRule(), "avgpool": Z(), "add": Z(), "product": SignalTakeAll(),
-                 "activation": Pass(), "pass": Pass(), "gradient": Gradient(), "aux": Gradient()}
-_GRADIENT = DEFAULT_RULES["gradient"]
+                 "activation": Pass(), "pass": Pass(), "reindex": Gradient(), "aux": Gradient()}
+_GRADIENT = DEFAULT_RULES["reindex"]
 #: the rule classes whose behaviour is fixed by their parameters (so a composite of them has a value key)
 BUILTIN_RULES = (Z, Epsilon, StdxEpsilon, AlphaBeta, WSquare, Flat, ZBox, Sign, BatchNormRule, SignalTakeAll, Pass,
                  Gradient)
@@ -385,6 +400,18 @@ class Name:
 
     def __hash__(self):
         return hash(("Name", self.patterns))
+
+
+def _current_selector(selector):
+    """A layer type selector under its current name: an earlier name (DEPRECATED_LAYER_KINDS) is accepted with a
+    DeprecationWarning; any other selector is returned as it is."""
+    if isinstance(selector, str) and selector in DEPRECATED_LAYER_KINDS:
+        current = DEPRECATED_LAYER_KINDS[selector]
+        warnings.warn(f"the layer type {selector!r} is now called {current!r} (re-indexing layers: max pooling, "
+                      f"reshape, padding, concatenation); {selector!r} will be removed", DeprecationWarning,
+                      stacklevel=3)
+        return current
+    return selector
 
 
 def _check_selector(selector, rule, position):
@@ -452,7 +479,7 @@ class Composite:
         for position, entry in enumerate(rules):
             if not isinstance(entry, (list, tuple)) or len(entry) != 2:
                 raise ValueError(f"rule map entry {position} must be a (selector, rule) pair, got {entry!r}")
-            selector, rule = entry
+            selector, rule = _current_selector(entry[0]), entry[1]
             if not isinstance(rule, Rule):
                 raise ValueError(f"rule map entry {position}: {rule!r} is not a rule; use the rule objects of "
                                  f"signxai.lrp (Z(), Epsilon(0.1), …) or a subclass of signxai.lrp.Rule")
@@ -479,7 +506,7 @@ class Composite:
                 and all((s1 == s2 if isinstance(s1, (str, Name)) else s1 is s2) and r1 == r2
                         for (s1, r1), (s2, r2) in zip(self.rules, other.rules)))
 
-    __hash__ = None  # holds rules that may hold arrays; compare with ==
+    __hash__ = None  # type: ignore[assignment]  # holds rules that may hold arrays; compare with ==
 
     def assign(self, graph) -> dict:
         """``{node index: (rule, layer)}`` for every node of ``graph`` but the input; ValueError for a map that does
@@ -487,11 +514,13 @@ class Composite:
         rule)."""
         layers = graph_layers(graph)
         hits = []
+        rule: Optional[Rule]
         for position, (selector, rule) in enumerate(self.rules):
             selected = [layer for layer in layers if _selects(selector, layer)]
             self._check_entry(position, selector, rule, selected, layers)
             hits.append({layer.index for layer in selected})
-        assignment, unassigned = {}, []
+        assignment: dict = {}
+        unassigned: list = []
         for layer in layers:
             rule = next((rule for (_, rule), chosen in zip(self.rules, hits)
                          if layer.index in chosen and rule.applies_to(layer.kind)), None)
@@ -594,7 +623,7 @@ INPUT_RULES = {
     "flat": (Flat, {}),
 }
 # the base rule token: selector (None: the default for every kernel layer) -> (rule class, its arguments)
-BASE_RULES = {
+BASE_RULES: dict = {
     "z": {None: (Z, {})},
     "epsilon": {None: (Epsilon, {"epsilon": _Param("epsilon")})},
     "stdx_epsilon": {None: (StdxEpsilon, {"stdfactor": _Param("stdfactor")})},

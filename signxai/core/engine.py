@@ -1,8 +1,14 @@
 """The backward pass over a captured graph (docs/lrp.md#engine), shared by LRP, guided backprop and DeconvNet."""
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
 
-def record(graph, x, upto=None, on_value=None):
+from signxai.core.graph import Graph
+from signxai.core.ops import Tensor, TensorOps
+
+
+def record(graph: Graph, x: Tensor, upto: Optional[int] = None,
+           on_value: Optional[Callable[[int, Any], Any]] = None) -> list:
     """Forward pass: the value of every node up to ``upto`` (default: all), node 0 being ``x``.
 
     ``on_value(index, value)`` may replace each value as it is produced (e.g. to watch it for autodiff).
@@ -14,7 +20,8 @@ def record(graph, x, upto=None, on_value=None):
     return values
 
 
-def propagate(ops, graph, values, start, signal, mapping):
+def propagate(ops: TensorOps, graph: Graph, values: list, start: int, signal: Tensor,
+              mapping: Callable[..., Any]) -> Tensor:
     """Send ``signal`` from node ``start`` to the input, summing over consumers; returns the input's share.
 
     ``mapping(ops, index, node, inputs, output, R)`` returns one tensor per parent of the node.

@@ -2,22 +2,53 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, Optional
 
-# Node kinds, i.e. the rows of docs/layers.md as the rules see them.
-INPUT = "input"
-KERNEL = "kernel"            # row 1: Dense/Conv; forward gives z (fused activations become separate nodes)
-BATCHNORM = "batchnorm"      # row 2
-AVGPOOL = "avgpool"          # row 3: any linear pooling / spatial mean
-ADD = "add"                  # row 4
-RELU = "relu"                # row 7: ReLU family
-ACTIVATION = "activation"    # row 8: other elementwise activations
-PASS = "pass"                # rows 9–10: Dropout, Identity, LayerNorm, Rescaling, constant affine ops …
-GRADIENT = "gradient"        # rows 5, 6, 11–13: max pooling, reshaping, padding, concatenation
-PRODUCT = "product"          # x ⊙ g of two input-dependent tensors, one of them a gate (docs/layers.md#gated-products)
-AUX = "aux"                  # non-tensor values (shape arithmetic, tuple containers): they carry no signal
-UNSUPPORTED = "unsupported"  # row 16
 
+class NodeKind(str, Enum):
+    """The kind of a captured node, i.e. the rows of docs/layers.md#node-kinds as the rules see them.
+
+    A ``str``-valued enum: ``NodeKind.KERNEL == "kernel"``, and a kind prints as its value in messages.
+    """
+
+    INPUT = "input"
+    KERNEL = "kernel"            # row 1: Dense/Conv; forward gives z (fused activations become separate nodes)
+    BATCHNORM = "batchnorm"      # row 2
+    AVGPOOL = "avgpool"          # row 3: any linear pooling / spatial mean
+    ADD = "add"                  # row 4
+    RELU = "relu"                # row 7: ReLU family
+    ACTIVATION = "activation"    # row 8: other elementwise activations
+    PASS = "pass"                # rows 9–10: Dropout, Identity, LayerNorm, Rescaling, constant affine ops …
+    REINDEX = "reindex"          # rows 5, 6, 11–13: max pooling, reshape, padding, concat: routed by its gradient
+    PRODUCT = "product"          # x ⊙ g of two input-dependent tensors, one a gate (docs/layers.md#gated-products)
+    AUX = "aux"                  # non-tensor values (shape arithmetic, tuple containers): they carry no signal
+    UNSUPPORTED = "unsupported"  # row 16
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+INPUT = NodeKind.INPUT
+KERNEL = NodeKind.KERNEL
+BATCHNORM = NodeKind.BATCHNORM
+AVGPOOL = NodeKind.AVGPOOL
+ADD = NodeKind.ADD
+RELU = NodeKind.RELU
+ACTIVATION = NodeKind.ACTIVATION
+PASS = NodeKind.PASS
+REINDEX = NodeKind.REINDEX
+PRODUCT = NodeKind.PRODUCT
+AUX = NodeKind.AUX
+UNSUPPORTED = NodeKind.UNSUPPORTED
+GRADIENT = REINDEX  # deprecated name of REINDEX (it clashed with the method "gradient"), kept for older imports
+
+#: the kinds a layer table maps framework layers to (docs/extending.md#add-layer); the others are produced by the
+#: captures themselves (the input, shape arithmetic, refusals)
+TABLE_KINDS = (KERNEL, BATCHNORM, AVGPOOL, ADD, PRODUCT, RELU, ACTIVATION, PASS, REINDEX)
 ELEMENTWISE_ACTIVATIONS = (RELU, ACTIVATION)
 
 
@@ -31,14 +62,14 @@ class Kernel:
     apply: Callable[..., Any]
     is_dense: bool
     spatial_rank: int = 0  # number of spatial axes of a convolution, 0 for Dense
-    bias_term: Callable[..., Any] = None  # bias_map -> bias_map(b) shaped to broadcast against z, or None
+    bias_term: Optional[Callable[..., Any]] = None  # bias_map -> bias_map(b) shaped to broadcast against z, or None
     adjoint: Optional[Callable[..., Any]] = None  # (a, s, kernel_map) -> W'ᵀ s without a forward pass; else a VJP
 
 
 @dataclass
 class Node:
     name: str                    # layer name or module path, for messages
-    kind: str
+    kind: NodeKind
     parents: tuple
     forward: Callable[..., Any]  # (*parent values) -> value
     layer_type: str = ""         # class or op name, for messages
@@ -127,7 +158,7 @@ class Graph:
             scale, shift = node.affine
             low, high = sorted((parent[0] * scale + shift, parent[1] * scale + shift))
             return low, high
-        if node.kind in (GRADIENT, AVGPOOL):
+        if node.kind in (REINDEX, AVGPOOL):
             return min(parent[0], 0.0), max(parent[1], 0.0)
         return None
 

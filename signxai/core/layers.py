@@ -1,4 +1,11 @@
-"""Public extension point: declare how a layer class of either framework is treated (docs/layers.md, custom layers).
+"""How framework layers become node kinds: the shape of the backends' layer tables, the arithmetic both captures
+classify alike, and the public extension point ``register_layer`` (docs/layers.md#custom-layers).
+
+Each backend declares one :class:`LayerTable` (``signxai/tf_signxai/layer_table.py``,
+``signxai/torch_signxai/layer_table.py``): for every node kind of :data:`signxai.core.graph.TABLE_KINDS`, the
+framework's layer classes, functions and named operations of that kind (docs/extending.md#add-layer).
+
+A user's own layer class is declared like this:
 
     signxai.register_layer(MyLayerScale, "pass")           # a constant scaling: relevance passes through
     signxai.register_layer(MyDropPath, "identity")         # the identity at inference
@@ -10,7 +17,121 @@ uses it: captured graphs are cached per model.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
 from signxai.core import graph as g
+from signxai.core.graph import NodeKind
+
+
+# --- layer tables ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KindEntry:
+    """The framework objects of one node kind in one backend's layer table.
+
+    ``layers``: layer classes (Keras ``Layer``, PyTorch ``nn.Module``), matched by ``isinstance`` with the most
+    specific class winning. ``functions``: callables — Keras activation functions (fused or in ``Activation``),
+    PyTorch functional ops. ``methods``: operations named by a string — PyTorch tensor methods (``x.view``);
+    Keras has none (its operation layers are arithmetic, see :func:`arithmetic_kind`).
+    """
+
+    layers: tuple = ()
+    functions: tuple = ()
+    methods: tuple = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.layers or self.functions or self.methods)
+
+
+class LayerTable(Mapping):
+    """One backend's table ``{node kind: KindEntry}`` (docs/extending.md#layer-tables), with the lookups its
+    capture uses. Every kind of :data:`~signxai.core.graph.TABLE_KINDS` must have an entry, and no class, function
+    or method name may belong to two kinds (checked when the table is built)."""
+
+    def __init__(self, entries: Mapping[NodeKind, KindEntry]) -> None:
+        missing = [kind for kind in g.TABLE_KINDS if not entries.get(kind)]
+        if missing:
+            raise ValueError(f"the layer table has no entry for the node kind(s) {[str(k) for k in missing]}")
+        self._entries = dict(entries)
+        self._layers: dict = {}
+        self._functions: dict = {}
+        self._methods: dict = {}
+        for kind, entry in self._entries.items():
+            for lookup, members in ((self._layers, entry.layers), (self._functions, entry.functions),
+                                    (self._methods, entry.methods)):
+                for member in members:
+                    if lookup.get(member, kind) != kind:
+                        raise ValueError(f"{member!r} is listed as {lookup[member]} and as {kind}")
+                    lookup[member] = kind
+
+    def __getitem__(self, kind: NodeKind) -> KindEntry:
+        return self._entries[kind]
+
+    def __iter__(self) -> Iterator[NodeKind]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def layer_classes(self) -> tuple:
+        """Every layer class of the table."""
+        return tuple(self._layers)
+
+    def layer_kind(self, layer: Any) -> Optional[NodeKind]:
+        """The kind of a layer instance: its most specific class listed in the table (None: not listed)."""
+        for cls in type(layer).__mro__:
+            kind = self._layers.get(cls)
+            if kind is not None:
+                return kind
+        return None
+
+    def function_kind(self, function: Any) -> Optional[NodeKind]:
+        try:
+            return self._functions.get(function)
+        except TypeError:  # an unhashable callable
+            return None
+
+    def method_kind(self, name: str) -> Optional[NodeKind]:
+        return self._methods.get(name)
+
+
+# --- arithmetic on model tensors ---------------------------------------------------------------------------------
+
+#: the neutral arithmetic operations; each backend maps its operators to them in ``ARITHMETIC`` of its layer table
+ARITHMETIC_OPERATIONS = ("add", "subtract", "multiply", "divide")
+
+
+def arithmetic_kind(operation: str, tensor_operands: int) -> NodeKind:
+    """The kind of ``a ∘ b`` by its number of input-dependent tensor operands: one (the other a constant) is a
+    constant shift or scaling (``PASS``); two are a sum (``ADD``) or a product (``PRODUCT``, a gate times a signal,
+    docs/layers.md#gated-products); anything else has no rule."""
+    if tensor_operands == 1:
+        return g.PASS
+    if tensor_operands == 2 and operation == "add":
+        return g.ADD
+    if tensor_operands == 2 and operation == "multiply":
+        return g.PRODUCT
+    return g.UNSUPPORTED
+
+
+def scalar_affine(operation: str, constant: Any, tensor_first: bool) -> Optional[tuple]:
+    """``(scale, shift)`` of ``x ∘ c`` (``tensor_first``) or ``c ∘ x`` with a scalar constant ``c`` (a Python
+    number; anything else gives None), for gate detection through affine maps (docs/layers.md#gated-products)."""
+    if not isinstance(constant, (int, float)) or isinstance(constant, bool):
+        return None
+    constant = float(constant)
+    if operation == "add":
+        return 1.0, constant
+    if operation == "subtract":
+        return (1.0, -constant) if tensor_first else (-1.0, constant)
+    if operation == "multiply":
+        return constant, 0.0
+    return (1.0 / constant, 0.0) if operation == "divide" and tensor_first and constant != 0 else None
+
+
+# --- register_layer ----------------------------------------------------------------------------------------------
 
 # public kind name -> (node kind, forward is the identity)
 KINDS = {
@@ -18,7 +139,8 @@ KINDS = {
     "identity": (g.PASS, True),       # the identity at inference (dropout-like): forward and backward identity
     "activation": (g.ACTIVATION, False),  # elementwise activation: LRP pass-through, GBP/DCN exact derivative
     "relu": (g.RELU, False),          # ReLU family: LRP pass-through, GBP φ'(z)⊙g⁺, DeconvNet g⁺
-    "route": (g.GRADIENT, False),     # re-indexing (reshape, selection, padding): the gradient routes the signal
+    "reindex": (g.REINDEX, False),    # re-indexing (reshape, selection, padding): the gradient routes the signal
+    "route": (g.REINDEX, False),      # the same as "reindex" (its first name)
     "avgpool": (g.AVGPOOL, False),    # a linear pooling operator: its Z rule
 }
 
@@ -27,7 +149,8 @@ _REGISTRY: dict = {}
 
 def register_layer(layer_class: type, kind: str, value_range: tuple | None = None) -> None:
     """Treat every instance of ``layer_class`` (a ``keras.layers.Layer`` or ``torch.nn.Module`` subclass) as
-    ``kind``: one of ``"pass"``, ``"identity"``, ``"activation"``, ``"relu"``, ``"route"``, ``"avgpool"``.
+    ``kind``: one of ``"pass"``, ``"identity"``, ``"activation"``, ``"relu"``, ``"reindex"`` (also called
+    ``"route"``), ``"avgpool"``.
 
     ``value_range=(low, high)`` declares static output bounds of an activation (a gate has bounds within [0, 1]).
     """
@@ -55,7 +178,7 @@ def unregister_layer(layer_class: type) -> None:
     del _REGISTRY[layer_class]
 
 
-def registered(layer):
+def registered(layer: Any) -> Optional[tuple]:
     """``(node kind, extra Node fields)`` for an instance of a registered class, else None."""
     for cls in type(layer).__mro__:
         if cls in _REGISTRY:
@@ -68,5 +191,5 @@ def registered(layer):
     return None
 
 
-def is_registered(layer) -> bool:
+def is_registered(layer: Any) -> bool:
     return any(cls in _REGISTRY for cls in type(layer).__mro__)

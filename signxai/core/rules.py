@@ -43,16 +43,19 @@ def z_rule(ops, kernel, a, z, R):
     return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
 
 
+def _epsilon_relevance(ops, kernel, a, z, R, epsilon):
+    return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+
+
 def epsilon_rule(epsilon):
     def rule(ops, kernel, a, z, R):
-        return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+        return _epsilon_relevance(ops, kernel, a, z, R, epsilon)
     return rule
 
 
 def stdx_epsilon_rule(stdfactor):
     def rule(ops, kernel, a, z, R):
-        epsilon = stdfactor * ops.std_per_sample(a, like=z)
-        return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+        return _epsilon_relevance(ops, kernel, a, z, R, stdfactor * ops.std_per_sample(a, like=z))
     return rule
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import Optional
 
 import numpy as np
 
@@ -66,9 +67,9 @@ class Targets:
 
     ARGMAX = -1  # the requested class of a sample whose target is its argmax (resolved inside a compiled pass)
 
-    def __init__(self, target, unbatched: bool):
+    def __init__(self, target, unbatched: bool) -> None:
         self.target, self.unbatched = target, unbatched
-        self.values = None
+        self.values: Optional[np.ndarray] = None
 
     @classmethod
     def of(cls, targets) -> "Targets":

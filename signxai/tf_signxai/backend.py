@@ -1,107 +1,30 @@
-"""The Keras 3 / TensorFlow backend: graph capture of Functional, Sequential and nested models, tensor ops, VJPs."""
+"""The Keras 3 / TensorFlow backend (docs/extending.md#backend-contract): model checks, the float64 copy, the
+compiled-pass executor and the tensor primitives the shared passes of :class:`signxai.core.backend.Backend` use.
+
+The package is laid out like ``signxai/torch_signxai``: ``ops.py`` (tensor ops and tape), ``layer_table.py`` (layer
+classes → node kinds, as data), ``capture.py`` (graph capture), ``backend.py`` (this module).
+"""
 from __future__ import annotations
 
-import math
 import weakref
 
 import numpy as np
 import tensorflow as tf
 import keras
-from keras import layers as L
 
-from signxai.core import graph as g
-from signxai.core.backend import Backend, freeze
-from signxai.core.engine import propagate, record
-from signxai.core.layers import registered
-from signxai.core.rules import identity
+from signxai.core.backend import Backend
+from signxai.core.engine import record
 from signxai.core.targets import Targets
+from signxai.tf_signxai.capture import Capture, functional
+from signxai.tf_signxai.layer_table import SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS
+from signxai.tf_signxai.ops import OPS, Tape, TensorOps  # noqa: F401  (TensorOps: re-exported)
 
+_Capture, _functional = Capture, functional  # their earlier names
 _ACT = keras.activations
-_RELU_FAMILY = {_ACT.relu, _ACT.relu6, _ACT.leaky_relu}
-_SOFTMAX = {_ACT.softmax, _ACT.log_softmax}
-_KERNEL_TYPES = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D,
-                 L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-_CONV_TYPES = _KERNEL_TYPES[1:]
-_PASS_TYPES = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
-               L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity, L.InputLayer,
-               L.LayerNormalization, L.GroupNormalization, L.Rescaling, L.Normalization)
-_AVGPOOL_TYPES = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
-                  L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
-_SEPARABLE_TYPES = (L.SeparableConv1D, L.SeparableConv2D)
-# Output bounds of bounded activations (for gate detection at products, docs/layers.md); ReLU's (0, inf) lets
-# rules skip work on inputs known to be nonnegative (docs/lrp.md#kernel-rules).
-_ACTIVATION_RANGES = {_ACT.sigmoid: (0.0, 1.0), _ACT.hard_sigmoid: (0.0, 1.0), _ACT.relu6: (0.0, 6.0),
-                      _ACT.tanh: (-1.0, 1.0), _ACT.relu: (0.0, math.inf)}
-# Keras operation layers created by arithmetic on KerasTensors (``x + 3.0``, ``x * y``, ``keras.ops.multiply``).
-_OP_ARITHMETIC = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
-                  "TrueDivide": "divide"}
-_GRADIENT_TYPES = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
-                   L.GlobalMaxPooling3D, L.Flatten, L.Reshape, L.Permute, L.ZeroPadding1D, L.ZeroPadding2D,
-                   L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D,
-                   L.UpSampling3D, L.Concatenate)
-
-
-class TensorOps:
-    """The tensor operations the framework-neutral rules need, for TensorFlow."""
-
-    @staticmethod
-    def vjp(fn, inputs, cotangent):
-        with tf.GradientTape() as tape:
-            for t in inputs:
-                tape.watch(t)
-            out = fn(*inputs)
-        grads = tape.gradient(out, list(inputs), output_gradients=cotangent)
-        return [tf.zeros_like(t) if grad is None else grad for t, grad in zip(inputs, grads)]
-
-    @staticmethod
-    def as_float(condition, like):
-        return tf.cast(condition, like.dtype)
-
-    ones_like = staticmethod(tf.ones_like)
-    zeros_like = staticmethod(tf.zeros_like)
-
-    @staticmethod
-    def positive(t):
-        return tf.maximum(t, tf.zeros((), t.dtype))
-
-    @staticmethod
-    def negative(t):
-        return tf.minimum(t, tf.zeros((), t.dtype))
-
-    @staticmethod
-    def all_nonnegative(t):
-        return tf.reduce_all(t >= 0)
-
-    @staticmethod
-    def all_zero(t):
-        return bool(tf.reduce_all(tf.equal(t, 0)))
-
-    cond = staticmethod(tf.cond)
-
-    @staticmethod
-    def constant(value, like):
-        return tf.constant(np.asarray(value), dtype=like.dtype)
-
-    @staticmethod
-    def std_per_sample(a, like):
-        axes = list(range(1, len(a.shape)))
-        std = tf.math.reduce_std(tf.cast(a, tf.float64), axis=axes, keepdims=True)
-        return tf.reshape(tf.cast(std, like.dtype), [-1] + [1] * (len(like.shape) - 1))
-
-
-OPS = TensorOps()
-
-
-def _activation_kind(fn):
-    if fn in _SOFTMAX:
-        return None
-    if fn in _RELU_FAMILY:
-        return g.RELU
-    return None if fn is _ACT.linear else g.ACTIVATION
 
 
 def _is_softmax_layer(layer):
-    return isinstance(layer, L.Softmax) or getattr(layer, "activation", None) in _SOFTMAX
+    return isinstance(layer, SOFTMAX_LAYERS) or getattr(layer, "activation", None) in SOFTMAX_FUNCTIONS
 
 
 def check_model(model):
@@ -118,238 +41,6 @@ def check_model(model):
         if _is_softmax_layer(layer):
             raise ValueError(f"layer {layer.name!r} applies a softmax: explanations need logits. Remove it with "
                              f"signxai.utils.utils.remove_softmax(model), which returns a copy")
-
-
-def _functional(model):
-    return model._functional if isinstance(model, keras.Sequential) else model
-
-
-class _Capture:
-    """Builds a :class:`signxai.core.graph.Graph` by walking the Keras graph, inlining nested models."""
-
-    def __init__(self, model):
-        self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
-        self.names = {}
-        outputs = self.inline(_functional(model), [0])
-        self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
-
-    def add(self, node, layer_name=None):
-        self.nodes.append(node)
-        index = len(self.nodes) - 1
-        if layer_name is not None:
-            self.names.setdefault(layer_name, index)
-        return index
-
-    def inline(self, functional, input_indices):
-        tensor_index = {id(t): i for t, i in zip(functional.inputs, input_indices)}
-        for depth in sorted(functional._nodes_by_depth, reverse=True):
-            for node in functional._nodes_by_depth[depth]:
-                if node.is_input or not node.operation:
-                    continue
-                parents = [tensor_index[id(t)] for t in node.input_tensors]
-                op = node.operation
-                if isinstance(op, keras.Model):
-                    outs = self.inline(_functional(op), parents)
-                else:
-                    outs = [self.layer_node(op, node, parents)]
-                for t, i in zip(node.output_tensors, outs):
-                    tensor_index[id(t)] = i
-        return [tensor_index[id(t)] for t in functional.outputs]
-
-    def kernel_node(self, name, type_name, parents, kernel, layer_name=None):
-        return self.add(g.Node(name, g.KERNEL, tuple(parents), kernel.apply, type_name, kernel=kernel), layer_name)
-
-    def layer_node(self, op, node, parents):
-        name, type_name = op.name, type(op).__name__
-        if isinstance(op, _SEPARABLE_TYPES):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
-            depthwise = self.kernel_node(f"{name}/depthwise", type_name, parents, _kernel(op, "depthwise"))
-            index = self.kernel_node(name, type_name, [depthwise], _kernel(op, "pointwise"), name)
-        elif isinstance(op, _KERNEL_TYPES):
-            index = self.kernel_node(name, type_name, parents, _kernel(op), name)
-        else:
-            index = None
-        if index is not None:
-            kind = _activation_kind(op.activation)
-            if kind is not None:
-                self.add(g.Node(f"{name}/activation", kind, (index,), op.activation, op.activation.__name__,
-                                value_range=_ACTIVATION_RANGES.get(op.activation)))
-            return len(self.nodes) - 1
-        forward = _layer_forward(op, node)
-        if isinstance(op, L.BatchNormalization):
-            kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
-        else:
-            kind, extra = _classify(op, node)
-        return self.add(g.Node(name, kind, tuple(parents), forward, type_name,
-                               reason="" if kind != g.UNSUPPORTED else "no LRP rule for this layer type", **extra),
-                        name)
-
-
-def _pass_types():
-    """Layers that are constant scalings or identities at inference: the table above plus keras.applications'
-    own (ConvNeXt's per-channel ``LayerScale`` and ``StochasticDepth``), where this Keras version has them."""
-    extra = []
-    try:
-        from keras.src.applications import convnext
-        extra += [getattr(convnext, name) for name in ("LayerScale", "StochasticDepth") if hasattr(convnext, name)]
-    except ImportError:
-        pass
-    return _PASS_TYPES + tuple(extra)
-
-
-_ALL_PASS_TYPES = _pass_types()
-
-
-def _scaled_sum_types():
-    """keras.applications' Inception-ResNet ``CustomScaleLayer``: ``inputs[0] + inputs[1] * scale``."""
-    try:
-        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
-    except ImportError:
-        return ()
-    return (CustomScaleLayer,)
-
-
-_SCALED_SUM_TYPES = _scaled_sum_types()
-
-
-def _classify(op, node):
-    """The node kind of a non-kernel layer and extra Node fields (value bounds, scalar affine form)."""
-    custom = registered(op)  # signxai.register_layer: before the built-in table
-    if custom is not None:
-        return custom
-    if isinstance(op, _SCALED_SUM_TYPES) and len(node.input_tensors) == 2:
-        return g.ADD, {"coefficients": (1.0, float(op.scale))}
-    if isinstance(op, L.ReLU):
-        plain = not op.negative_slope and not op.threshold
-        high = math.inf if op.max_value is None else float(op.max_value)
-        return g.RELU, ({"value_range": (0.0, high)} if plain else {})
-    if isinstance(op, (L.LeakyReLU, L.PReLU)):
-        return g.RELU, {}
-    if isinstance(op, L.ELU):
-        return g.ACTIVATION, {}
-    if isinstance(op, L.Activation):
-        kind = _activation_kind(op.activation) or g.PASS
-        bounds = _ACTIVATION_RANGES.get(op.activation)
-        return kind, ({"value_range": bounds} if bounds is not None else {})
-    if isinstance(op, _ALL_PASS_TYPES):
-        return g.PASS, {}
-    if isinstance(op, _AVGPOOL_TYPES):
-        return g.AVGPOOL, {}
-    tensors = len(node.input_tensors)
-    if isinstance(op, L.Add):
-        return g.ADD, {}
-    if isinstance(op, L.Multiply) and tensors == 2:
-        return g.PRODUCT, {}
-    arithmetic = _OP_ARITHMETIC.get(type(op).__name__) if type(op).__module__.startswith("keras.src.ops") else None
-    if arithmetic is not None:
-        if tensors == 1:  # one operand is a constant: a constant shift or scaling
-            affine = _scalar_affine(arithmetic, node)
-            return g.PASS, ({"affine": affine} if affine is not None else {})
-        if arithmetic == "add" and tensors == 2:
-            return g.ADD, {}
-        if arithmetic == "multiply" and tensors == 2:
-            return g.PRODUCT, {}
-    if isinstance(op, _GRADIENT_TYPES):
-        return g.GRADIENT, {}
-    return g.UNSUPPORTED, {}
-
-
-def _scalar_affine(arithmetic, node):
-    """``(scale, shift)`` of an operation layer ``x ∘ c`` with a scalar constant ``c``, else None."""
-    args = node.arguments.args
-    if len(args) != 2:
-        return None
-    left = isinstance(args[0], keras.KerasTensor)
-    other = args[1] if left else args[0]
-    if isinstance(other, (np.ndarray, np.generic)) and np.size(other) == 1:
-        other = float(np.asarray(other).reshape(()))
-    if not isinstance(other, (int, float)) or isinstance(other, bool):
-        return None
-    other = float(other)
-    if arithmetic == "add":
-        return 1.0, other
-    if arithmetic == "subtract":
-        return (1.0, -other) if left else (-1.0, other)
-    if arithmetic == "multiply":
-        return other, 0.0
-    return (1.0 / other, 0.0) if left and other != 0 else None
-
-
-def _layer_forward(op, node):
-    keras_inputs = node.input_tensors
-    takes_training = getattr(op, "_call_has_training_arg", False)
-
-    def forward(*values):
-        args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(keras_inputs, values)})
-        if takes_training:
-            kwargs["training"] = False
-        return op(*args, **kwargs)
-    return forward
-
-
-def _kernel(layer, part=None):
-    """``W' a + b'`` of a Dense/Conv layer with a transformed kernel and bias, without the fused activation.
-
-    ``part`` selects one factor of a separable convolution: its bias-free depthwise kernel or its pointwise one.
-    """
-    kernel_of, has_bias = (lambda: layer.kernel), True
-    if part == "depthwise":
-        kernel_of, has_bias = (lambda: layer.depthwise_kernel), False
-
-        def linear(a, w):
-            return keras.ops.depthwise_conv(a, w, strides=layer.strides, padding=layer.padding,
-                                            data_format=layer.data_format, dilation_rate=layer.dilation_rate)
-        spatial_rank = layer.rank
-    elif part == "pointwise":
-        kernel_of = lambda: layer.pointwise_kernel  # noqa: E731
-
-        def linear(a, w):
-            return keras.ops.conv(a, w, strides=1, padding="valid", data_format=layer.data_format)
-        spatial_rank = layer.rank
-    elif isinstance(layer, L.Dense):
-        def linear(a, w):
-            return keras.ops.matmul(a, w)
-        spatial_rank = 0
-    elif isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
-        def linear(a, w):
-            return keras.ops.depthwise_conv(a, w, strides=layer.strides, padding=layer.padding,
-                                            data_format=layer.data_format, dilation_rate=layer.dilation_rate)
-        spatial_rank = layer.rank
-    elif isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
-        def linear(a, w):
-            return keras.ops.conv_transpose(a, w, strides=layer.strides, padding=layer.padding,
-                                            output_padding=layer.output_padding, data_format=layer.data_format,
-                                            dilation_rate=layer.dilation_rate)
-        spatial_rank = layer.rank
-    else:
-        linear = layer.convolution_op
-        spatial_rank = layer.rank
-    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
-
-    def bias_term(bias_map):
-        if not has_bias or getattr(layer, "bias", None) is None:
-            return None
-        bias = bias_map(tf.convert_to_tensor(layer.bias))
-        return tf.reshape(bias, [-1] + [1] * spatial_rank) if channels_first else bias
-
-    def apply(a, kernel_map=identity, bias_map=identity):
-        out = linear(a, kernel_map(kernel_of()))
-        bias = None if bias_map is None else bias_term(bias_map)
-        return out if bias is None else out + bias
-    return g.Kernel(apply, part is None and isinstance(layer, L.Dense), spatial_rank, bias_term)
-
-
-def _bn_stats(layer, node):
-    rank = len(node.input_tensors[0].shape)
-    axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
-    shape = [1] * rank
-    for axis in axes:
-        shape[axis % rank] = node.input_tensors[0].shape[axis]
-
-    def statistics(a):  # read at every call: the weights may have changed since the graph was captured
-        mean = tf.reshape(tf.convert_to_tensor(layer.moving_mean), shape)
-        beta = tf.reshape(tf.convert_to_tensor(layer.beta), shape) if layer.center else tf.zeros(shape, mean.dtype)
-        return mean, beta
-    return statistics
 
 
 def _deterministic_config(layer, **changes):
@@ -400,6 +91,9 @@ def _float64_inputs(model):
 # LRP-ε pass takes 1.05× the framework's own compiled gradient, eagerly 2.8×; the first call (tracing included) is
 # 1.6-2.1× a steady-state call. Setting this to False runs every pass eagerly (no tracing; slower steady state).
 COMPILE_PASSES = True
+# At most this many compiled passes are kept per model (least recently used dropped first): a traced LRP pass holds
+# a few MB, and a sweep over a rule parameter (every ε is its own pass) must not grow without bound.
+COMPILED_PER_MODEL = 16
 
 
 class KerasBackend(Backend):
@@ -408,6 +102,7 @@ class KerasBackend(Backend):
     name = "tensorflow"
     channels_first = False
     ops = OPS
+    refuses_before_pass = True
 
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
@@ -418,7 +113,7 @@ class KerasBackend(Backend):
         return len(model.inputs[0].shape) - 1
 
     def capture(self, model):
-        return _Capture(model).graph
+        return Capture(model).graph
 
     float64_copy = staticmethod(_float64_copy)
 
@@ -428,15 +123,76 @@ class KerasBackend(Backend):
         for target, source in zip(copy.weights, model.weights):
             target.assign(tf.cast(source, target.dtype))
 
-    # --- primitives ----------------------------------------------------------------------------------------
+    def activation_bytes_per_sample(self, model, sample):
+        """Twice the layer outputs of one sample (the tape keeps about each op's input and output), from the
+        declared shapes; shapes left open are measured on the captured graph's values for this sample."""
+        elements = _declared_activation_elements(model)
+        if elements is None:
+            values = record(self.graph(model), tf.constant(sample))
+            elements = sum(int(np.prod(v.shape[1:])) for v in values if isinstance(v, tf.Tensor))
+        return 2 * elements * sample.dtype.itemsize
+
+    # --- tensor primitives -------------------------------------------------------------------------------------
+    def to_tensor(self, model, x):
+        return tf.constant(x)
+
+    def to_numpy(self, t):
+        return t.numpy()
+
+    def forward(self, model, x):
+        return model(x, training=False)
+
+    def tape(self):
+        return Tape()
+
+    def record_for_backward(self, graph, x, lrp_head):
+        return OPS, record(graph, x)
+
+    def one_hot(self, classes, logits, dtype):
+        return tf.one_hot(classes, _width(logits), dtype=dtype)
+
+    reduce_sum = staticmethod(tf.reduce_sum)
+
+    def layer_name(self, model, layer):
+        return layer if layer is None or isinstance(layer, str) else layer.name
+
+    # --- execution: compiled passes, targets chosen inside them ------------------------------------------------
     # With COMPILE_PASSES on, every pass runs as a tf.function compiled once per (model, pass, method key, sample
-    # shape, dtype) with a
-    # dynamic batch axis, and always through that function: a traced graph (grappler's fused kernels) differs from
-    # eager execution by float32 rounding, so one path for everything keeps repeated calls bit-identical
-    # (docs/api.md#model-requirements) whatever the batch size. The functions hold the model only weakly; variables are read at each call, so
-    # new weights are used. Targets are resolved inside the pass from its own logits (argmax: lowest index on
-    # ties), so no separate logits pass runs. Only a mapping without a value key (the vanished-relevance
-    # diagnosis, which inspects tensors in Python) runs eagerly.
+    # shape, dtype) with a dynamic batch axis, and always through that function: a traced graph (grappler's fused
+    # kernels) differs from eager execution by float32 rounding, so one path for everything keeps repeated calls
+    # bit-identical (docs/api.md#model-requirements) whatever the batch size. The functions hold the model only
+    # weakly; variables are read at each call, so new weights are used. Targets are resolved inside the pass from
+    # its own logits (argmax: lowest index on ties), so no separate logits pass runs. Only a mapping without a
+    # value key (the vanished-relevance diagnosis, which inspects tensors in Python) runs eagerly.
+    def pass_function(self, model, x, name, key, make_body, takes_targets=True):
+        key = key() if callable(key) else key
+        ref = weakref.ref(model)
+        if key is None or not COMPILE_PASSES:
+            return make_body(ref)
+        sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
+        signature = [tf.TensorSpec((None,) + sample, dtype)] + ([tf.TensorSpec((None,), tf.int64)]
+                                                               if takes_targets else [])
+        return self._per_model(self._compiled, model, (name, key, sample, dtype.name), lambda: tf.function(
+            make_body(ref), input_signature=signature, autograph=False), limit=COMPILED_PER_MODEL)
+
+    def requested(self, model, x, targets):
+        """The classes as an int64 tensor, :data:`Targets.ARGMAX` where the pass takes the argmax itself."""
+        classes = self.num_classes(model)
+        if targets.values is None and not targets.is_argmax and classes is None:
+            targets.resolve(self.logits(model, x))  # an undeclared number of classes: validate on real logits
+        return tf.constant(targets.requested(len(x), classes))
+
+    def choose(self, logits, requested):
+        """The requested class per sample; for ``Targets.ARGMAX`` the argmax of the logits, lowest index on ties and
+        the first NaN where there is one (``np.argmax``'s choice), computed in the pass itself."""
+        logits = tf.stop_gradient(logits)
+        index = tf.range(tf.shape(logits)[-1], dtype=tf.int64)
+        nan = tf.math.is_nan(logits)
+        peak = tf.reduce_max(tf.where(nan, tf.constant(-np.inf, logits.dtype), logits), axis=-1, keepdims=True)
+        hit = tf.where(tf.reduce_any(nan, axis=-1, keepdims=True), nan, tf.equal(logits, peak))
+        argmax = tf.reduce_min(tf.where(hit, index, tf.shape(logits, out_type=tf.int64)[-1]), axis=-1)
+        return tf.where(requested < 0, argmax, requested)
+
     def num_classes(self, model):
         classes = model.outputs[0].shape[-1]
         return None if classes is None else int(classes)
@@ -454,109 +210,9 @@ class KerasBackend(Backend):
                 targets.requested(len(x), classes)
         return targets.values
 
-    def _function(self, model, x, name, key, make_body, takes_targets=True):
-        if not COMPILE_PASSES:
-            return make_body(weakref.ref(model))
-        sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
-        signature = [tf.TensorSpec((None,) + sample, dtype)] + ([tf.TensorSpec((None,), tf.int64)]
-                                                               if takes_targets else [])
-        ref = weakref.ref(model)
-        return self._per_model(self._compiled, model, (name, key, sample, dtype.name), lambda: tf.function(
-            make_body(ref), input_signature=signature, autograph=False))
-
-    def _run(self, model, x, targets, name, key, make_body):
-        """Runs ``make_body(model_ref)(x, requested)`` (compiled unless ``key`` is None), sets the chosen classes."""
-        targets = Targets.of(targets)
-        classes = self.num_classes(model)
-        if targets.values is None and not targets.is_argmax and classes is None:
-            targets.resolve(self.logits(model, x))  # an undeclared number of classes: validate on real logits
-        requested = tf.constant(targets.requested(len(x), classes))
-        if key is None:
-            *outputs, chosen = make_body(weakref.ref(model))(tf.constant(x), requested)
-        else:
-            *outputs, chosen = self._function(model, x, name, key, make_body)(tf.constant(x), requested)
-        targets.set(chosen.numpy())
-        return [output.numpy() for output in outputs]
-
-    def logits(self, model, x):
-        def make_body(ref):
-            return lambda x: ref()(x, training=False)
-        return self._function(model, x, "logits", None, make_body, takes_targets=False)(tf.constant(x)).numpy()
-
-    def gradients(self, model, x, targets):
-        def make_body(ref):
-            def gradients(x, requested):
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    y = ref()(x, training=False)
-                    chosen = _choose(y, requested)
-                    selected = tf.reduce_sum(y * tf.one_hot(chosen, _width(y), dtype=y.dtype))
-                return tape.gradient(selected, x), chosen
-            return gradients
-        return self._run(model, x, targets, "gradients", (), make_body)[0]
-
-    def graph_backward(self, model, x, targets, mapping_factory, lrp_head, key=None):
-        """``key`` identifies the mapping by value (e.g. the parsed method), or is a function returning such a key
-        (evaluated only here: backends that compile nothing never pay for it); None runs eagerly (no cache)."""
-        graph = self.graph(model)
-        graph.check_supported(graph.output)
-        key = key() if callable(key) else key
-        frozen = None if key is None else freeze(key)
-
-        def make_body(ref):
-            def backward(x, requested):
-                graph = self.graph(ref())
-                values = record(graph, x)
-                chosen = _choose(values[graph.output], requested)
-                start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
-                onehot = tf.one_hot(chosen, _width(values[graph.output]), dtype=values[start].dtype)
-                signal = values[start] * onehot if lrp_head else onehot
-                return propagate(OPS, graph, values, start, signal, mapping_factory(graph)), chosen
-            return backward
-        return self._run(model, x, targets, "graph_backward", None if frozen is None else (frozen, lrp_head),
-                         make_body)[0]
-
-    def cam_activations(self, model, x, targets, layer):
-        graph = self.graph(model)
-        index = graph.cam_node(layer if layer is None or isinstance(layer, str) else layer.name)
-
-        def make_body(ref):
-            def cam(x, requested):
-                graph = self.graph(ref())
-                with tf.GradientTape() as tape:
-                    values = record(graph, x, on_value=lambda i, v: (tape.watch(v), v)[1] if i == index else v)
-                    y = values[graph.output]
-                    chosen = _choose(y, requested)
-                    selected = tf.reduce_sum(y * tf.one_hot(chosen, _width(y), dtype=y.dtype))
-                return values[index], tape.gradient(selected, values[index]), chosen
-            return cam
-        activation, gradient = self._run(model, x, targets, "cam_activations", index, make_body)
-        return activation, gradient
-
-    def activation_bytes_per_sample(self, model, sample):
-        """Twice the layer outputs of one sample (the tape keeps about each op's input and output), from the
-        declared shapes; shapes left open are measured on the captured graph's values for this sample."""
-        elements = _declared_activation_elements(model)
-        if elements is None:
-            values = record(self.graph(model), tf.constant(sample))
-            elements = sum(int(np.prod(v.shape[1:])) for v in values if isinstance(v, tf.Tensor))
-        return 2 * elements * sample.dtype.itemsize
-
 
 def _width(y):
     return y.shape[-1] if y.shape[-1] is not None else tf.shape(y)[-1]
-
-
-def _choose(logits, requested):
-    """The requested class per sample; for ``Targets.ARGMAX`` the argmax of the logits, lowest index on ties and
-    the first NaN where there is one (``np.argmax``'s choice), computed in the pass itself."""
-    logits = tf.stop_gradient(logits)
-    index = tf.range(tf.shape(logits)[-1], dtype=tf.int64)
-    nan = tf.math.is_nan(logits)
-    peak = tf.reduce_max(tf.where(nan, tf.constant(-np.inf, logits.dtype), logits), axis=-1, keepdims=True)
-    hit = tf.where(tf.reduce_any(nan, axis=-1, keepdims=True), nan, tf.equal(logits, peak))
-    argmax = tf.reduce_min(tf.where(hit, index, tf.shape(logits, out_type=tf.int64)[-1]), axis=-1)
-    return tf.where(requested < 0, argmax, requested)
 
 
 def _declared_activation_elements(model):

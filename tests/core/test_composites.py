@@ -193,6 +193,48 @@ def test_rule_choice_changes_the_map():
     assert np.abs(base - changed).max() > 1e-2 * np.abs(base).max()
 
 
+# --- the re-indexing layer type and its deprecated name "gradient" --------------------------------------------------
+
+def test_reindexing_layers_are_of_type_reindex():
+    """Max pooling, flatten, padding … are "reindex" layers on both backends (docs/lrp_rules.md)."""
+    t = twin("cnn2d")
+    from signxai.core.composite import graph_layers
+    for backend, model in ((TF, t.keras_model), (PT, t.torch_model)):
+        kinds = {layer.kind for layer in graph_layers(backend.graph(model))}
+        assert "reindex" in kinds and "gradient" not in kinds
+    assert "reindex" in lrp.LAYER_KINDS and "gradient" not in lrp.LAYER_KINDS
+
+
+def test_the_selector_gradient_is_a_deprecated_alias_of_reindex():
+    t = twin("residual_add")
+    current = lrp.Composite([("reindex", lrp.Gradient()), ("conv", lrp.Epsilon(0.2))], default=lrp.Z())
+    with pytest.warns(DeprecationWarning, match="'gradient' is now called 'reindex'"):
+        old = lrp.Composite([("gradient", lrp.Gradient()), ("conv", lrp.Epsilon(0.2))], default=lrp.Z())
+    assert old == current and "'reindex'" in repr(old)
+    with pytest.warns(DeprecationWarning):
+        listed = [("gradient", lrp.Gradient()), ("dense", lrp.Z()), ("conv", lrp.Z())]
+        as_map = signxai.calculate_relevancemap(t.keras_model, t.x, "lrp", rules=listed)
+    np.testing.assert_array_equal(as_map, signxai.calculate_relevancemap(
+        t.keras_model, t.x, "lrp", rules=[("reindex", lrp.Gradient()), ("dense", lrp.Z()), ("conv", lrp.Z())]))
+    for model, x in ((t.keras_model, t.x), (t.torch_model, torch_input(t.x))):
+        np.testing.assert_array_equal(signxai.calculate_relevancemap(model, x, old),
+                                      signxai.calculate_relevancemap(model, x, current))
+
+
+def test_a_rule_class_written_for_the_old_name_still_applies():
+    class OldStyle(lrp.Rule):
+        kinds = ("gradient",)
+
+        def relevance(self, ops, layer, inputs, output, R):
+            return ops.vjp(layer.node.forward, inputs, R)
+
+    assert OldStyle().applies_to("reindex")
+    composite = lrp.Composite([("reindex", OldStyle())], default=lrp.Epsilon(0.1))
+    t = twin("cnn2d")
+    chosen = [rule for rule, layer in composite.assign(TF.graph(t.keras_model)).values() if layer.kind == "reindex"]
+    assert chosen and all(isinstance(rule, OldStyle) for rule in chosen)
+
+
 # --- the same composite on a Keras model and its PyTorch twin (docs/equivalence.md#agreement-gates) ----------------------------------
 
 GATE_CASES = {

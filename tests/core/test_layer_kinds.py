@@ -478,6 +478,17 @@ def test_register_layer_rejects_bad_input():
         signxai.register_layer(TorchSquash, "activation", value_range=(1, 0))
 
 
+def test_register_layer_reindex_and_its_first_name_route():
+    from signxai.core import graph as g
+    from signxai.core.layers import registered
+    try:
+        for kind in ("reindex", "route"):
+            signxai.register_layer(TorchHalf, kind)
+            assert registered(TorchHalf()) == (g.REINDEX, {})
+    finally:
+        signxai.unregister_layer(TorchHalf)
+
+
 def test_global_max_pooling_splits_exact_ties_as_keras_does():
     """``nn.AdaptiveMaxPool2d(1)`` and Keras ``GlobalMaxPooling2D`` give an exact tie's signal in equal parts."""
     inputs = keras.Input((2, 2, 1))

@@ -1,0 +1,195 @@
+"""Keras graph capture: Functional, Sequential and nested models become a :class:`signxai.core.graph.Graph`
+(docs/layers.md), each layer classified by the layer table of ``layer_table.py``."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import keras
+from keras import layers as L
+
+from signxai.core import graph as g
+from signxai.core.layers import arithmetic_kind, registered, scalar_affine
+from signxai.core.rules import identity
+from signxai.tf_signxai.layer_table import (ARITHMETIC, LAYER_TABLE, SCALED_SUMS, SEPARABLE, SOFTMAX_FUNCTIONS,
+                                            VALUE_RANGES)
+
+
+def functional(model):
+    return model._functional if isinstance(model, keras.Sequential) else model
+
+
+def activation_kind(fn):
+    """The node kind of a (fused or ``Activation``) activation function; None for linear and softmax."""
+    if fn is keras.activations.linear or fn in SOFTMAX_FUNCTIONS:
+        return None
+    return LAYER_TABLE.function_kind(fn) or g.ACTIVATION
+
+
+class Capture:
+    """Builds a :class:`signxai.core.graph.Graph` by walking the Keras graph, inlining nested models."""
+
+    def __init__(self, model):
+        self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
+        self.names = {}
+        outputs = self.inline(functional(model), [0])
+        self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
+
+    def add(self, node, layer_name=None):
+        self.nodes.append(node)
+        index = len(self.nodes) - 1
+        if layer_name is not None:
+            self.names.setdefault(layer_name, index)
+        return index
+
+    def inline(self, functional_model, input_indices):
+        tensor_index = {id(t): i for t, i in zip(functional_model.inputs, input_indices)}
+        for depth in sorted(functional_model._nodes_by_depth, reverse=True):
+            for node in functional_model._nodes_by_depth[depth]:
+                if node.is_input or not node.operation:
+                    continue
+                parents = [tensor_index[id(t)] for t in node.input_tensors]
+                op = node.operation
+                if isinstance(op, keras.Model):
+                    outs = self.inline(functional(op), parents)
+                else:
+                    outs = [self.layer_node(op, node, parents)]
+                for t, i in zip(node.output_tensors, outs):
+                    tensor_index[id(t)] = i
+        return [tensor_index[id(t)] for t in functional_model.outputs]
+
+    def kernel_node(self, name, type_name, parents, kernel, layer_name=None):
+        return self.add(g.Node(name, g.KERNEL, tuple(parents), kernel.apply, type_name, kernel=kernel), layer_name)
+
+    def layer_node(self, op, node, parents):
+        name, type_name = op.name, type(op).__name__
+        table_kind = LAYER_TABLE.layer_kind(op)
+        if table_kind == g.KERNEL:
+            if isinstance(op, SEPARABLE):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
+                depthwise = self.kernel_node(f"{name}/depthwise", type_name, parents, _kernel(op, "depthwise"))
+                self.kernel_node(name, type_name, [depthwise], _kernel(op, "pointwise"), name)
+            else:
+                self.kernel_node(name, type_name, parents, _kernel(op), name)
+            kind = activation_kind(op.activation)
+            if kind is not None:  # a fused activation is a node of its own
+                self.add(g.Node(f"{name}/activation", kind, (len(self.nodes) - 1,), op.activation,
+                                op.activation.__name__, value_range=VALUE_RANGES.get(op.activation)))
+            return len(self.nodes) - 1
+        forward = _layer_forward(op, node)
+        if table_kind == g.BATCHNORM:
+            kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
+        else:
+            kind, extra = _classify(op, node, table_kind)
+        return self.add(g.Node(name, kind, tuple(parents), forward, type_name,
+                               reason="" if kind != g.UNSUPPORTED else "no LRP rule for this layer type", **extra),
+                        name)
+
+
+def _classify(op, node, kind):
+    """The node kind of a non-kernel layer (``kind``: its kind in the layer table, or None) and extra Node fields
+    (value bounds, scalar affine form, sum coefficients): the table, refined by the special cases."""
+    custom = registered(op)  # signxai.register_layer: before the built-in table
+    if custom is not None:
+        return custom
+    tensors = len(node.input_tensors)
+    operation = ARITHMETIC.get(type(op).__name__) if type(op).__module__.startswith("keras.src.ops") else None
+    if operation is not None:  # ``x + y``, ``x * 3.0`` …
+        kind = arithmetic_kind(operation, tensors)
+        affine = _scalar_affine(operation, node) if kind == g.PASS else None
+        return kind, ({"affine": affine} if affine is not None else {})
+    if kind is None:
+        return g.UNSUPPORTED, {}
+    if isinstance(op, SCALED_SUMS):
+        return (g.ADD, {"coefficients": (1.0, float(op.scale))}) if tensors == 2 else (g.UNSUPPORTED, {})
+    if kind == g.PRODUCT and tensors != 2:
+        return g.UNSUPPORTED, {}
+    if isinstance(op, L.ReLU):
+        plain = not op.negative_slope and not op.threshold
+        high = math.inf if op.max_value is None else float(op.max_value)
+        return g.RELU, ({"value_range": (0.0, high)} if plain else {})
+    if isinstance(op, L.Activation):
+        bounds = VALUE_RANGES.get(op.activation)
+        return activation_kind(op.activation) or g.PASS, ({"value_range": bounds} if bounds is not None else {})
+    return kind, {}
+
+
+def _scalar_affine(operation, node):
+    """``(scale, shift)`` of an operation layer ``x ∘ c`` with a scalar constant ``c``, else None."""
+    args = node.arguments.args
+    if len(args) != 2:
+        return None
+    left = isinstance(args[0], keras.KerasTensor)
+    other = args[1] if left else args[0]
+    if isinstance(other, (np.ndarray, np.generic)) and np.size(other) == 1:
+        other = float(np.asarray(other).reshape(()))
+    return scalar_affine(operation, other, left)
+
+
+def _layer_forward(op, node):
+    keras_inputs = node.input_tensors
+    takes_training = getattr(op, "_call_has_training_arg", False)
+
+    def forward(*values):
+        args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(keras_inputs, values)})
+        if takes_training:
+            kwargs["training"] = False
+        return op(*args, **kwargs)
+    return forward
+
+
+def _kernel(layer, part=None):
+    """``W' a + b'`` of a Dense/Conv layer with a transformed kernel and bias, without the fused activation.
+
+    ``part`` selects one factor of a separable convolution: its bias-free depthwise kernel or its pointwise one.
+    """
+    kernel_of, has_bias = (lambda: layer.kernel), True
+    spatial_rank = 0 if part is None and isinstance(layer, L.Dense) else layer.rank
+    if part == "depthwise":
+        kernel_of, has_bias = (lambda: layer.depthwise_kernel), False
+    if part == "pointwise":
+        kernel_of = lambda: layer.pointwise_kernel  # noqa: E731
+
+        def linear(a, w):
+            return keras.ops.conv(a, w, strides=1, padding="valid", data_format=layer.data_format)
+    elif part == "depthwise" or isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        def linear(a, w):
+            return keras.ops.depthwise_conv(a, w, strides=layer.strides, padding=layer.padding,
+                                            data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    elif isinstance(layer, L.Dense):
+        def linear(a, w):
+            return keras.ops.matmul(a, w)
+    elif isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        def linear(a, w):
+            return keras.ops.conv_transpose(a, w, strides=layer.strides, padding=layer.padding,
+                                            output_padding=layer.output_padding, data_format=layer.data_format,
+                                            dilation_rate=layer.dilation_rate)
+    else:
+        linear = layer.convolution_op
+    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
+
+    def bias_term(bias_map):
+        if not has_bias or getattr(layer, "bias", None) is None:
+            return None
+        bias = bias_map(tf.convert_to_tensor(layer.bias))
+        return tf.reshape(bias, [-1] + [1] * spatial_rank) if channels_first else bias
+
+    def apply(a, kernel_map=identity, bias_map=identity):
+        out = linear(a, kernel_map(kernel_of()))
+        bias = None if bias_map is None else bias_term(bias_map)
+        return out if bias is None else out + bias
+    return g.Kernel(apply, part is None and isinstance(layer, L.Dense), spatial_rank, bias_term)
+
+
+def _bn_stats(layer, node):
+    rank = len(node.input_tensors[0].shape)
+    axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+    shape = [1] * rank
+    for axis in axes:
+        shape[axis % rank] = node.input_tensors[0].shape[axis]
+
+    def statistics(a):  # read at every call: the weights may have changed since the graph was captured
+        mean = tf.reshape(tf.convert_to_tensor(layer.moving_mean), shape)
+        beta = tf.reshape(tf.convert_to_tensor(layer.beta), shape) if layer.center else tf.zeros(shape, mean.dtype)
+        return mean, beta
+    return statistics

@@ -1,0 +1,137 @@
+"""PyTorch tensor primitives: the rules' :class:`signxai.core.ops.TensorOps` (and a variant that reuses the
+autograd graph of the recorded forward) and the autodiff :class:`signxai.core.ops.Tape` of the shared passes
+(docs/extending.md#backend-contract)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _is_float_tensor(t):
+    return isinstance(t, torch.Tensor) and t.is_floating_point()
+
+
+def _gradients(out, leaves, cotangent, **kwargs):
+    """One gradient per leaf (zeros where unused, None for a non-float input), of ``out`` with ``cotangent``."""
+    wanted = [t for t in leaves if _is_float_tensor(t)]
+    with torch.enable_grad():
+        grads = iter(torch.autograd.grad(out, wanted, grad_outputs=cotangent, allow_unused=True, **kwargs))
+    result = []
+    for t in leaves:
+        if not _is_float_tensor(t):
+            result.append(None)
+            continue
+        grad = next(grads)
+        result.append(torch.zeros_like(t) if grad is None else grad)
+    return result
+
+
+def _leaves(inputs):
+    """The inputs as detached leaves that require grad (non-float values as they are)."""
+    return [t.detach().requires_grad_(True) if _is_float_tensor(t) else t for t in inputs]
+
+
+class TensorOps:
+    """The tensor operations the framework-neutral rules need, for PyTorch."""
+
+    @staticmethod
+    def vjp(fn, inputs, cotangent):
+        leaves = _leaves(inputs)
+        with torch.enable_grad():
+            out = fn(*leaves)
+        return _gradients(out, leaves, cotangent)
+
+    @staticmethod
+    def as_float(condition, like):
+        return condition.to(like.dtype)
+
+    ones_like = staticmethod(torch.ones_like)
+    zeros_like = staticmethod(torch.zeros_like)
+
+    @staticmethod
+    def positive(t):
+        return t.clamp(min=0)
+
+    @staticmethod
+    def negative(t):
+        return t.clamp(max=0)
+
+    @staticmethod
+    def all_nonnegative(t):
+        return bool((t >= 0).all())
+
+    @staticmethod
+    def all_zero(t):
+        return bool((t == 0).all())
+
+    @staticmethod
+    def cond(predicate, if_true, if_false):
+        return if_true() if predicate else if_false()
+
+    @staticmethod
+    def constant(value, like):
+        return torch.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def std_per_sample(a, like):
+        std = a.to(torch.float64).flatten(1).std(dim=1, unbiased=False)
+        return std.to(like.dtype).reshape([-1] + [1] * (like.dim() - 1))
+
+
+OPS = TensorOps()
+
+
+class RecordedOps(TensorOps):
+    """TensorOps for one backward pass whose ``vjp`` of a captured node's own forward, at that node's recorded
+    inputs, reuses the autograd graph recorded in the forward pass instead of running the forward again. The
+    result is bit-identical (the same forward, the same backward); any other VJP is computed as usual."""
+
+    def __init__(self):
+        self.recorded = {}
+
+    def record(self, graph, x, kinds):
+        """``engine.record``, with the nodes of ``kinds`` (None: all) recorded with autograd at detached inputs."""
+        values = [x]
+        for node in graph.nodes[1:]:
+            inputs = [values[p] for p in node.parents]
+            if kinds is not None and node.kind not in kinds:
+                values.append(node.forward(*inputs))
+                continue
+            leaves = _leaves(inputs)
+            with torch.enable_grad():
+                out = node.forward(*leaves)
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                self.recorded[(id(node.forward),) + tuple(map(id, inputs))] = (leaves, out)
+                out = out.detach()
+            values.append(out)
+        return values
+
+    def vjp(self, fn, inputs, cotangent):
+        entry = self.recorded.get((id(fn),) + tuple(map(id, inputs)))
+        if entry is None:
+            return TensorOps.vjp(fn, inputs, cotangent)
+        leaves, out = entry
+        return _gradients(out, leaves, cotangent, retain_graph=True)
+
+
+class Tape:
+    """Autograd as a :class:`signxai.core.ops.Tape`: gradients are recorded inside the block (even under
+    ``torch.no_grad()``), ``watch`` makes a tensor require grad."""
+
+    def __enter__(self):
+        self._grad = torch.enable_grad()
+        self._grad.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._grad.__exit__(*exc)
+
+    @staticmethod
+    def watch(t):
+        return t if t.requires_grad else t.requires_grad_(True)
+
+    @staticmethod
+    def gradient(target, source):
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(target, source)
+        return grad
