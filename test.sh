@@ -9,6 +9,9 @@ fi
 if [ "$#" -eq 0 ]; then
   # the documentation site (docs/, mkdocs.yml) must build without warnings: links and anchors included
   NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q -d build/site || { echo "docs build failed"; exit 1; }
+  # lint (ruff: pyproject [tool.ruff]) and types of the framework-neutral core and the method catalog (mypy)
+  .venv/bin/ruff check -q . || { echo "ruff found problems"; exit 1; }
+  .venv/bin/mypy || { echo "mypy found problems"; exit 1; }
 fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 status=$?

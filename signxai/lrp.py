@@ -8,7 +8,7 @@
 
 Entries are ``(selector, rule)`` pairs, first match wins; a kernel layer no entry gives a rule gets ``default``. A
 selector is a layer type (``"dense"``, ``"conv"``, ``"batchnorm"``, ``"add"``, ``"avgpool"``, ``"activation"``, also
-``"product"``, ``"pass"``, ``"gradient"``), ``"input"`` (the input layers of docs/lrp.md#input-layers),
+``"product"``, ``"pass"``, ``"reindex"``), ``"input"`` (the input layers of docs/lrp.md#input-layers),
 ``Name(pattern, …)`` (Keras layer name or PyTorch module path; wildcards allowed) or a predicate ``f(layer) -> bool`` on
 a :class:`Layer`. Every LRP catalog name is such a composite: ``composite_for("lrpsign_epsilon_0_1")``. Writing a rule
 of your own: docs/lrp_rules.md.

@@ -54,13 +54,13 @@ class Layer:
     ``name`` is the Keras layer name (a separable convolution's factors are ``<layer>/depthwise`` and ``<layer>``, a
     fused activation is ``<layer>/activation``) or the PyTorch module path (fx node name for functional ops).
     ``names`` are the names a :class:`Name` pattern is matched against: ``name`` and, for the parts of a Keras layer,
-    the layer's own name. ``kind`` is one of LAYER_KINDS. ``is_input``: an input layer of docs/lrp.md#input-layers. ``is_output``:
-    the layer that receives the LRP head. ``kernel_index``: position among the kernel layers in topological order
-    (None for other layers). ``kernel``: the kernel operator of dense/conv layers (``apply``, ``is_dense`` …).
-    ``node``: the captured node (its ``forward``, BN statistics, sum coefficients). ``signal_parents``: per parent,
-    whether it carries a signal (False for shape arithmetic). ``signal``: for a gated product, the position of the
-    signal operand. ``input_nonnegative``: the (first) input has no negative entry by construction (it comes from a
-    ReLU, possibly pooled or reshaped; docs/layers.md), which rules may use to skip work.
+    the layer's own name. ``kind`` is one of LAYER_KINDS. ``is_input``: an input layer of docs/lrp.md#input-layers.
+    ``is_output``: the layer that receives the LRP head. ``kernel_index``: position among the kernel layers in
+    topological order (None for other layers). ``kernel``: the kernel operator of dense/conv layers (``apply``,
+    ``is_dense`` …). ``node``: the captured node (its ``forward``, BN statistics, sum coefficients). ``signal_parents``:
+    per parent, whether it carries a signal (False for shape arithmetic). ``signal``: for a gated product, the position
+    of the signal operand. ``input_nonnegative``: the (first) input has no negative entry by construction (it comes from
+    a ReLU, possibly pooled or reshaped; docs/layers.md), which rules may use to skip work.
     """
     name: str
     names: tuple
@@ -214,7 +214,8 @@ def _bound(rule, key, value):
 
 
 class Z(KernelRule):
-    """``R_in = a ⊙ Wᵀ SD(R, z)``; on sums and average pooling the Z rule of the (pooling) sum (docs/lrp.md#kernel-rules, §7.7)."""
+    """``R_in = a ⊙ Wᵀ SD(R, z)``; on sums and average pooling the Z rule of the (pooling) sum
+    (docs/lrp.md#kernel-rules, §7.7)."""
 
     kinds = KERNEL_KINDS + ("add", "avgpool")
 
@@ -464,9 +465,9 @@ class Composite:
     no entry gives a rule gets ``default``.
 
     A selector is a layer type (one of LAYER_KINDS: "dense", "conv", "batchnorm", "add", "avgpool", "activation",
-    …, the same for Keras and PyTorch), ``"input"`` (the input layers of docs/lrp.md#input-layers), :class:`Name` (layer names,
-    wildcards allowed) or a predicate ``f(layer) -> bool`` on a :class:`Layer`. An entry applies to the layers its
-    selector matches among the kinds its rule handles. Layers other than kernel layers that no entry matches keep
+    …, the same for Keras and PyTorch), ``"input"`` (the input layers of docs/lrp.md#input-layers), :class:`Name` (layer
+    names, wildcards allowed) or a predicate ``f(layer) -> bool`` on a :class:`Layer`. An entry applies to the layers
+    its selector matches among the kinds its rule handles. Layers other than kernel layers that no entry matches keep
     their standard rule (DEFAULT_RULES).
     """
 
@@ -606,7 +607,7 @@ def as_composite(rules) -> Composite:
                     f"(selector, rule) pairs, got {type(rules).__name__}")
 
 
-# --- catalog names → composites (docs/methods.md#tokens, §7.4, §7.6) ------------------------------------------------------
+# --- catalog names → composites (docs/methods.md#tokens, §7.4, §7.6) ------------------------------------------
 
 @dataclass(frozen=True)
 class _Param:

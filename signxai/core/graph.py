@@ -115,7 +115,8 @@ class Graph:
             index = consumers[0]
 
     def cam_node(self, name=None) -> int:
-        """The node whose output is the Grad-CAM map A: a named layer or the last convolution (docs/methods.md#grad-cam-layer)."""
+        """The node whose output is the Grad-CAM map A: a named layer or the last convolution
+        (docs/methods.md#grad-cam-layer)."""
         convs = [i for i, n in enumerate(self.nodes) if n.kind == KERNEL and not n.kernel.is_dense]
         if name is None:
             if not convs:

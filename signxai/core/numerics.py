@@ -1,4 +1,5 @@
-"""Shared NumPy numerics (docs/methods.md#numerics … docs/methods.md#grad-cam): signs, noise streams, IG points, Grad-CAM reduction and upsampling."""
+"""Shared NumPy numerics (docs/methods.md#numerics … docs/methods.md#grad-cam): signs, noise streams, IG points,
+Grad-CAM reduction and upsampling."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""LRP and guided-backprop rules (docs/methods.md#guided-backprop … docs/methods.md#deconvnet, §7.5–7.7), written once against a small tensor-ops interface.
+"""LRP and guided-backprop rules (docs/methods.md#guided-backprop … docs/methods.md#deconvnet, §7.5–7.7), written once
+against a small tensor-ops interface.
 
 ``ops`` is a backend's :class:`signxai.core.ops.TensorOps`. Tensors support ``+ - * /`` and comparisons natively in
 both frameworks; everything else goes through ``ops``. Every kernel rule has the signature
@@ -80,7 +81,8 @@ flat_rule = _constant_kernel_rule(lambda w: w * 0 + 1)
 
 
 def zb_rule(low, high):
-    """Z^B with bounds given as NumPy-broadcastable values in the layer input's layout (docs/lrp.md#kernel-rules, D1)."""
+    """Z^B with bounds given as NumPy-broadcastable values in the layer input's layout
+    (docs/lrp.md#kernel-rules, D1)."""
     def rule(ops, kernel, a, z, R):
         lo = ops.ones_like(a) * ops.constant(low, a)
         hi = ops.ones_like(a) * ops.constant(high, a)
@@ -172,7 +174,8 @@ def product_rule(ops, signal, inputs, y, R):
 
 
 class GuidedBackprop:
-    """Exact VJPs everywhere except ReLU-family activations: GBP ``φ'(z)⊙g⁺``, DeconvNet ``g⁺`` (docs/methods.md#guided-backprop … docs/methods.md#deconvnet)."""
+    """Exact VJPs everywhere except ReLU-family activations: GBP ``φ'(z)⊙g⁺``, DeconvNet ``g⁺``
+    (docs/methods.md#guided-backprop … docs/methods.md#deconvnet)."""
 
     def __init__(self, deconvnet: bool):
         self.deconvnet = deconvnet

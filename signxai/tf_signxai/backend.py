@@ -106,7 +106,8 @@ class KerasBackend(Backend):
 
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
-        """docs/api.md#model-requirements checks, run once per model (like the captured graph and compiled passes, they are cached)."""
+        """docs/api.md#model-requirements checks, run once per model (like the captured graph and compiled passes, they
+        are cached)."""
         self._cached(self._checked, model, lambda m: check_model(m) or True)
 
     def sample_rank(self, model):

@@ -71,7 +71,8 @@ class TorchBackend(Backend):
 
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
-        """docs/api.md#model-requirements checks, run once per model (like the captured graph they go with, they are cached)."""
+        """docs/api.md#model-requirements checks, run once per model (like the captured graph they go with, they are
+        cached)."""
         self._cached(self._checked, model, self._check)
 
     def _check(self, model):
@@ -100,7 +101,8 @@ class TorchBackend(Backend):
             return None
 
     def sample_rank(self, model):
-        """k+1 if the first kernel module is a k-d convolution (docs/api.md#batch-axis), else None (batched unless 1-D)."""
+        """k+1 if the first kernel module is a k-d convolution (docs/api.md#batch-axis), else None
+        (batched unless 1-D)."""
         graph = self._try_graph(model)
         if graph is not None:
             first = next((n.kernel.spatial_rank for n in graph.nodes if n.kind == g.KERNEL), 0)

@@ -32,7 +32,8 @@ def _identity(t, *rest):
 
 
 class _Tracer(fx.Tracer):
-    """Traces through containers and user modules; the modules of docs/layers.md (and unknown torch.nn ones) are leaves."""
+    """Traces through containers and user modules; the modules of docs/layers.md (and unknown torch.nn ones) are
+    leaves."""
 
     def is_leaf_module(self, module, qualname):
         if isinstance(module, _LEAVES) or is_registered(module):

@@ -1,5 +1,6 @@
 """Composites (layer-wise rule maps) on both backends: selection by type, name, glob and predicate, the catalog names
-compiled to composites, cross-framework agreement on the twin networks (docs/equivalence.md#agreement-gates), and bad rule maps."""
+compiled to composites, cross-framework agreement on the twin networks (docs/equivalence.md#agreement-gates), and bad
+rule maps."""
 import torch  # noqa: F401  (torch before TensorFlow)
 
 import functools
@@ -235,7 +236,7 @@ def test_a_rule_class_written_for_the_old_name_still_applies():
     assert chosen and all(isinstance(rule, OldStyle) for rule in chosen)
 
 
-# --- the same composite on a Keras model and its PyTorch twin (docs/equivalence.md#agreement-gates) ----------------------------------
+# --- the same composite on a Keras model and its PyTorch twin (docs/equivalence.md#agreement-gates) --------------
 
 GATE_CASES = {
     "cnn2d/mixed": ("cnn2d", lrp.Composite([("input", lrp.ZBox(-3.0, 3.0)), (lrp.Name("dense_7"), lrp.Epsilon(0.5)),

@@ -1,4 +1,5 @@
-"""Grad-CAM, guided Grad-CAM and random_uniform against independent NumPy references (docs/methods.md#random-uniform, §6).
+"""Grad-CAM, guided Grad-CAM and random_uniform against independent NumPy references
+(docs/methods.md#random-uniform, §6).
 
 These methods have no signxai 1.x reference (D11, D12, D13, D17). The references here take only the activation map
 ``A`` and ``∂y_c/∂A`` from plain framework autodiff — a Keras sub-model ``keras.Model(model.inputs, [layer.output,
@@ -7,7 +8,8 @@ copies of the models built here; the α mean, ReLU, max normalisation and half-p
 NumPy below (the upsampling as explicit interpolation matrices, cross-checked against
 ``torch.nn.functional.interpolate(align_corners=False)``).
 
-Tolerances (docs/equivalence.md#agreement-gates): float64 results ≤ 1e-9 · peak|ref|, float32 results ≤ 1e-5 · peak|ref|.
+Tolerances (docs/equivalence.md#agreement-gates): float64 results ≤ 1e-9 · peak|ref|,
+float32 results ≤ 1e-5 · peak|ref|.
 """
 # torch must be imported before TensorFlow (see NOTES.md: triton/LLVM segfault trap).
 import torch
@@ -347,7 +349,8 @@ def test_random_uniform(request, model, backend, seed):
 
 
 def test_random_uniform_is_layout_consistent(cnn2d):
-    """The PyTorch map is the Keras map with the channel axis moved first (canonical draw, docs/methods.md#random-uniform)."""
+    """The PyTorch map is the Keras map with the channel axis moved first (canonical draw,
+    docs/methods.md#random-uniform)."""
     rk = signxai.calculate_relevancemap(cnn2d["keras"], cnn2d["x"], "random_uniform")
     rt = signxai.calculate_relevancemap(cnn2d["torch"], to_torch_layout(cnn2d["x"]), "random_uniform")
     np.testing.assert_array_equal(from_torch_layout(rt), rk)

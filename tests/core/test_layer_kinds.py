@@ -1,7 +1,7 @@
 """The layer kinds of real architectures (docs/layers.md): separable convolutions, gated products (squeeze-excitation,
 hard sigmoid written out, swish written out), constant scalings (LayerScale, parameters), inference identities
-(stochastic depth) and shape arithmetic in traced graphs — their semantics, and cross-framework agreement (docs/equivalence.md#agreement-gates)
-on a Keras/PyTorch twin that contains all of them."""
+(stochastic depth) and shape arithmetic in traced graphs — their semantics, and cross-framework agreement
+(docs/equivalence.md#agreement-gates) on a Keras/PyTorch twin that contains all of them."""
 from __future__ import annotations
 
 import functools

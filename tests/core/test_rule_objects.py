@@ -1,4 +1,5 @@
-"""The rule objects of ``signxai.lrp`` against independent float64 NumPy replicas in matrix form (docs/lrp.md#kernel-rules, §7.7).
+"""The rule objects of ``signxai.lrp`` against independent float64 NumPy replicas in matrix form
+(docs/lrp.md#kernel-rules, §7.7).
 
 Independent of the method-name grammar: every map here is computed from a ``Composite`` of rule objects. Each kernel
 layer is an explicit matrix ``W`` acting on one sample flattened in channels-last order (Dense: the kernel
@@ -9,8 +10,8 @@ transposed; Conv1D 'valid': built column by column from a NumPy convolution), an
   channels-last order).
 
 A user-defined rule (LRP-γ, written only against the neutral tensor-ops contract, as in docs/lrp_rules.md) is checked
-the same way on both backends. Tolerances (docs/equivalence.md#agreement-gates): float64 ≤ 1e-9·peak with identical exact-zero patterns,
-float32 ≤ 1e-5·peak.
+the same way on both backends. Tolerances (docs/equivalence.md#agreement-gates): float64 ≤ 1e-9·peak with identical
+exact-zero patterns, float32 ≤ 1e-5·peak.
 """
 import torch  # noqa: F401  (torch before TensorFlow)
 

@@ -16,7 +16,8 @@ single-kernel-layer model: Flatten passes relevance by its gradient (re-indexing
 identity on the Keras (channels-last) flatten order. The PyTorch twin flattens (C, d…) instead, so its class index for
 the same unit is the position of that unit in channels-first flatten order (``_torch_index``).
 
-Tolerances (docs/equivalence.md#agreement-gates): float64 results ≤ 1e-9 · peak|R_ref|, float32 results ≤ 1e-5 · peak|R_ref|.
+Tolerances (docs/equivalence.md#agreement-gates): float64 results ≤ 1e-9 · peak|R_ref|,
+float32 results ≤ 1e-5 · peak|R_ref|.
 """
 # torch must be imported before TensorFlow (see NOTES.md: triton/LLVM segfault trap).
 import torch  # noqa: F401  (import order)
@@ -140,9 +141,9 @@ def kernel_rule(rule, layer, a, R, **p):
         ONE = layer.ONE
         return ONE.T @ SD(R, ONE @ np.ones(layer.n))
     if rule == "zb":
-        l, h = p["low"], p["high"]
-        s = SD(R, W @ a - Wp @ l - Wn @ h)
-        return a * (W.T @ s) - l * (Wp.T @ s) - h * (Wn.T @ s)
+        lo, hi = p["low"], p["high"]
+        s = SD(R, W @ a - Wp @ lo - Wn @ hi)
+        return a * (W.T @ s) - lo * (Wp.T @ s) - hi * (Wn.T @ s)
     if rule == "alpha_beta":
         ap, an = np.maximum(a, 0.0), np.minimum(a, 0.0)
         bp, bn = np.maximum(b, 0.0), np.minimum(b, 0.0)
@@ -397,7 +398,8 @@ def test_sign_rules_differ_from_z_where_input_is_negative(single_models):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Two-layer chains: input-layer rule at the first kernel layer, base rule at the output layer (docs/lrp.md#input-layers, D10)
+# Two-layer chains: input-layer rule at the first kernel layer, base rule at the output layer
+# (docs/lrp.md#input-layers, D10)
 # ----------------------------------------------------------------------------------------------------------------
 
 CHAIN_SPECS = {
@@ -428,7 +430,7 @@ def chain_models():
     models = {}
     for i, (key, spec) in enumerate(CHAIN_SPECS.items()):
         weights = random_weights(spec, seed=20 + i, bias_scale=0.5)
-        first, last = spec["layers"][0], spec["layers"][-1]
+        first = spec["layers"][0]
         n0, n_last = f"{first['kind']}_0", f"dense_{len(spec['layers']) - 1}"
         l1 = KernelLayer(first["kind"], weights[f"{n0}/kernel"], weights[f"{n0}/bias"], spec["input_shape"],
                          strides=(1,) * (len(spec["input_shape"]) - 1), padding=first.get("padding", "valid"))
