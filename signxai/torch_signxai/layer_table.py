@@ -12,6 +12,7 @@ from torch import nn
 
 from signxai.core import graph as g
 from signxai.core.layers import KindEntry, LayerTable
+from signxai._keras_torch import torch_arithmetic
 
 
 def _inference_identities():
@@ -33,13 +34,7 @@ FUNCTIONAL_KERNELS = {F.linear: 0, F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, F.conv
 
 # Arithmetic (functions and tensor methods) -> the neutral operation of signxai.core.layers.arithmetic_kind: the
 # kind follows from the number of input-dependent tensor operands (one: a constant shift or scaling, PASS).
-ARITHMETIC = {operator.add: "add", operator.iadd: "add", torch.add: "add", "add": "add", "add_": "add",
-              operator.sub: "subtract", operator.isub: "subtract", torch.sub: "subtract", "sub": "subtract",
-              "sub_": "subtract",
-              operator.mul: "multiply", operator.imul: "multiply", torch.mul: "multiply", "mul": "multiply",
-              "mul_": "multiply",
-              operator.truediv: "divide", operator.itruediv: "divide", torch.div: "divide", "div": "divide",
-              "div_": "divide"}
+ARITHMETIC = torch_arithmetic()  # one table with the converters (signxai/_keras_torch.py)
 
 
 def _arithmetic(*operations, methods=False):
