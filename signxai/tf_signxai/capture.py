@@ -9,6 +9,7 @@ import tensorflow as tf
 import keras
 from keras import layers as L
 
+from signxai._keras_torch import replay_keras_graph
 from signxai.core import graph as g
 from signxai.core.layers import arithmetic_kind, registered, scalar_affine
 from signxai.core.rules import identity
@@ -33,7 +34,7 @@ class Capture:
     def __init__(self, model):
         self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
         self.names = {}
-        outputs = self.inline(functional(model), [0])
+        outputs = self.inline(model, [0])
         self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
 
     def add(self, node, layer_name=None):
@@ -43,21 +44,10 @@ class Capture:
             self.names.setdefault(layer_name, index)
         return index
 
-    def inline(self, functional_model, input_indices):
-        tensor_index = {id(t): i for t, i in zip(functional_model.inputs, input_indices)}
-        for depth in sorted(functional_model._nodes_by_depth, reverse=True):
-            for node in functional_model._nodes_by_depth[depth]:
-                if node.is_input or not node.operation:
-                    continue
-                parents = [tensor_index[id(t)] for t in node.input_tensors]
-                op = node.operation
-                if isinstance(op, keras.Model):
-                    outs = self.inline(functional(op), parents)
-                else:
-                    outs = [self.layer_node(op, node, parents)]
-                for t, i in zip(node.output_tensors, outs):
-                    tensor_index[id(t)] = i
-        return [tensor_index[id(t)] for t in functional_model.outputs]
+    def inline(self, model, input_indices):
+        """The graph of ``model`` (nested models inlined) on the nodes ``input_indices``; the output indices."""
+        return replay_keras_graph(model, input_indices,
+                                  lambda node, parents: [self.layer_node(node.operation, node, parents)])
 
     def kernel_node(self, name, type_name, parents, kernel, layer_name=None):
         return self.add(g.Node(name, g.KERNEL, tuple(parents), kernel.apply, type_name, kernel=kernel), layer_name)
