@@ -51,3 +51,16 @@ def test_compiled_equals_eager(method, monkeypatch):
         peak = np.abs(eager[dtype]).max()
         assert peak > 0, f"{method} {dtype}: all-zero map"
         assert np.abs(compiled[dtype] - eager[dtype]).max() <= rtol * peak, (method, dtype)
+
+
+def test_many_methods_log_no_retracing_warning(caplog):
+    """Each pass is its own tf.function, traced once: TensorFlow's "triggered tf.function retracing" warning (which
+    counts traces per code object) must not fire for a session that runs many methods on one model."""
+    import logging
+
+    model, x = cnn("keras"), cnn_input("keras")
+    with caplog.at_level(logging.WARNING):
+        for k in range(1, 9):
+            signxai.calculate_relevancemap(model, x, f"lrp_epsilon_{k}", target=1)
+    assert len(TF_BACKEND._compiled[model]) >= 8
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

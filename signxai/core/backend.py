@@ -34,7 +34,7 @@ class Backend:
 
     **Tensor primitives**: ``ops`` (a :class:`signxai.core.ops.TensorOps` for the rules), ``to_tensor(model, x)``
     and ``to_numpy(t)`` (NumPy in and out), ``forward(model, x)`` (the logits), ``tape()`` (a
-    :class:`signxai.core.ops.Tape`), ``no_grad()``, ``record_for_backward(graph, x, lrp_head)``,
+    :class:`signxai.core.ops.Tape`), ``no_grad()``, ``record_for_backward(graph, x, lrp_head, forward)``,
     ``one_hot(classes, logits, dtype)``, ``reduce_sum(t)`` and ``layer_name(model, layer)``.
 
     **Execution and targets**: ``pass_function(model, x, name, key, make_body, takes_targets)`` gives the function
@@ -133,9 +133,11 @@ class Backend:
         """A context in which the framework records nothing for autodiff (VJPs inside it still work)."""
         return contextlib.nullcontext()
 
-    def record_for_backward(self, graph: Graph, x: Tensor, lrp_head: bool) -> tuple:
+    def record_for_backward(self, graph: Graph, x: Tensor, lrp_head: bool,
+                            forward: Optional[Callable[..., Any]] = None) -> tuple:
         """``(ops, values)``: the tensor ops of one backward pass and the recorded forward values of every node
-        (:func:`signxai.core.engine.record`; a backend may record what the pass's VJPs will reuse)."""
+        (:func:`signxai.core.engine.record`; a backend may record what the pass's VJPs will reuse). ``forward(ops,
+        index, node, inputs)``, if given, computes the nodes' values instead of their own forwards."""
         raise NotImplementedError
 
     def one_hot(self, classes: Tensor, logits: Tensor, dtype: Any) -> Tensor:
@@ -228,15 +230,19 @@ class Backend:
         def make_body(ref):
             def backward(x, requested):
                 graph = self.graph(ref())
-                ops, values = self.record_for_backward(graph, x, lrp_head)
+                # a mapping may compute some layers' outputs itself (Rule.forward): built before the forward where
+                # the graph is supported, else after the checks below, which then raise first as before
+                mapping = mapping_factory(graph) if graph.is_supported(graph.output) else None
+                ops, values = self.record_for_backward(graph, x, lrp_head, getattr(mapping, "forward", None))
                 y = values[graph.output]
                 chosen = self.choose(y, requested)
                 graph.check_supported(graph.output)  # before any relevance is computed
+                mapping = mapping_factory(graph) if mapping is None else mapping
                 start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
                 onehot = self.one_hot(chosen, y, values[start].dtype)
                 signal = values[start] * onehot if lrp_head else onehot
                 with self.no_grad():
-                    relevance = propagate(ops, graph, values, start, signal, mapping_factory(graph))
+                    relevance = propagate(ops, graph, values, start, signal, mapping)
                 return relevance, chosen
             return backward
         return self.run_pass(model, x, targets, "graph_backward", pass_key, make_body)[0]

@@ -164,6 +164,13 @@ class Rule:
         raise NotImplementedError(f"{type(self).__name__} does not implement relevance(ops, layer, inputs, "
                                   f"output, R)")
 
+    def forward(self, ops, layer, inputs):
+        """Optional: the layer's output computed by the rule in the forward pass, as ``(output, saved)``, when its
+        relevance reuses tensors of that computation; ``relevance`` is then called with ``saved=saved``. The
+        output must be the layer's output (the same function, up to rounding). None (the default): the layer's own
+        forward runs."""
+        return None
+
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={_short(v)}' for k, v in self._params)})"
 
@@ -269,8 +276,17 @@ class AlphaBeta(KernelRule):
                          beta=_number("AlphaBeta", "beta", beta, **check))
         self._rule = r.alpha_beta_rule(self.alpha, self.beta)
 
-    def relevance(self, ops, layer, inputs, output, R):
-        return [self._rule(ops, layer.kernel, inputs[0], output, R, nonnegative=layer.input_nonnegative)]
+    def relevance(self, ops, layer, inputs, output, R, saved=None):
+        return [self._rule(ops, layer.kernel, inputs[0], output, R, nonnegative=layer.input_nonnegative,
+                           split=saved)]
+
+    def forward(self, ops, layer, inputs):
+        """With β ≠ 0 and a nonnegative input both halves ``W⁺a``, ``W⁻a`` are needed: the layer's output is
+        computed from them (docs/lrp.md#alpha-beta-split), one convolution fewer than the layer's own plus both."""
+        if self.beta == 0 or not layer.input_nonnegative or layer.kernel.bias_term is None:
+            return None
+        split = r.AlphaBetaSplit(ops, layer.kernel, inputs[0])
+        return split.output, split
 
     def kernel_relevance(self, ops, kernel, a, z, R):
         return self._rule(ops, kernel, a, z, R)
@@ -668,10 +684,23 @@ class LRP:
     def __init__(self, method, graph):
         composite = method if isinstance(method, Composite) else compile_method(method)
         self.assignment = composite.assign(graph)
+        self._saved: dict = {}  # per node: what its rule's forward kept for the relevance (Rule.forward)
+
+    def forward(self, ops, index, node, inputs):
+        """The value of node ``index`` in the forward pass: its rule's own forward where it has one."""
+        entry = self.assignment.get(index)
+        result = entry[0].forward(ops, entry[1], inputs) if entry is not None else None
+        if result is None:
+            return node.forward(*inputs)
+        output, self._saved[index] = result
+        return output
 
     def __call__(self, ops, index, node, inputs, output, R):
         rule, layer = self.assignment[index]
-        shares = rule.relevance(ops, layer, inputs, output, R)
+        if index in self._saved:
+            shares = rule.relevance(ops, layer, inputs, output, R, saved=self._saved[index])
+        else:
+            shares = rule.relevance(ops, layer, inputs, output, R)
         if not isinstance(shares, (list, tuple)):
             shares = [shares]
         if len(shares) != len(inputs):

@@ -8,14 +8,18 @@ from signxai.core.ops import Tensor, TensorOps
 
 
 def record(graph: Graph, x: Tensor, upto: Optional[int] = None,
-           on_value: Optional[Callable[[int, Any], Any]] = None) -> list:
+           on_value: Optional[Callable[[int, Any], Any]] = None,
+           forward: Optional[Callable[[int, Any, list], Any]] = None) -> list:
     """Forward pass: the value of every node up to ``upto`` (default: all), node 0 being ``x``.
 
     ``on_value(index, value)`` may replace each value as it is produced (e.g. to watch it for autodiff).
+    ``forward(index, node, inputs)``, if given, computes each value instead of ``node.forward`` (an LRP mapping
+    whose rules compute a layer's output themselves, :meth:`signxai.core.composite.Rule.forward`).
     """
     values = [x]
     for index, node in enumerate(graph.nodes[1:(upto if upto is not None else len(graph.nodes) - 1) + 1], 1):
-        value = node.forward(*[values[p] for p in node.parents])
+        inputs = [values[p] for p in node.parents]
+        value = forward(index, node, inputs) if forward is not None else node.forward(*inputs)
         values.append(on_value(index, value) if on_value else value)
     return values
 

@@ -168,6 +168,7 @@ class _VanishingTracker:
     def __init__(self, mapping):
         self.mapping = mapping
         self.culprit = None
+        self.forward = getattr(mapping, "forward", None)
 
     def __call__(self, ops, index, node, inputs, output, R):
         shares = self.mapping(ops, index, node, inputs, output, R)

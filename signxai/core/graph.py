@@ -187,6 +187,14 @@ class Graph:
                              f"still work.")
         return gates.index(False)
 
+    def is_supported(self, upto: int) -> bool:
+        """Whether :meth:`check_supported` passes."""
+        try:
+            self.check_supported(upto)
+        except ValueError:
+            return False
+        return True
+
     def check_supported(self, upto: int) -> None:
         for index, node in enumerate(self.nodes[: upto + 1]):
             if node.kind == UNSUPPORTED:

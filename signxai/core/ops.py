@@ -27,6 +27,11 @@ class TensorOps(Protocol):
         """A boolean tensor as 0/1 in the dtype of ``like``."""
         ...
 
+    def where(self, condition: Tensor, if_true: Any, if_false: Any, like: Tensor) -> Tensor:
+        """``if_true`` where ``condition`` holds, else ``if_false``, in the dtype (and on the device) of ``like``.
+        Each value is a Python number (taken exactly in that dtype) or a tensor of that dtype; all broadcast."""
+        ...
+
     def ones_like(self, t: Tensor) -> Tensor:
         ...
 

@@ -20,14 +20,24 @@ def identity(t):
     return t
 
 
+# The helpers below select with ``ops.where`` instead of multiplying 0/1 masks: bit for bit the same values
+# (``q + 1e-7·1 = 1e-7`` at ``q = ±0``, ``q + 0 = q`` elsewhere, ``c·(±1) = ±c``), in a third of the
+# elementwise passes over full activation tensors, which are most of an eager LRP pass's cost
+# (docs/performance.md).
+
 def safe_divide(ops, p, q):
     """``SD(p, q) = p / (q + 1e-7·[q == 0])``."""
-    return p / (q + STABILIZER * ops.as_float(q == 0, q))
+    return p / ops.where(q == 0, STABILIZER, q, like=q)
 
 
 def sign0(ops, z):
     """+1 where ``z ≥ 0``, else −1."""
-    return ops.as_float(z >= 0, z) * 2 - 1
+    return ops.where(z >= 0, 1.0, -1.0, like=z)
+
+
+def sign0_times(ops, z, c):
+    """``c · sign0(z)`` for a number or a tensor ``c`` broadcastable against ``z``."""
+    return ops.where(z >= 0, c, -c, like=z)
 
 
 def weighted_backward(ops, kernel, a, s, kernel_map=identity):
@@ -45,7 +55,7 @@ def z_rule(ops, kernel, a, z, R):
 
 
 def _epsilon_relevance(ops, kernel, a, z, R, epsilon):
-    return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + epsilon * sign0(ops, z)))
+    return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + sign0_times(ops, z, epsilon)))
 
 
 def epsilon_rule(epsilon):
@@ -63,7 +73,7 @@ def stdx_epsilon_rule(stdfactor):
 def sign_rule(mu):
     """SIGN (mu = 0) and SIGNmu: the Z denominator with bias, no epsilon, times ``s_mu(a)``."""
     def rule(ops, kernel, a, z, R):
-        signs = 1 - 2 * ops.as_float(a < mu, a)
+        signs = ops.where(a < mu, -1.0, 1.0, like=a)
         return signs * weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
     return rule
 
@@ -107,6 +117,25 @@ def _once(kernel_map):
     return mapped
 
 
+class AlphaBetaSplit:
+    """The two halves ``z⁺ = W⁺a`` and ``z⁻ = W⁻a`` (bias-free) of a kernel layer with a nonnegative input ``a``,
+    computed in the forward pass; the layer's output is ``z = (z⁺ + z⁻) + b`` (docs/lrp.md#alpha-beta-split).
+
+    An α-β rule with β ≠ 0 needs both halves; computing the output from them costs two convolutions in the forward
+    instead of three (the layer's own and the two halves), and is as accurate as the layer's own sum (which adds
+    the same positive and negative products). ``pos_map``/``neg_map`` keep ``W⁺``/``W⁻`` for the backward."""
+
+    def __init__(self, ops, kernel, a):
+        self.pos_map, self.neg_map = _once(ops.positive), _once(ops.negative)
+        self.z_pos = kernel.apply(a, self.pos_map, None)
+        self.z_neg = kernel.apply(a, self.neg_map, None)
+        self.output = _plus(self.z_pos + self.z_neg, kernel.bias_term(identity))
+
+
+def _plus(t, bias):
+    return t if bias is None else t + bias
+
+
 def alpha_beta_rule(alpha, beta):
     """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (docs/lrp.md#kernel-rules).
 
@@ -114,8 +143,19 @@ def alpha_beta_rule(alpha, beta):
     denominator and exactly 0 to the relevance, so the result is bit-identical. ``nonnegative=True`` says so
     statically (the graph knows the input comes from a ReLU): no run-time test, and no conditional in a traced pass.
     """
-    def rule(ops, kernel, a, z, R, nonnegative=False):
-        a_pos, a_neg = ops.positive(a), ops.negative(a)
+    def times(c, t):  # 1·t is t exactly: skip the pass
+        return t if c == 1 else c * t
+
+    def rule(ops, kernel, a, z, R, nonnegative=False, split=None):
+        if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
+            def share(z_part, part_map, other_map):  # denominator z± + b± + b∓, as the halves below
+                denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
+                return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, denominator), part_map)
+            activator = times(alpha, share(split.z_pos, split.pos_map, split.neg_map))
+            return activator - times(beta, share(split.z_neg, split.neg_map, split.pos_map))
+        # with a statically nonnegative input a⁺ is a itself and a⁻ is not needed (one pass fewer each)
+        a_pos = a if nonnegative else ops.positive(a)
+        a_neg = None if nonnegative else ops.negative(a)
 
         def part(pos_map, neg_map):
             # each branch maps the kernel itself: tensors must not cross between the branches of a TF cond
@@ -137,10 +177,10 @@ def alpha_beta_rule(alpha, beta):
                 return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
-        activator = part(ops.positive, ops.negative)
+        activator = times(alpha, part(ops.positive, ops.negative))
         if beta == 0:
-            return alpha * activator
-        return alpha * activator - beta * part(ops.negative, ops.positive)
+            return activator
+        return activator - times(beta, part(ops.negative, ops.positive))
     return rule
 
 
@@ -150,7 +190,7 @@ def batchnorm_rule(ops, node, a, y, R):
     """iNNvestigate's BN rule: ``SD(a ⊙ (y − β) ⊙ R, d + 1e-7·sign0(d))`` with ``d = (a − μ) ⊙ y``."""
     mean, beta = node.batchnorm(a)
     d = (a - mean) * y
-    return safe_divide(ops, a * (y - beta) * R, d + STABILIZER * sign0(ops, d))
+    return safe_divide(ops, a * (y - beta) * R, d + sign0_times(ops, d, STABILIZER))
 
 
 def add_rule(ops, inputs, y, R, coefficients=None):

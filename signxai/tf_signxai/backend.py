@@ -6,6 +6,7 @@ classes → node kinds, as data), ``capture.py`` (graph capture), ``backend.py``
 """
 from __future__ import annotations
 
+import functools
 import weakref
 
 import numpy as np
@@ -146,8 +147,9 @@ class KerasBackend(Backend):
     def tape(self):
         return Tape()
 
-    def record_for_backward(self, graph, x, lrp_head):
-        return OPS, record(graph, x)
+    def record_for_backward(self, graph, x, lrp_head, forward=None):
+        return OPS, record(graph, x, forward=None if forward is None else
+                           lambda index, node, inputs: forward(OPS, index, node, inputs))
 
     def one_hot(self, classes, logits, dtype):
         return tf.one_hot(classes, _width(logits), dtype=dtype)
@@ -173,8 +175,12 @@ class KerasBackend(Backend):
         sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
         signature = [tf.TensorSpec((None,) + sample, dtype)] + ([tf.TensorSpec((None,), tf.int64)]
                                                                if takes_targets else [])
+        # each function is traced once; wrapping the body in its own partial gives it its own retracing counter
+        # (TensorFlow keys the counter by code object, and every pass shares make_body's code), so a session of
+        # many methods does not log "triggered tf.function retracing" warnings for traces that are not retraces
         return self._per_model(self._compiled, model, (name, key, sample, dtype.name), lambda: tf.function(
-            make_body(ref), input_signature=signature, autograph=False), limit=COMPILED_PER_MODEL)
+            functools.partial(make_body(ref)), input_signature=signature, autograph=False),
+            limit=COMPILED_PER_MODEL)
 
     def requested(self, model, x, targets):
         """The classes as an int64 tensor, :data:`Targets.ARGMAX` where the pass takes the argmax itself."""

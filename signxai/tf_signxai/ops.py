@@ -22,6 +22,12 @@ class TensorOps:
     def as_float(condition, like):
         return tf.cast(condition, like.dtype)
 
+    @staticmethod
+    def where(condition, if_true, if_false, like):
+        def value(v):
+            return v if isinstance(v, tf.Tensor | tf.Variable) else tf.constant(v, dtype=like.dtype)
+        return tf.where(condition, value(if_true), value(if_false))
+
     ones_like = staticmethod(tf.ones_like)
     zeros_like = staticmethod(tf.zeros_like)
 

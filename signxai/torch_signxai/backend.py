@@ -174,12 +174,12 @@ class TorchBackend(Backend):
     def no_grad(self):
         return torch.no_grad()
 
-    def record_for_backward(self, graph, x, lrp_head):
+    def record_for_backward(self, graph, x, lrp_head, forward=None):
         """LRP takes VJPs of re-indexing and pooling layers, guided backprop of every layer: their autograd graphs
         are recorded in the forward pass and reused (:class:`RecordedOps`)."""
         ops = RecordedOps()
         with torch.no_grad():
-            values = ops.record(graph, x, _VJP_KINDS if lrp_head else None)
+            values = ops.record(graph, x, _VJP_KINDS if lrp_head else None, forward)
         return ops, values
 
     def one_hot(self, classes, logits, dtype):

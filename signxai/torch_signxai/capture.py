@@ -6,6 +6,7 @@ statistics, Dropout as identity, in-place activations out of place).
 """
 from __future__ import annotations
 
+import copy
 import operator
 
 import torch
@@ -384,8 +385,12 @@ def _hardsigmoid(t):
 
 
 def _out_of_place_module(module):
+    """An ``inplace=True`` activation runs as a shallow copy with ``inplace=False`` (its own forward, one pass over
+    the tensor instead of a clone and an in-place pass; the caller's module is not touched)."""
     if getattr(module, "inplace", False):
-        return {"forward": lambda t: module(t.clone())}
+        out_of_place = copy.copy(module)
+        out_of_place.inplace = False
+        return {"forward": out_of_place}
     return {}
 
 

@@ -45,6 +45,12 @@ class TensorOps:
     def as_float(condition, like):
         return condition.to(like.dtype)
 
+    @staticmethod
+    def where(condition, if_true, if_false, like):
+        def value(v):
+            return v if isinstance(v, torch.Tensor) else torch.scalar_tensor(v, dtype=like.dtype, device=like.device)
+        return torch.where(condition, value(if_true), value(if_false))
+
     ones_like = staticmethod(torch.ones_like)
     zeros_like = staticmethod(torch.zeros_like)
 
@@ -89,13 +95,14 @@ class RecordedOps(TensorOps):
     def __init__(self):
         self.recorded = {}
 
-    def record(self, graph, x, kinds):
-        """``engine.record``, with the nodes of ``kinds`` (None: all) recorded with autograd at detached inputs."""
+    def record(self, graph, x, kinds, forward=None):
+        """``engine.record``, with the nodes of ``kinds`` (None: all) recorded with autograd at detached inputs;
+        ``forward(ops, index, node, inputs)`` computes the other nodes' values if given."""
         values = [x]
-        for node in graph.nodes[1:]:
+        for index, node in enumerate(graph.nodes[1:], 1):
             inputs = [values[p] for p in node.parents]
             if kinds is not None and node.kind not in kinds:
-                values.append(node.forward(*inputs))
+                values.append(node.forward(*inputs) if forward is None else forward(self, index, node, inputs))
                 continue
             leaves = _leaves(inputs)
             with torch.enable_grad():
