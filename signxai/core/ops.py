@@ -27,9 +27,15 @@ class TensorOps(Protocol):
         """A boolean tensor as 0/1 in the dtype of ``like``."""
         ...
 
-    def where(self, condition: Tensor, if_true: Any, if_false: Any, like: Tensor) -> Tensor:
-        """``if_true`` where ``condition`` holds, else ``if_false``, in the dtype (and on the device) of ``like``.
-        Each value is a Python number (taken exactly in that dtype) or a tensor of that dtype; all broadcast."""
+    def indicator(self, t: Tensor, relation: str, value: Any) -> Tensor:
+        """``[t ∘ value]`` as 0/1 in the dtype of ``t``, for ``∘`` one of ``"=="``, ``">="``, ``"<"`` (the rules'
+        masks; unlike ``as_float(t == value, t)`` no boolean tensor need be made)."""
+        ...
+
+    def stabilized_ratio(self, p: Tensor, q: Tensor, c: Any = None) -> Tensor:
+        """``SD(p, q + c·sign0(q))`` (``SD(p, q)`` for ``c`` None), exactly as
+        :func:`signxai.core.rules.stabilized_ratio` defines it; ``c`` a number or a tensor broadcastable against
+        ``q``. ``p`` and ``q`` are not modified. A backend may compute it fused (fewer temporaries)."""
         ...
 
     def ones_like(self, t: Tensor) -> Tensor:

@@ -20,24 +20,21 @@ def identity(t):
     return t
 
 
-# The helpers below select with ``ops.where`` instead of multiplying 0/1 masks: bit for bit the same values
-# (``q + 1e-7·1 = 1e-7`` at ``q = ±0``, ``q + 0 = q`` elsewhere, ``c·(±1) = ±c``), in a third of the
-# elementwise passes over full activation tensors, which are most of an eager LRP pass's cost
-# (docs/performance.md).
-
 def safe_divide(ops, p, q):
     """``SD(p, q) = p / (q + 1e-7·[q == 0])``."""
-    return p / ops.where(q == 0, STABILIZER, q, like=q)
+    return p / (q + STABILIZER * ops.indicator(q, "==", 0))
 
 
 def sign0(ops, z):
     """+1 where ``z ≥ 0``, else −1."""
-    return ops.where(z >= 0, 1.0, -1.0, like=z)
+    return ops.indicator(z, ">=", 0) * 2 - 1
 
 
-def sign0_times(ops, z, c):
-    """``c · sign0(z)`` for a number or a tensor ``c`` broadcastable against ``z``."""
-    return ops.where(z >= 0, c, -c, like=z)
+def stabilized_ratio(ops, p, q, c=None):
+    """``SD(p, q + c·sign0(q))``, or ``SD(p, q)`` for ``c`` None: the quotient of every rule (``c`` = ε for Epsilon,
+    ε·std(a) for StdxEpsilon, 1e-7 for the BN rule). This is its definition; the rules call
+    ``ops.stabilized_ratio``, which a backend may compute fused, bit for bit the same (docs/performance.md)."""
+    return safe_divide(ops, p, q if c is None else q + c * sign0(ops, q))
 
 
 def weighted_backward(ops, kernel, a, s, kernel_map=identity):
@@ -51,11 +48,11 @@ def weighted_backward(ops, kernel, a, s, kernel_map=identity):
 # --- kernel rules ---------------------------------------------------------------------------------------------
 
 def z_rule(ops, kernel, a, z, R):
-    return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
+    return a * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z))
 
 
 def _epsilon_relevance(ops, kernel, a, z, R, epsilon):
-    return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, z + sign0_times(ops, z, epsilon)))
+    return a * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z, epsilon))
 
 
 def epsilon_rule(epsilon):
@@ -73,8 +70,8 @@ def stdx_epsilon_rule(stdfactor):
 def sign_rule(mu):
     """SIGN (mu = 0) and SIGNmu: the Z denominator with bias, no epsilon, times ``s_mu(a)``."""
     def rule(ops, kernel, a, z, R):
-        signs = ops.where(a < mu, -1.0, 1.0, like=a)
-        return signs * weighted_backward(ops, kernel, a, safe_divide(ops, R, z))
+        signs = 1 - 2 * ops.indicator(a, "<", mu)
+        return signs * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z))
     return rule
 
 
@@ -82,7 +79,7 @@ def _constant_kernel_rule(kernel_map):
     def rule(ops, kernel, a, z, R):
         ones = ops.ones_like(a)
         denominator = kernel.apply(ones, kernel_map, None)
-        return weighted_backward(ops, kernel, a, safe_divide(ops, R, denominator), kernel_map)
+        return weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator), kernel_map)
     return rule
 
 
@@ -99,7 +96,7 @@ def zb_rule(low, high):
         positive, negative = _once(ops.positive), _once(ops.negative)
         denominator = (kernel.apply(a, identity, None) - kernel.apply(lo, positive, None)
                        - kernel.apply(hi, negative, None))
-        s = safe_divide(ops, R, denominator)
+        s = ops.stabilized_ratio(R, denominator)
         return (a * weighted_backward(ops, kernel, a, s)
                 - lo * weighted_backward(ops, kernel, a, s, positive)
                 - hi * weighted_backward(ops, kernel, a, s, negative))
@@ -150,7 +147,7 @@ def alpha_beta_rule(alpha, beta):
         if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
             def share(z_part, part_map, other_map):  # denominator z± + b± + b∓, as the halves below
                 denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
-                return a * weighted_backward(ops, kernel, a, safe_divide(ops, R, denominator), part_map)
+                return a * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator), part_map)
             activator = times(alpha, share(split.z_pos, split.pos_map, split.neg_map))
             return activator - times(beta, share(split.z_neg, split.neg_map, split.pos_map))
         # with a statically nonnegative input a⁺ is a itself and a⁻ is not needed (one pass fewer each)
@@ -163,7 +160,7 @@ def alpha_beta_rule(alpha, beta):
                 map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = (kernel.apply(a_pos, map_for_pos, map_for_pos)
                                + kernel.apply(a_neg, map_for_neg, map_for_neg))
-                s = safe_divide(ops, R, denominator)
+                s = ops.stabilized_ratio(R, denominator)
                 return (a_pos * weighted_backward(ops, kernel, a, s, map_for_pos)
                         + a_neg * weighted_backward(ops, kernel, a, s, map_for_neg))
 
@@ -171,7 +168,7 @@ def alpha_beta_rule(alpha, beta):
                 map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
                 bias = kernel.bias_term(map_for_neg)
-                s = safe_divide(ops, R, denominator if bias is None else denominator + bias)
+                s = ops.stabilized_ratio(R, denominator if bias is None else denominator + bias)
                 return a_pos * weighted_backward(ops, kernel, a, s, map_for_pos)
             if nonnegative:
                 return positive_half()
@@ -190,19 +187,19 @@ def batchnorm_rule(ops, node, a, y, R):
     """iNNvestigate's BN rule: ``SD(a ⊙ (y − β) ⊙ R, d + 1e-7·sign0(d))`` with ``d = (a − μ) ⊙ y``."""
     mean, beta = node.batchnorm(a)
     d = (a - mean) * y
-    return safe_divide(ops, a * (y - beta) * R, d + sign0_times(ops, d, STABILIZER))
+    return ops.stabilized_ratio(a * (y - beta) * R, d, STABILIZER)
 
 
 def add_rule(ops, inputs, y, R, coefficients=None):
     """The Z rule of a sum ``y = Σ c_k a_k``: ``R_k = c_k a_k ⊙ SD(R, y)`` (all ``c_k = 1`` for a plain Add)."""
-    s = safe_divide(ops, R, y)
+    s = ops.stabilized_ratio(R, y)
     if coefficients is None:
         return [a * s for a in inputs]
     return [(a * c) * s for a, c in zip(inputs, coefficients)]
 
 
 def avgpool_rule(ops, node, a, y, R):
-    return a * ops.vjp(node.forward, [a], safe_divide(ops, R, y))[0]
+    return a * ops.vjp(node.forward, [a], ops.stabilized_ratio(R, y))[0]
 
 
 def product_rule(ops, signal, inputs, y, R):

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from signxai.core import rules
+
+
+_RELATIONS = {"==": tf.equal, ">=": tf.greater_equal, "<": tf.less}
+
 
 class TensorOps:
     """The tensor operations the framework-neutral rules need, for TensorFlow."""
@@ -23,10 +28,11 @@ class TensorOps:
         return tf.cast(condition, like.dtype)
 
     @staticmethod
-    def where(condition, if_true, if_false, like):
-        def value(v):
-            return v if isinstance(v, tf.Tensor | tf.Variable) else tf.constant(v, dtype=like.dtype)
-        return tf.where(condition, value(if_true), value(if_false))
+    def indicator(t, relation, value):
+        return tf.cast(_RELATIONS[relation](t, tf.cast(value, t.dtype)), t.dtype)
+
+    def stabilized_ratio(self, p, q, c=None):
+        return rules.stabilized_ratio(self, p, q, c)  # compiled passes: grappler fuses the elementwise chain
 
     ones_like = staticmethod(tf.ones_like)
     zeros_like = staticmethod(tf.zeros_like)

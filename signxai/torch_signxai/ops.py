@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from signxai.core.rules import STABILIZER
+
 
 def _is_float_tensor(t):
     return isinstance(t, torch.Tensor) and t.is_floating_point()
@@ -31,6 +33,9 @@ def _leaves(inputs):
     return [t.detach().requires_grad_(True) if _is_float_tensor(t) else t for t in inputs]
 
 
+_RELATIONS = {"==": torch.eq, ">=": torch.ge, "<": torch.lt}
+
+
 class TensorOps:
     """The tensor operations the framework-neutral rules need, for PyTorch."""
 
@@ -46,10 +51,26 @@ class TensorOps:
         return condition.to(like.dtype)
 
     @staticmethod
-    def where(condition, if_true, if_false, like):
-        def value(v):
-            return v if isinstance(v, torch.Tensor) else torch.scalar_tensor(v, dtype=like.dtype, device=like.device)
-        return torch.where(condition, value(if_true), value(if_false))
+    def indicator(t, relation, value):
+        # a float mask written directly: boolean tensors (and their casts) are several times slower on CPU
+        return _RELATIONS[relation](t, value, out=torch.empty_like(t))
+
+    @staticmethod
+    def stabilized_ratio(p, q, c=None):
+        """``rules.stabilized_ratio`` in one buffer, bit for bit: ``(2c·[q ≥ 0] − c) + q`` is ``q + c·sign0(q)``
+        (both products exact), and for ``c > 0`` that denominator is never zero (``q ≥ 0`` gives ``q + c ≥ c``,
+        ``q < 0`` gives ``q − c < −c``), so the SD stabiliser adds exactly 0 there and is skipped. Each fresh
+        activation-sized temporary costs page faults on CPU, more than the arithmetic (docs/performance.md)."""
+        if c is None:
+            den = torch.eq(q, 0, out=torch.empty_like(q)).mul_(STABILIZER).add_(q)
+        else:
+            den = torch.ge(q, 0, out=torch.empty_like(q)).mul_(2 * c).sub_(c).add_(q)
+            positive = c > 0 if not isinstance(c, torch.Tensor) else bool((c > 0).all())
+            if not positive:
+                den.add_(torch.eq(den, 0, out=torch.empty_like(den)).mul_(STABILIZER))
+        if p.shape == den.shape and p.dtype == den.dtype:
+            return torch.div(p, den, out=den)
+        return p / den
 
     ones_like = staticmethod(torch.ones_like)
     zeros_like = staticmethod(torch.zeros_like)
