@@ -32,6 +32,11 @@ class TensorOps(Protocol):
         masks; unlike ``as_float(t == value, t)`` no boolean tensor need be made)."""
         ...
 
+    def multiply_into(self, t: Tensor, other: Tensor) -> Tensor:
+        """``t ⊙ other`` (bit for bit ``other ⊙ t``), where ``t`` is a temporary of the calling rule that is not
+        used afterwards: a backend may write the product into ``t``'s storage."""
+        ...
+
     def stabilized_ratio(self, p: Tensor, q: Tensor, c: Any = None) -> Tensor:
         """``SD(p, q + c·sign0(q))`` (``SD(p, q)`` for ``c`` None), exactly as
         :func:`signxai.core.rules.stabilized_ratio` defines it; ``c`` a number or a tensor broadcastable against

@@ -48,11 +48,11 @@ def weighted_backward(ops, kernel, a, s, kernel_map=identity):
 # --- kernel rules ---------------------------------------------------------------------------------------------
 
 def z_rule(ops, kernel, a, z, R):
-    return a * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z))
+    return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z)), a)
 
 
 def _epsilon_relevance(ops, kernel, a, z, R, epsilon):
-    return a * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z, epsilon))
+    return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z, epsilon)), a)
 
 
 def epsilon_rule(epsilon):
@@ -71,7 +71,7 @@ def sign_rule(mu):
     """SIGN (mu = 0) and SIGNmu: the Z denominator with bias, no epsilon, times ``s_mu(a)``."""
     def rule(ops, kernel, a, z, R):
         signs = 1 - 2 * ops.indicator(a, "<", mu)
-        return signs * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z))
+        return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, z)), signs)
     return rule
 
 
@@ -147,7 +147,8 @@ def alpha_beta_rule(alpha, beta):
         if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
             def share(z_part, part_map, other_map):  # denominator z± + b± + b∓, as the halves below
                 denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
-                return a * weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator), part_map)
+                return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator),
+                                                          part_map), a)
             activator = times(alpha, share(split.z_pos, split.pos_map, split.neg_map))
             return activator - times(beta, share(split.z_neg, split.neg_map, split.pos_map))
         # with a statically nonnegative input a⁺ is a itself and a⁻ is not needed (one pass fewer each)
@@ -169,7 +170,7 @@ def alpha_beta_rule(alpha, beta):
                 denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
                 bias = kernel.bias_term(map_for_neg)
                 s = ops.stabilized_ratio(R, denominator if bias is None else denominator + bias)
-                return a_pos * weighted_backward(ops, kernel, a, s, map_for_pos)
+                return ops.multiply_into(weighted_backward(ops, kernel, a, s, map_for_pos), a_pos)
             if nonnegative:
                 return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
@@ -186,20 +187,20 @@ def alpha_beta_rule(alpha, beta):
 def batchnorm_rule(ops, node, a, y, R):
     """iNNvestigate's BN rule: ``SD(a ⊙ (y − β) ⊙ R, d + 1e-7·sign0(d))`` with ``d = (a − μ) ⊙ y``."""
     mean, beta = node.batchnorm(a)
-    d = (a - mean) * y
-    return ops.stabilized_ratio(a * (y - beta) * R, d, STABILIZER)
+    numerator = ops.multiply_into(ops.multiply_into(y - beta, a), R)  # (a ⊙ (y − β)) ⊙ R
+    return ops.stabilized_ratio(numerator, ops.multiply_into(a - mean, y), STABILIZER)
 
 
 def add_rule(ops, inputs, y, R, coefficients=None):
     """The Z rule of a sum ``y = Σ c_k a_k``: ``R_k = c_k a_k ⊙ SD(R, y)`` (all ``c_k = 1`` for a plain Add)."""
     s = ops.stabilized_ratio(R, y)
-    if coefficients is None:
-        return [a * s for a in inputs]
+    if coefficients is None:  # the last share is computed into s, which is not needed after it
+        return [a * s for a in inputs[:-1]] + [ops.multiply_into(s, inputs[-1])]
     return [(a * c) * s for a, c in zip(inputs, coefficients)]
 
 
 def avgpool_rule(ops, node, a, y, R):
-    return a * ops.vjp(node.forward, [a], ops.stabilized_ratio(R, y))[0]
+    return ops.multiply_into(ops.vjp(node.forward, [a], ops.stabilized_ratio(R, y))[0], a)
 
 
 def product_rule(ops, signal, inputs, y, R):

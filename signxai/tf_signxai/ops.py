@@ -31,6 +31,10 @@ class TensorOps:
     def indicator(t, relation, value):
         return tf.cast(_RELATIONS[relation](t, tf.cast(value, t.dtype)), t.dtype)
 
+    @staticmethod
+    def multiply_into(t, other):
+        return t * other
+
     def stabilized_ratio(self, p, q, c=None):
         return rules.stabilized_ratio(self, p, q, c)  # compiled passes: grappler fuses the elementwise chain
 

@@ -56,6 +56,13 @@ class TensorOps:
         return _RELATIONS[relation](t, value, out=torch.empty_like(t))
 
     @staticmethod
+    def multiply_into(t, other):
+        if (isinstance(other, torch.Tensor) and other.dtype == t.dtype and not t.requires_grad
+                and torch.broadcast_shapes(t.shape, other.shape) == t.shape):
+            return t.mul_(other)
+        return t * other
+
+    @staticmethod
     def stabilized_ratio(p, q, c=None):
         """``rules.stabilized_ratio`` in one buffer, bit for bit: ``(2c·[q ≥ 0] − c) + q`` is ``q + c·sign0(q)``
         (both products exact), and for ``c > 0`` that denominator is never zero (``q ≥ 0`` gives ``q + c ≥ c``,
