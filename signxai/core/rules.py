@@ -140,8 +140,8 @@ def alpha_beta_rule(alpha, beta):
     denominator and exactly 0 to the relevance, so the result is bit-identical. ``nonnegative=True`` says so
     statically (the graph knows the input comes from a ReLU): no run-time test, and no conditional in a traced pass.
     """
-    def times(c, t):  # 1·t is t exactly: skip the pass
-        return t if c == 1 else c * t
+    def times(ops, c, t):  # 1·t is t exactly: skip the pass; t is the rule's own temporary
+        return t if c == 1 else ops.multiply_into(t, c)
 
     def rule(ops, kernel, a, z, R, nonnegative=False, split=None):
         if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
@@ -149,8 +149,8 @@ def alpha_beta_rule(alpha, beta):
                 denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
                 return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator),
                                                           part_map), a)
-            activator = times(alpha, share(split.z_pos, split.pos_map, split.neg_map))
-            return activator - times(beta, share(split.z_neg, split.neg_map, split.pos_map))
+            activator = times(ops, alpha, share(split.z_pos, split.pos_map, split.neg_map))
+            return activator - times(ops, beta, share(split.z_neg, split.neg_map, split.pos_map))
         # with a statically nonnegative input a⁺ is a itself and a⁻ is not needed (one pass fewer each)
         a_pos = a if nonnegative else ops.positive(a)
         a_neg = None if nonnegative else ops.negative(a)
@@ -175,10 +175,10 @@ def alpha_beta_rule(alpha, beta):
                 return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
-        activator = times(alpha, part(ops.positive, ops.negative))
+        activator = times(ops, alpha, part(ops.positive, ops.negative))
         if beta == 0:
             return activator
-        return activator - times(beta, part(ops.negative, ops.positive))
+        return activator - times(ops, beta, part(ops.negative, ops.positive))
     return rule
 
 

@@ -57,8 +57,10 @@ class TensorOps:
 
     @staticmethod
     def multiply_into(t, other):
-        if (isinstance(other, torch.Tensor) and other.dtype == t.dtype and not t.requires_grad
-                and torch.broadcast_shapes(t.shape, other.shape) == t.shape):
+        if t.requires_grad:
+            return t * other
+        if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.dtype == t.dtype
+                                               and torch.broadcast_shapes(t.shape, other.shape) == t.shape):
             return t.mul_(other)
         return t * other
 
