@@ -55,9 +55,20 @@ def keras_model(name: str, bias_free: bool = False):
     return keras_application(name, size={**KERAS_FAST, **KERAS_SLOW}[name], classes=CLASSES, bias_free=bias_free)
 
 
+# TensorFlow compiles every pass by default, and tracing a pass of a zoo model costs several of its calls: the Keras
+# every-family tests would spend ~3.5 of their ~4.5 minutes tracing passes that run once. These methods, one per
+# kind of compiled pass (input gradient, LRP backward, guided backward, Grad-CAM), run compiled on every
+# architecture; the others run eagerly (the same Python code; compiled = eager is tests/test_compiled_passes.py).
+COMPILED_ON_ZOO = ("gradient", "lrp_epsilon_0_1", "lrp_sequential_composite_b", "guided_backprop", "grad_cam")
+
+
 def _check_maps(model, x, name):
+    import signxai.tf_signxai.backend as tf_backend
+
     for method, kwargs in METHODS.items():
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+            if method not in COMPILED_ON_ZOO:
+                patch.setattr(tf_backend, "COMPILE_PASSES", False)
             warnings.simplefilter("error", RuntimeWarning)  # vanished relevance is a failure here
             maps = signxai.calculate_relevancemaps(model, x, method, **kwargs)
         assert maps.shape == x.shape and maps.dtype == np.float32, (name, method)
