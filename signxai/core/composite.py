@@ -688,8 +688,9 @@ class LRP:
 
     def forward(self, ops, index, node, inputs):
         """The value of node ``index`` in the forward pass: its rule's own forward where it has one."""
-        entry = self.assignment.get(index)
-        result = entry[0].forward(ops, entry[1], inputs) if entry is not None else None
+        rule, layer = self.assignment.get(index, (None, None))
+        rule_forward = getattr(rule, "forward", None)  # None too for duck-typed rules without Rule.forward
+        result = rule_forward(ops, layer, inputs) if rule_forward is not None else None
         if result is None:
             return node.forward(*inputs)
         output, self._saved[index] = result
