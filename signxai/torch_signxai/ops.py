@@ -70,13 +70,14 @@ class TensorOps:
         (both products exact), and for ``c > 0`` that denominator is never zero (``q ≥ 0`` gives ``q + c ≥ c``,
         ``q < 0`` gives ``q − c < −c``), so the SD stabiliser adds exactly 0 there and is skipped. Each fresh
         activation-sized temporary costs page faults on CPU, more than the arithmetic (docs/performance.md)."""
+        mask = TensorOps.indicator
         if c is None:
-            den = torch.eq(q, 0, out=torch.empty_like(q)).mul_(STABILIZER).add_(q)
+            den = mask(q, "==", 0).mul_(STABILIZER).add_(q)
         else:
-            den = torch.ge(q, 0, out=torch.empty_like(q)).mul_(2 * c).sub_(c).add_(q)
+            den = mask(q, ">=", 0).mul_(2 * c).sub_(c).add_(q)
             positive = c > 0 if not isinstance(c, torch.Tensor) else bool((c > 0).all())
             if not positive:
-                den.add_(torch.eq(den, 0, out=torch.empty_like(den)).mul_(STABILIZER))
+                den.add_(mask(den, "==", 0).mul_(STABILIZER))
         if p.shape == den.shape and p.dtype == den.dtype:
             return torch.div(p, den, out=den)
         return p / den
