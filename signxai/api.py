@@ -9,7 +9,8 @@ from signxai.core.explain import explain
 from signxai.core.targets import Targets
 from signxai.methods import resolve_method
 
-_ALIASES = {"neuron_selection": "target", "batchmode": "batched", "last_conv_layer_name": "layer"}
+_ALIASES = {"neuron_selection": "target", "neuron_selection_mode": "target", "batchmode": "batched",
+            "last_conv_layer_name": "layer"}
 _DTYPES = ("float32", "float64")
 
 

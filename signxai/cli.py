@@ -7,12 +7,16 @@
 
 User errors print one line ``signxai: error: ...`` on stderr and exit with status 2. ``compare`` exits with 1 when a
 method breaks docs/equivalence.md#agreement-gates. PyTorch is imported before TensorFlow (NOTES: triton).
+
+This module parses arguments and prints; models and inputs are loaded by :mod:`signxai.loading`. Run as a program
+(``signxai ...``, ``python -m signxai ...``) it owns its process and silences TensorFlow's native (C++) logging
+before TensorFlow is imported (``TF_CPP_MIN_LOG_LEVEL=3`` unless the variable is set already); ``main([...])``
+called from Python leaves the environment alone.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import fnmatch
 import json
 import os
 import sys
@@ -23,14 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from signxai._keras_torch import channels_first, channels_last
+from signxai.cli_args import parse_param, select_methods
+from signxai.loading import (KERAS_SUFFIXES, TORCH_SUFFIXES, InputError, ModelInfo, import_keras, load_image,
+                             load_keras_batch, load_model, one_line)
 from signxai.methods import CATALOG, method_families, parse_method
 
-KERAS_SUFFIXES = (".keras", ".h5")
-TORCH_SUFFIXES = (".pt", ".pth")
-
-
-class CLIError(Exception):
-    """A user error: one line on stderr, exit status 2."""
+CLIError = InputError
+"""A user error: one line on stderr, exit status 2 (the library's :class:`signxai.loading.InputError`)."""
+# The names of what moved to signxai.loading and signxai.cli_args, kept for scripts that import them from here
+_Model, _load_model, _load_image, _import_keras = ModelInfo, load_model, load_image, import_keras
+_param, _select, _one_line = parse_param, select_methods, one_line
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -39,7 +45,12 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Without ``argv`` (the ``signxai`` program itself) TensorFlow's C++ log lines are silenced first
+    (:func:`quiet_tensorflow_logs`)."""
+    if argv is None:
+        quiet_tensorflow_logs(os.environ)
     try:
         args = _parser().parse_args(argv)
         return args.command(args)
@@ -48,9 +59,17 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # stdout closed early, as by `signxai methods | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (CLIError, ValueError, TypeError, OSError) as error:
-        print(f"signxai: error: {_one_line(error)}", file=sys.stderr)
+    except (InputError, ValueError, TypeError, OSError) as error:
+        print(f"signxai: error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def quiet_tensorflow_logs(environ) -> None:
+    """Silence TensorFlow's native logging ("Not handling type DT_DOUBLE", cuInit errors, oneDNN notices) in the
+    process whose environment is ``environ``: ``TF_CPP_MIN_LOG_LEVEL=3`` unless the user set it (set it to 0 to see
+    them). It takes effect only if TensorFlow is not imported yet; the command line calls it for its own process,
+    the library never does."""
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _parser():
@@ -119,6 +138,7 @@ def _parser():
     compare.add_argument("--out-dir", type=Path, default=Path("results"))
     compare.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                          help="precision of the maps in the table and figures (the gates always use both)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     compare.set_defaults(command=_compare)
 
     from signxai.explain_dataset_cli import add_parser as add_explain_dataset
@@ -127,30 +147,6 @@ def _parser():
     from signxai.evaluate import add_parser as add_evaluate
     add_evaluate(commands)
     return parser
-
-
-def _one_line(error) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _import_keras():
-    """Import torch, then Keras/TensorFlow (NOTES: triton); returns ``keras``. TensorFlow's start-up logs are
-    hidden: once torch is loaded they reach file descriptor 2 whatever ``TF_CPP_MIN_LOG_LEVEL`` says."""
-    import torch  # noqa: F401
-
-    if "tensorflow" in sys.modules:
-        import keras
-        return keras
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import keras
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-    return keras
 
 
 def _existing(path: Path) -> Path:
@@ -170,28 +166,21 @@ def _methods(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------- explain
-@dataclass
-class _Model:
-    model: object
-    channels_first: bool  # whether the model takes (N, C, ...) input
-    input_shape: tuple | None  # per-sample, in the model's layout (None: unknown; None entries: free axes)
-
-
 def _explain(args) -> int:
     parse_method(args.method)  # unknown names fail before the slow imports
     if args.out is not None and args.out.suffix not in (".png", ".npy"):
         raise CLIError(f"--out must end in .png or .npy, not {args.out.name!r}")
-    params = dict(_param(text) for text in args.param)
-    loaded = _load_model(_existing(args.model))
+    params = dict(parse_param(text) for text in args.param)
+    loaded = load_model(_existing(args.model))
     is_image = _existing(args.input).suffix != ".npy"
-    x = _load_image(args.input, loaded, args.caffe, args.size) if is_image else np.load(args.input)
+    x = load_image(args.input, loaded, args.caffe, args.size) if is_image else np.load(args.input)
     from signxai import calculate_relevancemap
 
     try:
         relevance = calculate_relevancemap(loaded.model, x, args.method, target=args.target, dtype=args.dtype,
                                            **params)
     except RuntimeError as error:  # PyTorch's report of a wrong input shape
-        raise CLIError(f"the model cannot take an input of shape {x.shape}: {_one_line(error)}") from error
+        raise CLIError(f"the model cannot take an input of shape {x.shape}: {one_line(error)}") from error
     if args.out is not None and args.out.suffix == ".npy":
         np.save(args.out, relevance)
     elif args.out is not None:
@@ -201,83 +190,7 @@ def _explain(args) -> int:
     return 0
 
 
-def _param(text):
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise CLIError(f"--param needs KEY=VALUE, got {text!r}")
-    for convert in (int, float):
-        try:
-            return key, convert(value)
-        except ValueError:
-            pass
-    return key, value
-
-
-def _load_model(path: Path) -> _Model:
-    suffix = path.suffix.lower()
-    if suffix not in (*KERAS_SUFFIXES, *TORCH_SUFFIXES, ".onnx"):
-        raise CLIError(f"unknown model format {path.name!r}: use .keras/.h5, .pt/.pth or .onnx")
-    keras = _import_keras()
-    import torch
-
-    try:
-        if suffix in KERAS_SUFFIXES:
-            model = keras.models.load_model(path, compile=False)
-            return _Model(model, False, tuple(model.input_shape[1:]))
-        if suffix in TORCH_SUFFIXES:
-            model = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            return _onnx_model(path)
-    except Exception as error:
-        raise CLIError(f"cannot load {path}: {_one_line(error)}") from error
-    if not isinstance(model, torch.nn.Module):
-        raise CLIError(f"{path} holds a {type(model).__name__}, not a pickled torch.nn.Module (save the whole "
-                       f"module with torch.save(model, path))")
-    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    conv = next((m for m in model.modules() if isinstance(m, convs)), None)
-    shape = None if conv is None else (conv.in_channels, *[None] * len(conv.kernel_size))
-    return _Model(model, True, shape)
-
-
-def _onnx_model(path: Path) -> _Model:
-    import onnx
-
-    from signxai.converters.onnx_to_torch import convert_onnx_to_torch
-
-    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim[1:]
-    shape = tuple(d.dim_value or None for d in dims)
-    if None in shape:
-        raise CLIError(f"the ONNX model's input shape {shape} has unknown axes")
-    channels_first = len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3)
-    return _Model(convert_onnx_to_torch(str(path), shape), channels_first, shape)
-
-
-def _load_image(path: Path, loaded: _Model, caffe: bool, size=None) -> np.ndarray:
-    """One image sample in the model's layout (see the ``explain`` help)."""
-    from PIL import Image
-
-    shape = loaded.input_shape
-    if shape is None or len(shape) not in (2, 3):
-        raise CLIError(f"the model's input shape {shape} is not that of an image; give a .npy input")
-    channels, (height, width) = (None, shape) if len(shape) == 2 else \
-        (shape[0], shape[1:]) if loaded.channels_first else (shape[-1], shape[:2])
-    if channels not in (None, 1, 3) or (caffe and channels != 3):
-        raise CLIError(f"the model takes {channels} input channels; images give 1 (grayscale) or 3 (RGB"
-                       f"{', which --caffe needs' if caffe else ''})")
-    with Image.open(path) as image:
-        size = size[::-1] if size else (width, height) if width and height else image.size
-        if caffe:
-            from signxai.utils.utils import load_image
-            x = load_image(path, target_size=size[::-1])[1]
-        else:
-            image = image.convert("L" if channels in (None, 1) else "RGB").resize(size, Image.BILINEAR)
-            x = np.asarray(image, dtype=np.float32) / 255
-    if channels == 1:
-        x = x[..., None]
-    return channels_first(x, batch=False) if loaded.channels_first and x.ndim == 3 else x
-
-
-def _canonical_sample(relevance, loaded: _Model) -> np.ndarray:
+def _canonical_sample(relevance, loaded: ModelInfo) -> np.ndarray:
     """The first sample of a map, channels-last."""
     shape = loaded.input_shape
     batched = relevance.ndim == len(shape) + 1 if shape is not None else relevance.ndim >= 2
@@ -314,7 +227,7 @@ COLUMNS = ("method", "mae", "rel_error", "pearson", "time_tf_ms", "time_pt_ms", 
 
 
 def _compare(args) -> int:
-    methods = _select(args.methods)
+    methods = select_methods(args.methods)
     if args.samples is not None and args.samples < 1:
         raise CLIError("--samples must be at least 1")
     keras_model, torch_model, x, label = _pair(args)
@@ -326,18 +239,17 @@ def _compare(args) -> int:
     import torch
 
     rows = []
-    end = "\r" if sys.stderr.isatty() else "\n"
+    progress = _Progress(len(methods), enabled=not args.no_progress)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # interleaved with TensorFlow's, torch's worker threads made calls 10-30x slower
     try:
-        for i, method in enumerate(methods, 1):
-            print(f"[{i:>{len(str(len(methods)))}}/{len(methods)}] {method:<45}", end=end, file=sys.stderr,
-                  flush=True)
+        for method in methods:
+            progress.start(method)
             rows.append(_compare_method(method, keras_model, torch_model, x, args.dtype, figures, timeseries))
+            progress.done()
     finally:
         torch.set_num_threads(threads)
-    if end == "\r":
-        print(file=sys.stderr)
+        progress.close()
     counts = {status: sum(row.status == status for row in rows) for status in ("ok", "n/a", "failed")}
     summary = (f"{counts['ok']} methods within docs/equivalence.md#agreement-gates, {counts['n/a']} n/a, "
                f"{counts['failed']} failed")
@@ -351,25 +263,43 @@ def _compare(args) -> int:
     (args.out_dir / "values_method_comparison.json").write_text(json.dumps(
         {"model": label, "samples": len(x), "dtype": args.dtype, "logit_max_rel_diff": logit_difference,
          "rows": [asdict(row) for row in rows], "summary": counts}, indent=1))
+    drawn = sum(row.mae is not None for row in rows)
+    print(f"wrote {args.out_dir / 'values_method_comparison'}.txt, .csv, .json and {drawn} figure(s) in {figures} "
+          f"(input | TensorFlow | PyTorch | difference per method)")
     return 0 if counts["failed"] == 0 else 1
 
 
-def _select(pattern) -> list[str]:
-    if pattern is None:
-        return list(CATALOG)
-    selected = []
-    for part in filter(None, (p.strip() for p in pattern.split(","))):
-        if any(c in part for c in "*?["):
-            matches = fnmatch.filter(CATALOG, part)
-            if not matches:
-                raise CLIError(f"no catalog method matches {part!r}")
-        else:
-            parse_method(part)  # ValueError with suggestions for an unknown name
-            matches = [part]
-        selected += [m for m in matches if m not in selected]
-    if not selected:
-        raise CLIError("--methods selects no method")
-    return selected
+class _Progress:
+    """Progress of ``compare`` on stderr: a tqdm bar labelled ``[i/n] method`` (tqdm is installed with
+    ``signxai[dataset]``), else one ``[i/n] method`` line per method."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.i, self.enabled, self.bar = total, 0, enabled, None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc="compare", unit="method", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def start(self, method: str) -> None:
+        self.i += 1
+        label = f"[{self.i:>{len(str(self.total))}}/{self.total}] {method}"
+        if self.bar is not None:
+            self.bar.set_description_str(label)
+        elif self.enabled:
+            print(label, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            if self.i == self.total:
+                self.bar.set_description_str(f"compared {self.total} method(s)", refresh=False)
+            self.bar.close()
 
 
 LOGIT_TOLERANCE = 1e-4
@@ -379,7 +309,7 @@ LOGIT_TOLERANCE = 1e-4
 def _pair(args):
     """``(keras_model, torch_model, x, label)``: a demo twin pair, a Keras file and its direct conversion, or the
     user's Keras model and PyTorch twin; ``x`` (channels-last) from ``--input`` or generated."""
-    _import_keras()
+    import_keras()
     pair = args.keras_model is not None or args.torch_model is not None
     if pair and args.model is not None:
         raise CLIError("give either --model or --keras-model with --torch-model, not both")
@@ -393,7 +323,7 @@ def _pair(args):
         if torch_path.suffix.lower() not in TORCH_SUFFIXES:
             raise CLIError(f"--torch-model must be a .pt/.pth file (a pickled torch.nn.Module), not "
                            f"{torch_path.name!r}")
-        keras_model, torch_model = _load_model(keras_path).model, _load_model(torch_path).model
+        keras_model, torch_model = load_model(keras_path).model, load_model(torch_path).model
         label, x = f"{keras_path} + {torch_path}", None
     else:
         name = args.model or "digits"
@@ -408,11 +338,11 @@ def _pair(args):
                 raise CLIError(f"--model must be demo, digits, eeg or a .keras/.h5 file, not {name!r}")
             from signxai.converters.direct_tf_to_torch import convert_tf_to_torch_direct
 
-            keras_model = _load_model(path).model
+            keras_model = load_model(path).model
             torch_model, label, x = convert_tf_to_torch_direct(keras_model), str(path), None
     shape = tuple(keras_model.input_shape[1:])
     if args.input is not None:
-        x = _compare_input(_existing(args.input), keras_model, shape)
+        x = load_keras_batch(_existing(args.input), shape)
     elif x is None:
         if None in shape:
             raise CLIError(f"the Keras model's input shape {shape} has unknown axes; give an --input")
@@ -423,27 +353,11 @@ def _pair(args):
     return keras_model, torch_model, x[:samples] if samples else x, label
 
 
-def _compare_input(path: Path, keras_model, shape) -> np.ndarray:
-    """A channels-last float32 batch from an image or a ``.npy`` file (see the ``compare`` help)."""
-    if path.suffix.lower() == ".npy":
-        x = np.load(path)
-        if x.ndim == len(shape):
-            x = x[None]
-        if x.ndim != len(shape) + 1 or any(d is not None and d != n for d, n in zip(shape, x.shape[1:])):
-            raise CLIError(f"the input has shape {x.shape}; the Keras model takes {shape} per sample (channels-last,"
-                           f" batch axis optional)")
-    else:
-        x = _load_image(path, _Model(keras_model, False, shape), caffe=False)[None]
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise CLIError(f"the input {path} must hold finite numbers")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def _check_logits(keras_model, torch_model, x, force) -> float:
     """The pair's max relative logit difference on ``x``; a CLIError above LOGIT_TOLERANCE unless ``force``."""
     import torch
 
-    keras = _import_keras()
+    keras = import_keras()
     y_tf = keras.ops.convert_to_numpy(keras_model(x, training=False)).astype(np.float64)
     training = [(m, m.training) for m in torch_model.modules()]
     torch_model.eval()
@@ -452,7 +366,7 @@ def _check_logits(keras_model, torch_model, x, force) -> float:
             y_pt = torch_model(torch.as_tensor(channels_first(x))).double().cpu().numpy()
     except Exception as error:  # a wrong layout or input size of the PyTorch twin
         raise CLIError(f"the PyTorch model cannot take the input of shape {channels_first(x).shape} "
-                       f"(channels-first): {_one_line(error)}") from error
+                       f"(channels-first): {one_line(error)}") from error
     finally:
         for module, flag in training:
             module.training = flag
@@ -493,7 +407,7 @@ def _compare_method(method, keras_model, torch_model, x, dtype, figures, timeser
         agreement = check_agreement(maps["tf", "float32"], maps["pt", "float32"], maps["tf", "float64"],
                                     maps["pt", "float64"])
     except Exception as error:  # a method that raises is a failure, reported with its message
-        return Row(method, "failed", note=f"{type(error).__name__}: {_one_line(error)}")
+        return Row(method, "failed", note=f"{type(error).__name__}: {one_line(error)}")
     tf, pt = maps["tf", dtype].astype(np.float64), maps["pt", dtype].astype(np.float64)
     difference = np.abs(tf - pt)
     peak, error = np.abs(tf).max(), difference.max()

@@ -214,7 +214,7 @@ class Progress:
 
 # --------------------------------------------------------------------------------------------------------- CLI
 def add_parser(commands):
-    """Register ``signxai evaluate`` on the sub-command parsers of ``signxai.cli``."""
+    """Register ``signxai evaluate`` on the sub-command parsers of the command line (``signxai.cli``)."""
     parser = commands.add_parser(
         "evaluate", help="measure explanation quality: the SIGN paper's experiment on the built-in digits models",
         description="Reproduce the SIGN paper's MNIST experiment offline on scikit-learn's 8x8 digits: twelve "
@@ -352,11 +352,12 @@ def run(args) -> int:
 
 def _import_frameworks(keras_needed: bool):
     """torch before TensorFlow (triton); TensorFlow only when needed, with its start-up logs hidden."""
+    from signxai.loading import import_keras
+
     import torch  # noqa: F401
 
     if keras_needed:
-        from signxai.cli import _import_keras
-        _import_keras()
+        import_keras()
 
 
 def _value(records, model, method, metric, framework):

@@ -56,22 +56,23 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from signxai.cli import CLIError, _param, _select
+    from signxai.cli_args import parse_param, select_methods
+    from signxai.loading import InputError
 
-    methods = _select(args.methods)  # unknown names fail before the slow imports
-    params = dict(_param(text) for text in args.param)
+    methods = select_methods(args.methods)  # unknown names fail before the slow imports
+    params = dict(parse_param(text) for text in args.param)
     source = args.input[0] if len(args.input) == 1 else [Path(p) for p in args.input]
     for path in ([source] if not isinstance(source, list) else source):
         if not Path(path).exists() and not any(c in str(path) for c in "*?["):
-            raise CLIError(f"no such file or folder: {path}")
+            raise InputError(f"no such file or folder: {path}")
     if not args.model.is_file():
-        raise CLIError(f"no such file: {args.model}")
+        raise InputError(f"no such file: {args.model}")
     try:
         with warnings.catch_warnings():  # skipped samples are listed at the end instead
             warnings.filterwarnings("ignore", message="skipped sample", category=UserWarning)
             result = _run(args, source, methods, params)
     except ImportError as error:
-        raise CLIError(str(error)) from error
+        raise InputError(str(error)) from error
     except KeyboardInterrupt:
         print(f"signxai: interrupted; finished chunks are kept in {args.out}: run the same command again to "
               f"resume", file=sys.stderr)

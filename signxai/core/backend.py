@@ -18,6 +18,7 @@ from signxai.core.engine import propagate, record
 from signxai.core.graph import Graph
 from signxai.core.ops import Tape, Tensor, TensorOps
 from signxai.core.targets import Targets
+from signxai.core.verify import differs, first_differing_node, mismatch_error
 
 #: ``make_body(model_ref) -> body``: builds the function of one pass from a weak reference to the model; ``body(x,
 #: requested)`` returns ``(*outputs, chosen classes)`` as tensors (``body(x)`` returns the logits for "logits")
@@ -243,9 +244,11 @@ class Backend:
                 signal = values[start] * onehot if lrp_head else onehot
                 with self.no_grad():
                     relevance = propagate(ops, graph, values, start, signal, mapping)
-                return relevance, chosen
+                return relevance, y, chosen
             return backward
-        return self.run_pass(model, x, targets, "graph_backward", pass_key, make_body)[0]
+        relevance, captured = self.run_pass(model, x, targets, "graph_backward", pass_key, make_body)
+        self.verify_capture(model, x, captured)
+        return relevance
 
     def cam_activations(self, model, x: np.ndarray, targets, layer) -> tuple:
         """Grad-CAM's layer output ``A`` and ``∂y_c/∂A``, both channels-last (docs/methods.md#grad-cam)."""
@@ -258,12 +261,39 @@ class Backend:
                 with self.tape() as tape:
                     values = record(graph, x, on_value=lambda i, v: tape.watch(v) if i == index else v)
                     selected, chosen = self._selected(values[graph.output], requested)
-                return values[index], tape.gradient(selected, values[index]), chosen
+                return values[index], tape.gradient(selected, values[index]), values[graph.output], chosen
             return cam
-        activation, gradient = self.run_pass(model, x, targets, "cam_activations", index, make_body)
+        activation, gradient, captured = self.run_pass(model, x, targets, "cam_activations", index, make_body)
+        self.verify_capture(model, x, captured)
         if self.channels_first:
             activation, gradient = np.moveaxis(activation, 1, -1), np.moveaxis(gradient, 1, -1)
         return activation, gradient
+
+    # --- the capture is the model (docs/api.md#verified-capture) -----------------------------------------------
+    def verify_capture(self, model, x: np.ndarray, captured: np.ndarray) -> None:
+        """Raises :class:`signxai.core.verify.CaptureMismatch` unless the captured graph's logits ``captured`` (from
+        the pass that computed the maps) equal the model's own logits on every sample of ``x`` (SPEC §9 gate 4)."""
+        real = self.logits(model, x)
+        bad = np.flatnonzero(differs(captured, real, x.dtype))
+        if len(bad) == 0:
+            return
+        node = self.first_differing_node(model, x[bad[:1]])
+        raise mismatch_error(self.model_name(model), bad.tolist(), node, np.asarray(captured)[bad[0]],
+                             np.asarray(real)[bad[0]])
+
+    def first_differing_node(self, model, x: np.ndarray):
+        """The first captured node whose replay differs from the framework's own layer on the same inputs."""
+        graph = self.graph(model)
+        with self.computation(), self.reference_mode(model), self.no_grad():
+            values = record(graph, self.to_tensor(model, x))
+            return first_differing_node(graph, values, self.to_numpy, x.dtype)
+
+    def reference_mode(self, model) -> ContextManager:
+        """The context in which the framework's own layers compute their inference form."""
+        return contextlib.nullcontext()
+
+    def model_name(self, model) -> str:
+        return type(model).__name__
 
     # --- targets -----------------------------------------------------------------------------------------------
     def num_classes(self, model) -> Optional[int]:

@@ -82,6 +82,10 @@ class Node:
     affine: Optional[tuple] = None
     # constant coefficients c_k of an ADD node ``Σ c_k a_k`` (e.g. Inception-ResNet's ``a + scale·b``); None: all 1
     coefficients: Optional[tuple] = None
+    # what the framework's own layer computes from the node's inputs, where ``forward`` is a re-implementation of it
+    # (a kernel without its fused activation, an inference form): used to name the culprit when a capture does not
+    # reproduce the model (signxai.core.verify); None where ``forward`` is the layer's own computation
+    reference: Optional[Callable[..., Any]] = None
 
     def describe(self) -> str:
         return f"'{self.name}' ({self.layer_type})" if self.layer_type else f"'{self.name}'"

@@ -11,8 +11,9 @@ A user's own layer class is declared like this:
     signxai.register_layer(MyDropPath, "identity")         # the identity at inference
     signxai.register_layer(MySigmoid, "activation", value_range=(0.0, 1.0))   # a gate-producing activation
 
-The registered class is matched by ``isinstance`` (subclasses included) before the built-in tables of both
-backends; a PyTorch module class becomes an fx leaf. Register a class before the first explanation of a model that
+The registered class is matched before the built-in tables of both backends, subclasses included unless they
+define a method of their own that may change what is computed (:func:`computes_as`); a PyTorch module class becomes
+an fx leaf. Register a class before the first explanation of a model that
 uses it: captured graphs are cached per model.
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ from signxai.core.graph import NodeKind
 class KindEntry:
     """The framework objects of one node kind in one backend's layer table.
 
-    ``layers``: layer classes (Keras ``Layer``, PyTorch ``nn.Module``), matched by ``isinstance`` with the most
-    specific class winning. ``functions``: callables — Keras activation functions (fused or in ``Activation``),
+    ``layers``: layer classes (Keras ``Layer``, PyTorch ``nn.Module``), matched through the instance's MRO with the
+    most specific class winning, and only where the instance's class computes as it (:func:`computes_as`).
+    ``functions``: callables — Keras activation functions (fused or in ``Activation``),
     PyTorch functional ops. ``methods``: operations named by a string — PyTorch tensor methods (``x.view``);
     Keras has none (its operation layers are arithmetic, see :func:`arithmetic_kind`).
     """
@@ -80,12 +82,10 @@ class LayerTable(Mapping):
         return tuple(self._layers)
 
     def layer_kind(self, layer: Any) -> Optional[NodeKind]:
-        """The kind of a layer instance: its most specific class listed in the table (None: not listed)."""
-        for cls in type(layer).__mro__:
-            kind = self._layers.get(cls)
-            if kind is not None:
-                return kind
-        return None
+        """The kind of a layer instance: its most specific class listed in the table, provided the instance's class
+        computes what that class computes (:func:`computes_as`); None otherwise."""
+        cls = listed_base(type(layer), self._layers)
+        return None if cls is None else self._layers[cls]
 
     def function_kind(self, function: Any) -> Optional[NodeKind]:
         try:
@@ -95,6 +95,38 @@ class LayerTable(Mapping):
 
     def method_kind(self, name: str) -> Optional[NodeKind]:
         return self._methods.get(name)
+
+
+# --- semantics by what runs (docs/layers.md#what-runs) -------------------------------------------------------------
+
+#: methods a subclass may define without changing what its base class computes (construction, configuration, repr)
+HARMLESS_METHODS = frozenset({
+    "__init__", "__repr__", "__str__", "__setstate__", "__getstate__", "__init_subclass__", "__class_getitem__",
+    "extra_repr", "reset_parameters", "_check_input_dim", "get_config", "from_config", "build",
+    "compute_output_shape", "compute_output_spec", "__reduce__", "__reduce_ex__"})
+
+
+def computes_as(cls: type, base: type) -> bool:
+    """Whether ``cls`` (a subclass of ``base``) computes what ``base`` computes: no class between them defines a
+    method beyond :data:`HARMLESS_METHODS`. timm's ``BatchNormAct2d`` (a ``BatchNorm2d`` that applies its activation
+    in ``forward``) and ``ScaledStdConv2d`` (a ``Conv2d`` that standardises its weight) do not."""
+    for klass in cls.__mro__:
+        if klass is base:
+            return True
+        for name, member in vars(klass).items():
+            if name in HARMLESS_METHODS:
+                continue
+            if callable(member) or isinstance(member, (staticmethod, classmethod)):
+                return False
+    return False
+
+
+def listed_base(cls: type, listed: Mapping) -> Optional[type]:
+    """The most specific class of ``cls``'s MRO in ``listed`` that ``cls`` computes as (else None)."""
+    for base in cls.__mro__:
+        if base in listed:
+            return base if computes_as(cls, base) else None
+    return None
 
 
 # --- arithmetic on model tensors ---------------------------------------------------------------------------------
@@ -179,17 +211,18 @@ def unregister_layer(layer_class: type) -> None:
 
 
 def registered(layer: Any) -> Optional[tuple]:
-    """``(node kind, extra Node fields)`` for an instance of a registered class, else None."""
-    for cls in type(layer).__mro__:
-        if cls in _REGISTRY:
-            kind, value_range = _REGISTRY[cls]
-            node_kind, identity = KINDS[kind]
-            extra = {"forward": lambda t, *rest: t} if identity else {}
-            if value_range is not None:
-                extra["value_range"] = value_range
-            return node_kind, extra
-    return None
+    """``(node kind, extra Node fields)`` for an instance of a registered class (or of a subclass that computes as
+    it, :func:`computes_as`), else None."""
+    cls = listed_base(type(layer), _REGISTRY)
+    if cls is None:
+        return None
+    kind, value_range = _REGISTRY[cls]
+    node_kind, identity = KINDS[kind]
+    extra = {"forward": lambda t, *rest: t} if identity else {}
+    if value_range is not None:
+        extra["value_range"] = value_range
+    return node_kind, extra
 
 
 def is_registered(layer: Any) -> bool:
-    return any(cls in _REGISTRY for cls in type(layer).__mro__)
+    return listed_base(type(layer), _REGISTRY) is not None

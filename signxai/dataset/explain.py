@@ -11,6 +11,8 @@ import numpy as np
 from signxai.dataset import job as _job
 from signxai.dataset import store as _store
 from signxai.dataset.sources import open_source
+from signxai._version import __version__
+from signxai.loading import ModelSpec, framework_of
 
 ENGINES = ("local", "ray")
 ON_ERROR = ("raise", "skip")
@@ -109,7 +111,7 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
     format = _choose_format(out, format)
     methods = _job.normalize_methods(methods, params)
 
-    model_spec = _job.ModelSpec(model_or_factory)
+    model_spec = ModelSpec(model_or_factory)
     model, info = model_spec.build()
     fingerprint = _job.model_fingerprint(model)
     source = open_source(source, info, column=column, shape=shape, image_size=image_size, caffe=caffe,
@@ -121,12 +123,10 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
     job = _job.Job(model_spec, source, out, format, methods, target, dtype, batch_size, n_classes, fingerprint,
                    on_error)
 
-    import signxai
-
     signature = {
-        "store_version": STORE_VERSION, "signxai_version": signxai.__version__,
+        "store_version": STORE_VERSION, "signxai_version": __version__,
         "model": {"fingerprint": fingerprint, "class": f"{type(model).__module__}.{type(model).__qualname__}",
-                  "framework": _job._framework(model)},
+                  "framework": framework_of(model)},
         "methods": {m.name: _job.jsonable(m.params) for m in methods}, "dtype": dtype,
         "target": _job.target_description(target), "n_samples": source.n,
         "sample_shape": list(source.sample_shape), "n_classes": n_classes, "batch_size": batch_size,

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
-_RESERVED = {"target": "target=", "neuron_selection": "target=", "batched": None, "batchmode": None,
-             "dtype": "dtype="}
+# Model loading (files, objects, factories) lives in signxai.loading (ModelSpec is also importable from here)
+from signxai.loading import ModelSpec
+from signxai.loading import framework_of as _framework
+
+_RESERVED = {"target": "target=", "neuron_selection": "target=", "neuron_selection_mode": "target=", "batched": None,
+             "batchmode": None, "dtype": "dtype="}
 
 
 # ------------------------------------------------------------------------------------------------------ methods
@@ -93,82 +94,6 @@ def jsonable(value):
 
 
 # -------------------------------------------------------------------------------------------------------- models
-def _framework(model):
-    """"pytorch", "keras" or None, without importing a framework that is not loaded."""
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(model, torch.nn.Module):
-            return "pytorch"
-    if "keras" in sys.modules:
-        import keras
-
-        if isinstance(model, keras.Model):
-            return "keras"
-    return None
-
-
-def import_frameworks():
-    """Import PyTorch before TensorFlow where both are installed (the triton import-order trap)."""
-    if find_spec("torch") is not None:
-        import torch  # noqa: F401
-
-
-class ModelSpec:
-    """A model object, a zero-argument factory returning one, or a model file (loaded like ``signxai explain``)."""
-
-    def __init__(self, model_or_factory):
-        self.obj, self.path = model_or_factory, None
-        if isinstance(model_or_factory, (str, os.PathLike)):
-            self.kind, self.path, self.obj = "file", Path(model_or_factory), None
-            if not self.path.is_file():
-                raise ValueError(f"no such model file: {self.path}")
-        elif _framework(model_or_factory) is not None:
-            self.kind = "model"
-        elif callable(model_or_factory):
-            self.kind = "factory"
-        else:
-            raise TypeError(f"model_or_factory must be a keras.Model, a torch.nn.Module, a zero-argument callable "
-                            f"that returns one, or a .keras/.h5/.pt/.pth/.onnx file; got "
-                            f"{type(model_or_factory).__name__}")
-
-    def build(self):
-        """``(model, info)``: the model and a picklable :class:`signxai.cli._Model` (layout, input shape)."""
-        from signxai.cli import CLIError, _load_model, _Model
-
-        if self.kind == "file":
-            try:
-                loaded = _load_model(self.path)
-            except CLIError as error:
-                raise ValueError(str(error)) from None
-            return loaded.model, _Model(None, loaded.channels_first, loaded.input_shape)
-        model = self.obj
-        if self.kind == "factory":
-            model = self.obj()
-            if _framework(model) is None:
-                raise TypeError(f"the model factory returned a {type(model).__name__}, not a keras.Model or a "
-                                f"torch.nn.Module")
-        return model, model_info(model)
-
-
-def model_info(model):
-    """Layout and per-sample input shape of a model object (as ``signxai.cli`` infers them for files)."""
-    from signxai.cli import _Model
-
-    if _framework(model) == "keras":
-        try:
-            shape = model.input_shape
-        except (AttributeError, ValueError):  # not built: calculate_relevancemaps says so in the probe
-            shape = None
-        single = isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape)
-        return _Model(None, False, tuple(shape[1:]) if single else None)
-    import torch
-
-    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    conv = next((m for m in model.modules() if isinstance(m, convs)), None)
-    return _Model(None, True, None if conv is None else (conv.in_channels, *[None] * len(conv.kernel_size)))
-
-
 def model_fingerprint(model) -> str:
     """sha256 over the architecture (module/layer classes and their configuration, without generated names) and
     every weight's shape, dtype and bytes. Reading weights does not modify the model."""

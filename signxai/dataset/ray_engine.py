@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 
-from signxai.dataset.job import Runner, import_frameworks
+from signxai.dataset.job import Runner
 from signxai.dataset.sources import ArraySource
+from signxai.loading import import_frameworks
 
 
 def import_ray():

@@ -257,11 +257,11 @@ class FilesSource(Source):
             x = np.load(path, allow_pickle=False)
             _check_dtype(x.dtype, str(path))
             return np.asarray(x, dtype=np.float32)
-        from signxai.cli import CLIError, _load_image
+        from signxai.loading import InputError, load_image
 
         try:
-            return np.asarray(_load_image(path, self.model_info, self.caffe, self.image_size), dtype=np.float32)
-        except CLIError as error:  # the model cannot take images (or not these): not a problem of one file
+            return np.asarray(load_image(path, self.model_info, self.caffe, self.image_size), dtype=np.float32)
+        except InputError as error:  # the model cannot take images (or not these): not a problem of one file
             raise _ModelMismatch(str(error)) from None
 
     def label(self, index):

@@ -161,22 +161,3 @@ CATALOG: tuple[str, ...] = (
 def list_methods() -> list[str]:
     """Return the catalog names in the order of docs/catalog.md."""
     return list(CATALOG)
-
-
-def method_families() -> dict[str, list[str]]:
-    """Group the catalog names by family, in catalog order.
-
-    Families are the gradient-style bases ("random", "gradient", "guided_backprop", "deconvnet",
-    "integrated_gradients", "smoothgrad", "vargrad", "grad_cam" incl. guided Grad-CAM) and, for LRP,
-    one family per base rule: "lrp_z", "lrp_epsilon", "lrp_stdx_epsilon", "lrp_alpha_beta",
-    "lrp_composite_a", "lrp_composite_b". The group of a non-LRP name is its family record's ``group``
-    (signxai/methods/families.py).
-    """
-    from .grammar import parse_method  # grammar imports CATALOG from this module
-
-    families: dict[str, list[str]] = {}
-    for name in CATALOG:
-        method = parse_method(name)
-        family = f"lrp_{method.rule}" if method.base == "lrp" else method.family.group
-        families.setdefault(family, []).append(name)
-    return families

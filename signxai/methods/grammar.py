@@ -507,3 +507,20 @@ def _check_bounds(name: str, low: Any, high: Any) -> None:
         raise ValueError(f"Method {_short.repr(name)}: low and high must broadcast to a common shape.") from None
     if np.any(low_array > high_array):
         raise ValueError(f"Method {_short.repr(name)}: low must be <= high elementwise.")
+
+
+def method_families() -> dict[str, list[str]]:
+    """Group the catalog names by family, in catalog order.
+
+    Families are the gradient-style bases ("random", "gradient", "guided_backprop", "deconvnet",
+    "integrated_gradients", "smoothgrad", "vargrad", "grad_cam" incl. guided Grad-CAM) and, for LRP,
+    one family per base rule: "lrp_z", "lrp_epsilon", "lrp_stdx_epsilon", "lrp_alpha_beta",
+    "lrp_composite_a", "lrp_composite_b". The group of a non-LRP name is its family record's ``group``
+    (signxai/methods/families.py).
+    """
+    families: dict[str, list[str]] = {}
+    for name in CATALOG:
+        method = parse_method(name)
+        family = f"lrp_{method.rule}" if method.base == "lrp" else method.family.group
+        families.setdefault(family, []).append(name)
+    return families

@@ -19,8 +19,9 @@ from torch import nn
 
 from signxai.core import graph as g
 from signxai.core.backend import Backend
-from signxai.core.engine import record
-from signxai.torch_signxai.capture import Capture, TraceError, _softmax_error, trace  # noqa: F401  (re-exported)
+from signxai.core.outputs import select_output
+from signxai.torch_signxai.capture import (Capture, CaptureError, TraceError, _softmax_error,  # noqa: F401
+                                          trace)
 from signxai.torch_signxai.layer_table import BATCHNORM, CONV, SOFTMAX_LAYERS
 from signxai.torch_signxai.ops import OPS, RecordedOps, Tape, TensorOps, _is_float_tensor  # noqa: F401
 
@@ -77,12 +78,14 @@ class TorchBackend(Backend):
 
     def _check(self, model):
         for path, module in model.named_modules():
-            if isinstance(module, SOFTMAX_LAYERS):
-                raise _softmax_error(path)
             if isinstance(module, BATCHNORM) and not module.track_running_stats:
                 raise ValueError(f"BatchNorm module {path!r} has track_running_stats=False: it has no running "
                                  f"statistics, so its inference-mode output is undefined")
-        self._try_graph(model)
+        graph = self._try_graph(model)
+        if graph is not None and graph.nodes[graph.output].layer_type in SOFTMAX_NAMES:
+            raise _softmax_error(graph.nodes[graph.output].name)  # only a softmax *output* is refused
+        if graph is None:  # not captured: find a softmax module whose output is the model's output
+            _refuse_softmax_output(model, self._eval_mode)
         return True
 
     def computation(self):
@@ -90,12 +93,13 @@ class TorchBackend(Backend):
         return torch.inference_mode(False)
 
     def _try_graph(self, model):
-        """The captured graph, or None for a model torch.fx cannot trace (remembered: it is not traced again)."""
+        """The captured graph, or None for a model that cannot be captured (remembered: it is not captured again;
+        the rule-based methods then raise the capture's own error, the gradient family runs on the model)."""
         if model in self._untraceable:
             return None
         try:
             return self.graph(model)
-        except TraceError:
+        except (TraceError, CaptureError):
             with self._lock:
                 self._untraceable[model] = True
             return None
@@ -112,7 +116,7 @@ class TorchBackend(Backend):
         return first + 1 if first else None
 
     def capture(self, model):
-        return Capture(model).graph
+        return Capture(model, self._eval_mode).graph
 
     @staticmethod
     def float64_copy(model):
@@ -161,12 +165,13 @@ class TorchBackend(Backend):
         return t.detach().cpu().numpy()
 
     def forward(self, model, x):
-        """Through the captured graph where the model can be traced, else the model itself in eval mode."""
-        graph = self._try_graph(model)
-        if graph is not None:
-            return record(graph, x)[graph.output]
+        """The model itself in eval mode (every module's flag restored afterwards), its logits selected from a
+        ``ModelOutput``, tuple or dict (docs/api.md#model-outputs); never a replay of the captured graph (D21)."""
         with self._eval_mode(model):
-            return model(x)
+            return select_output(model(x), _is_tensor)
+
+    def reference_mode(self, model):
+        return self._eval_mode(model)
 
     def tape(self):
         return Tape()
@@ -203,6 +208,21 @@ class TorchBackend(Backend):
 
     def classes_tensor(self, classes, like):
         return torch.as_tensor(classes, device=like.device)
+
+
+def _is_tensor(value):
+    return isinstance(value, torch.Tensor)
+
+
+SOFTMAX_NAMES = tuple(t.__name__ for t in SOFTMAX_LAYERS) + ("softmax", "log_softmax", "softmin")
+
+
+def _refuse_softmax_output(model, eval_mode):
+    """Raises the softmax error if a softmax module produces the model's output (for models without a capture; the
+    check runs the model once on nothing: it only inspects which module returned the output object)."""
+    softmax = [(path, m) for path, m in model.named_modules() if isinstance(m, SOFTMAX_LAYERS)]
+    if softmax and softmax[-1][0] == list(dict(model.named_modules()))[-1]:
+        raise _softmax_error(softmax[-1][0])  # the last registered module is a softmax: a classifier head
 
 
 BACKEND = TorchBackend()

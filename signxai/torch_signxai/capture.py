@@ -6,7 +6,9 @@ statistics, Dropout as identity, in-place activations out of place).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import operator
 
 import torch
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from signxai.core import graph as g
+from signxai.core.outputs import select_output
 from signxai.core.layers import arithmetic_kind, is_registered, registered, scalar_affine
 from signxai.core.rules import identity
 from signxai.torch_signxai.layer_table import (ARITHMETIC, FUNCTIONAL_KERNELS, INFERENCE_IDENTITIES,
@@ -22,8 +25,6 @@ from signxai.torch_signxai.layer_table import (ARITHMETIC, FUNCTIONAL_KERNELS, I
                                                SHAPE_METHODS, SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS, SOFTMAX_METHODS,
                                                TUPLE_FUNCTIONS, TUPLE_METHODS, VALUE_RANGES, module_range)
 
-# fx leaves: every module class of the layer table, and the softmax modules (refused with a clear message)
-_LEAVES = LAYER_TABLE.layer_classes() + SOFTMAX_LAYERS
 # the out-of-place function of each neutral arithmetic operation (in-place ``x += y`` would overwrite a record)
 _OUT_OF_PLACE = {"add": torch.add, "subtract": torch.sub, "multiply": torch.mul, "divide": torch.div}
 
@@ -33,28 +34,45 @@ def _identity(t, *rest):
 
 
 class _Tracer(fx.Tracer):
-    """Traces through containers and user modules; the modules of docs/layers.md (and unknown torch.nn ones) are
-    leaves."""
+    """Traces through containers and user modules. Leaves are the modules of docs/layers.md whose class computes
+    what the table's class computes (a subclass that overrides ``forward`` is traced into: docs/layers.md#what-runs),
+    registered classes, and torch.nn modules without a rule (they stay one unsupported node)."""
 
     def is_leaf_module(self, module, qualname):
-        if isinstance(module, _LEAVES) or is_registered(module):
+        if LAYER_TABLE.layer_kind(module) is not None or is_registered(module) or type(module) in SOFTMAX_LAYERS:
             return True
-        return super().is_leaf_module(module, qualname) and not isinstance(module, (nn.Sequential, nn.ModuleList,
-                                                                                      nn.ModuleDict))
+        return (type(module).__module__.startswith("torch.nn") and super().is_leaf_module(module, qualname)
+                and not isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
 
 
-class TraceError(ValueError):
+class CaptureError(ValueError):
+    """The model cannot be captured for the rule-based methods (the gradient family still works: it runs on the
+    model itself)."""
+
+
+class TraceError(CaptureError):
     """The model cannot be captured symbolically (the pure-gradient methods still work)."""
+
+
+def _optional_parameters(model):
+    """The forward's parameters after the first that have defaults: traced with their default values."""
+    import inspect
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters[1:]
+            if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def trace(model):
     tracer = _Tracer()
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=_optional_parameters(model) or None)
     except Exception as error:  # fx reports data-dependent control flow and the like with many exception types
         raise TraceError(f"the PyTorch model could not be captured with torch.fx ({type(error).__name__}: "
                          f"{error}); the rule-based methods (guided backprop, DeconvNet, Grad-CAM, LRP) need a "
-                         f"symbolically traceable model") from error
+                         f"symbolically traceable model; the gradient family works on any model") from error
     return fx.GraphModule(tracer.root, graph)
 
 
@@ -114,18 +132,26 @@ def _kernel_from_function(function, args, kwargs):
 class Capture:
     """Turns an fx graph into a :class:`signxai.core.graph.Graph` over the input-dependent values."""
 
-    def __init__(self, model):
-        self.module = trace(model)
+    def __init__(self, model, inference=None):
+        # traced in inference mode: Python branches on ``self.training`` inside traced-into modules take their
+        # inference form (the caller's flags are restored afterwards)
+        with inference(model) if inference is not None else contextlib.nullcontext():
+            self.module = trace(model)
         self.modules = dict(self.module.named_modules())
         self.nodes = [g.Node("input", g.INPUT, (), None, "input")]
         self.names = {}
         self.index = {}
-        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
-            raise ValueError(f"the model's forward takes {len(placeholders)} inputs; signxai explains "
-                             f"single-input models")
-        self.index[placeholders[0]] = 0
         self.constants = {}
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        required = [n for n in placeholders if not n.args]  # the others have defaults (optional parameters)
+        if len(required) != 1:
+            raise CaptureError(f"the model's forward takes {len(required)} required inputs "
+                               f"({[n.target for n in required]}); the rule-based methods explain single-input "
+                               f"models (the gradient family runs on the model itself)")
+        self.index[required[0]] = 0
+        for node in placeholders:
+            if node.args:
+                self.constants[node] = node.args[0]
         self.tuple_parents = {}
         output = None
         for node in self.module.graph.nodes:
@@ -135,8 +161,13 @@ class Capture:
                 self.add(node)
             elif node.op == "output":
                 output = node.args[0]
+        if not isinstance(output, fx.Node):
+            try:
+                output = select_output(output, lambda a: isinstance(a, fx.Node) and a in self.index)
+            except (TypeError, ValueError) as error:
+                raise CaptureError(f"the captured model output: {error}") from error
         if not isinstance(output, fx.Node) or output not in self.index:
-            raise ValueError("the model must return a single tensor that depends on its input")
+            raise CaptureError("the model must return a single tensor that depends on its input")
         self.graph = g.Graph(self.nodes, output=self.index[output], names=self.names)
 
     def dependent(self, arg):
@@ -195,6 +226,8 @@ class Capture:
         if kind == g.KERNEL and "forward" not in extra:
             extra["forward"] = extra["kernel"].apply
         forward = extra.pop("forward", None) or self.forward(node, parents)
+        if kind not in (g.AUX, g.UNSUPPORTED) and tuple_source is None:
+            extra["reference"] = self.original(node, parents)
         name = node.target if node.op == "call_module" else node.name
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
                       else getattr(node.target, "__name__", str(node.target)))
@@ -220,6 +253,14 @@ class Capture:
         if node.op == "call_function":
             return node.target(*args, **kwargs)
         return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def original(self, node, parents):
+        """What the model's own code computes at ``node`` (in-place operations on copies): the node's reference."""
+        def original(*values):
+            args, kwargs = self.substitute(node, parents, [v.clone() if isinstance(v, torch.Tensor) else v
+                                                           for v in values])
+            return self.call(node, args, kwargs)
+        return original
 
     def forward(self, node, parents):
         def forward(*values):
@@ -251,7 +292,13 @@ class Capture:
             if target is F.hardsigmoid:
                 return g.ACTIVATION, {"forward": _hardsigmoid}
             if target in SOFTMAX_FUNCTIONS:
-                raise _softmax_error(node.name)
+                return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
+            if target is F.batch_norm:
+                return self.functional_batchnorm(node)
+            if target in CLAMPS:
+                return self.clamp(node)
+            if target is torch.addcmul:
+                return self.addcmul(node, parents)
             if target in FUNCTIONAL_KERNELS:
                 if len(parents) != 1 or not self.dependent(node.args[0] if node.args else node.kwargs.get("input")):
                     return g.UNSUPPORTED, {"reason": "a kernel computed from the input"}
@@ -261,7 +308,9 @@ class Capture:
             what = f"the function {getattr(target, '__name__', target)}"
         else:
             if target in SOFTMAX_METHODS:
-                raise _softmax_error(node.name)
+                return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
+            if target in CLAMPS:
+                return self.clamp(node)
             kind = LAYER_TABLE.method_kind(target)
             what = f"the tensor method .{target}()"
         if target in ARITHMETIC:
@@ -287,10 +336,68 @@ class Capture:
         if kind == g.PASS:
             affine = self.scalar_affine(node, operation, tensor_operands[0])
             return g.PASS, dict(forward, **({"affine": affine} if affine is not None else {}))
+        if kind == g.ADD and operation == "subtract":  # a − b: the weighted sum a·1 + b·(−1) (docs/layers.md)
+            if len(parents) != 2 or len(node.args) < 2 or node.args[0] is not parents[0]:
+                return g.UNSUPPORTED, {"reason": "a subtraction whose operands are not two distinct tensors"}
+            return g.ADD, dict(forward, coefficients=(1.0, -1.0))
         if kind == g.UNSUPPORTED:
             name = getattr(node.target, "__name__", node.target)
             return g.UNSUPPORTED, {"reason": f"'{name}' of two input-dependent tensors has no LRP rule"}
         return kind, forward
+
+    def bound(self, node, names):
+        """The constant arguments ``names`` of a call by position (after the tensor) or keyword."""
+        values = [None] * len(names)
+        for i, arg in enumerate(node.args[1:len(names) + 1]):
+            values[i] = arg
+        for i, name in enumerate(names):
+            if name in node.kwargs:
+                values[i] = node.kwargs[name]
+        return [self.constants.get(v, v) if isinstance(v, fx.Node) else v for v in values]
+
+    def clamp(self, node):
+        """``clamp(x, low, high)`` with scalar bounds: ReLU for ``low = 0`` (ReLU6 with ``high`` 6 …), else a
+        Hardtanh-like activation (docs/layers.md#clamp)."""
+        if node.target in ("clamp_min", "clamp_min_", torch.clamp_min):
+            low, high = self.bound(node, ("min",))[0], None
+        elif node.target in ("clamp_max", "clamp_max_", torch.clamp_max):
+            low, high = None, self.bound(node, ("max",))[0]
+        else:
+            low, high = self.bound(node, ("min", "max"))
+        if not all(b is None or isinstance(b, (int, float)) for b in (low, high)) or (low is None and high is None):
+            return g.UNSUPPORTED, {"reason": "clamp with tensor bounds has no rule"}
+        bounds = (-math.inf if low is None else float(low), math.inf if high is None else float(high))
+        kind = g.RELU if bounds[0] == 0.0 else g.ACTIVATION
+
+        def out_of_place(t):
+            return torch.clamp(t, low, high)
+        return kind, {"forward": out_of_place, "value_range": bounds}
+
+    def functional_batchnorm(self, node):
+        """``F.batch_norm`` with constant running statistics in inference form (a BatchNorm traced into)."""
+        names = ("running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+        mean, var, weight, bias, training, _, eps = self.bound(node, names)
+        if training or not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
+            return g.UNSUPPORTED, {"reason": "batch normalisation with batch statistics (no running statistics)"}
+        eps = 1e-5 if eps is None else eps
+
+        def forward(a):
+            return F.batch_norm(a, mean, var, weight, bias, False, 0.0, eps)
+
+        def statistics(a):
+            shape = [1, -1] + [1] * (a.dim() - 2)
+            beta = bias if bias is not None else torch.zeros_like(mean)
+            return mean.reshape(shape), beta.reshape(shape)
+        return g.BATCHNORM, {"forward": forward, "batchnorm": statistics}
+
+    def addcmul(self, node, parents):
+        """``addcmul(c, t1, t2, value=v) = c + v·t1·t2`` with one input-dependent operand and constant others: a
+        constant scaling and shift (PASS), as ResMLP's affine layer."""
+        operands = list(node.args[:3]) + [node.kwargs.get(k) for k in ("input", "tensor1", "tensor2")
+                                          if k in node.kwargs]
+        if len(parents) != 1 or sum(1 for a in operands if self.dependent(a)) != 1:
+            return g.UNSUPPORTED, {"reason": "addcmul of several input-dependent tensors has no rule"}
+        return g.PASS, {}
 
     def scalar_affine(self, node, operation, operand):
         """``(scale, shift)`` of ``x ∘ c`` for a scalar constant ``c`` (for gate detection), else None."""
@@ -335,6 +442,13 @@ def _fetch_attr(module, target):
     return value
 
 
+_SOFTMAX_INSIDE = ("a softmax inside the model (attention) has no LRP rule yet; the gradient family works, and a "
+                   "softmax at the model's output is refused with its own message")
+# clamp and its spellings (functions and tensor methods)
+CLAMPS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, "clamp", "clip", "clamp_", "clip_", "clamp_min",
+          "clamp_max", "clamp_min_", "clamp_max_")
+
+
 def _softmax_error(where):
     return ValueError(f"{where!r} applies a softmax: explanations need logits. Remove it with "
                       f"signxai.torch_signxai.utils.remove_softmax(model), which returns a copy")
@@ -373,7 +487,7 @@ def _classify_module(module, path):
     if kind is not None:
         return kind, {}
     if isinstance(module, SOFTMAX_LAYERS):
-        raise _softmax_error(path)
+        return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
     return g.UNSUPPORTED, {"reason": f"{type(module).__name__} modules have no rule"}
 
 
