@@ -55,10 +55,10 @@ def child(args) -> None:
 
     methods = args.methods.split(",")
     if args.mode == "loop":
-        from signxai.cli import _load_model
+        from signxai.loading import load_model
         import hashlib
 
-        model = _load_model(Path(args.model)).model
+        model = load_model(Path(args.model)).model
         x = np.load(args.input, mmap_mode="r")
         signxai.calculate_relevancemaps(model, np.array(x[:1]), methods[0])  # warm (graph capture)
         rss = _rss_mb()
@@ -72,9 +72,9 @@ def child(args) -> None:
         seconds = time.perf_counter() - start
         result = {"hashes": {m: h.hexdigest() for m, h in hashes.items()}}
     else:
-        from signxai.cli import _import_keras
+        from signxai.loading import import_keras
 
-        _import_keras()  # the framework import (~10 s) is outside every timing, as in the loop
+        import_keras()  # the framework import (~10 s) is outside every timing, as in the loop
         if args.engine == "ray":
             import ray
             ray.init(num_cpus=max(2, args.actors), include_dashboard=False, log_to_driver=False)
