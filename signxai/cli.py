@@ -280,8 +280,8 @@ class _Progress:
                 from tqdm.auto import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=total, desc="compare", unit="method", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            self.bar = tqdm(total=total, desc="compare", unit="method", file=sys.stderr, dynamic_ncols=True,
+                            smoothing=0.1, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
     def start(self, method: str) -> None:
         self.i += 1

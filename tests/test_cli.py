@@ -1,5 +1,7 @@
 """The ``signxai`` command line, run in-process through ``main([...])``."""
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import torch
 from PIL import Image
 
 import signxai
-from signxai.cli import main
+from signxai.cli import main, quiet_tensorflow_logs
 from signxai.demo import load_demo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +43,57 @@ def test_methods_lists_the_catalog_by_family(capsys):
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "signxai", "methods"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "152 methods" in result.stdout
+
+
+TF_NATIVE_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]|absl::InitializeLog|oneDNN|cuInit",
+                           re.MULTILINE)
+
+
+def _compare_process(tmp_path, **env):
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | env
+    return subprocess.run([sys.executable, "-m", "signxai", "compare", "--methods", "gradient,lrp_epsilon_0_1",
+                           "--samples", "2", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          env=environ, timeout=300)
+
+
+def test_compare_prints_progress_and_summary_without_tensorflow_logs(tmp_path):
+    result = _compare_process(tmp_path / "quiet")
+    assert result.returncode == 0, result.stderr
+    assert TF_NATIVE_LOG.findall(result.stdout + result.stderr) == []
+    # stderr: the logit check and the progress bar (tqdm, redrawn with \r), nothing else
+    lines = [line.strip() for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert re.fullmatch(r"logits: max relative difference \S+ on 2 sample\(s\)", lines[0])
+    assert all(re.match(r"(compare|\[[12]/2\] \w+|compared 2 method\(s\)): +\d+%\|", line) for line in lines[1:]), lines
+    assert any(line.startswith("[2/2] lrp_epsilon_0_1:") for line in lines)
+    assert re.match(r"compared 2 method\(s\): 100%\|", lines[-1])
+    # stdout: the table, the summary and where the files are
+    out = result.stdout.splitlines()
+    assert out[0].split()[0] == "method" and [line.split()[0] for line in out[1:3]] == ["gradient", "lrp_epsilon_0_1"]
+    assert out[3] == "2 methods within docs/equivalence.md#agreement-gates, 0 n/a, 0 failed"
+    assert out[4] == (f"wrote {tmp_path / 'quiet' / 'values_method_comparison'}.txt, .csv, .json and 2 figure(s) in "
+                      f"{tmp_path / 'quiet' / 'figures'} (input | TensorFlow | PyTorch | difference per method)")
+    assert len(out) == 5
+    assert sorted(p.name for p in (tmp_path / "quiet" / "figures").iterdir()) == ["gradient.png", "lrp_epsilon_0_1.png"]
+
+
+def test_compare_keeps_a_log_level_the_user_set(tmp_path):
+    """TF_CPP_MIN_LOG_LEVEL=0 from the user wins, and then TensorFlow's native lines do appear (so the check above
+    would see them)."""
+    result = _compare_process(tmp_path, TF_CPP_MIN_LOG_LEVEL="0")
+    assert result.returncode == 0, result.stderr
+    assert "Not handling type DT_DOUBLE" in result.stderr and TF_NATIVE_LOG.search(result.stderr)
+
+
+def test_main_called_from_python_leaves_the_environment_alone(monkeypatch, capsys):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert main(["methods"]) == 0
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    environ = {}
+    quiet_tensorflow_logs(environ)
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    environ = {"TF_CPP_MIN_LOG_LEVEL": "1"}
+    quiet_tensorflow_logs(environ)
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "1"}
 
 
 def test_explain_image_to_png_and_npy(files, tmp_path, capsys):
