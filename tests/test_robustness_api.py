@@ -160,6 +160,7 @@ def test_parameter_given_as_kwarg_equals_embedded(case, name, explicit):
 
 @pytest.mark.parametrize("alias, primary, value", [
     ("neuron_selection", "target", 1),
+    ("neuron_selection_mode", "target", 1),
     ("batchmode", "batched", True),
     ("last_conv_layer_name", "layer", "conv2d_0"),
 ])
@@ -174,6 +175,13 @@ def test_aliases_alone_equal_their_primary_names(case):
     layer = "conv2d_0"
     np.testing.assert_array_equal(explain(model, x, "gradient", neuron_selection=2),
                                   explain(model, x, "gradient", target=2))
+    by_target = explain(model, x, "gradient", target=2)
+    np.testing.assert_array_equal(explain(model, x, "gradient", neuron_selection_mode=2), by_target)
+    argmax = explain(model, x, "gradient")
+    np.testing.assert_array_equal(explain(model, x, "gradient", neuron_selection_mode="max_activation"), argmax)
+    assert not np.array_equal(by_target, argmax)  # class 2 is not every sample's argmax: the alias selects
+    with pytest.raises(ValueError, match="target 'first' is not valid"):
+        explain(model, x, "gradient", neuron_selection_mode="first")
     np.testing.assert_array_equal(explain(model, x, "gradient", batchmode=True), explain(model, x, "gradient"))
     np.testing.assert_array_equal(explain(model, x, "grad_cam", last_conv_layer_name=layer),
                                   explain(model, x, "grad_cam", layer=layer))
@@ -187,6 +195,11 @@ def test_seed_compatible_entry_points(case):
                                                                                 neuron_selection=2), expected)
         np.testing.assert_array_equal(signxai.tf_signxai.calculate_relevancemap("gradient", x, model),
                                       explain(model, x, "gradient"))
+        # the 1.x module path and the 1.x diagnostic script's keyword
+        from signxai.tf_signxai.methods.wrappers import calculate_relevancemap
+        assert calculate_relevancemap is signxai.tf_signxai.calculate_relevancemap
+        np.testing.assert_array_equal(calculate_relevancemap("lrp_epsilon_0_1", x, model, neuron_selection_mode=2),
+                                      expected)
     else:
         np.testing.assert_array_equal(signxai.torch_signxai.calculate_relevancemap(model, x, "lrp_epsilon_0_1",
                                                                                    target_class=2), expected)

@@ -62,13 +62,31 @@ def _as_unit_rgb(image) -> np.ndarray:
     return np.clip(image, 0, 1)
 
 
-def visualize_comparison(panels, path=None, cmap: str = "seismic", panel_size: float = 3.0) -> Figure:
-    """One titled panel per ``(title, array)``, side by side; saved as PNG when ``path`` is given.
+def visualize_comparison(panels, *args, **kwargs) -> Figure:
+    """One titled panel per map, side by side; saved as PNG when ``path`` is given. Two call forms:
 
-    Images are shown as they are and relevance maps as heatmaps (:func:`relevance_to_heatmap`). An array counts as an
-    image if it has an integer dtype or is non-negative ``(H, W, 3)``; ``(title, array, "image" | "relevance")``
-    decides explicitly.
+    * ``visualize_comparison(panels, path=None, cmap="seismic", panel_size=3.0)``: one panel per ``(title, array)``.
+      Images are shown as they are and relevance maps as heatmaps (:func:`relevance_to_heatmap`). An array counts as
+      an image if it has an integer dtype or is non-negative ``(H, W, 3)``; ``(title, array, "image" |
+      "relevance")`` decides explicitly.
+    * ``visualize_comparison(image, maps, titles=None, path=None, cmap="seismic", panel_size=3.0)`` (signxai 1.x):
+      the input image, then one heatmap per relevance map, titled by ``titles`` (default ``"Method 1"``, ...). The
+      image and the maps may be NumPy arrays or tensors of either framework, channels-last or channels-first, with or
+      without a batch axis of one; an image with negative values is scaled min-max into [0, 1].
+
+    The form is told by the first argument: a list of ``(title, array)`` tuples is the first form.
     """
+    if _is_panel_list(panels):
+        return _panels_figure(panels, *args, **kwargs)
+    return _image_and_maps_figure(panels, *args, **kwargs)
+
+
+def _is_panel_list(panels) -> bool:
+    return isinstance(panels, (list, tuple)) and len(panels) > 0 and all(
+        isinstance(p, (list, tuple)) and len(p) in (2, 3) and isinstance(p[0], str) for p in panels)
+
+
+def _panels_figure(panels, path=None, cmap: str = "seismic", panel_size: float = 3.0) -> Figure:
     fig = Figure(figsize=(panel_size * len(panels), panel_size))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, array, *kind) in zip(axes, panels):
@@ -80,6 +98,38 @@ def visualize_comparison(panels, path=None, cmap: str = "seismic", panel_size: f
     if path is not None:
         fig.savefig(path, format="png")
     return fig
+
+
+def _image_and_maps_figure(image, maps, titles=None, path=None, cmap: str = "seismic",
+                           panel_size: float = 3.0) -> Figure:
+    if isinstance(maps, (str, bytes)) or not isinstance(maps, (list, tuple)):
+        raise TypeError(f"visualize_comparison(image, maps, titles): maps must be a list of relevance maps, got "
+                        f"{type(maps).__name__} (or give a list of (title, array) panels as the first argument)")
+    titles = [f"Method {i}" for i in range(1, len(maps) + 1)] if titles is None else list(titles)
+    if len(titles) != len(maps):
+        raise ValueError(f"visualize_comparison: {len(maps)} maps but {len(titles)} titles")
+    picture = _sample_channels_last(image)
+    if picture.min(initial=0.0) < 0:
+        span = np.ptp(picture)
+        picture = (picture - picture.min()) / span if span else np.zeros_like(picture)
+    panels = [("Input", picture, "image")]
+    panels += [(str(title), _sample_channels_last(m), "relevance") for title, m in zip(titles, maps)]
+    return _panels_figure(panels, path=path, cmap=cmap, panel_size=panel_size)
+
+
+def _sample_channels_last(array) -> np.ndarray:
+    """One image-like sample ``(H, W)`` or ``(H, W, C)`` from an array or tensor: a leading batch axis of one is
+    dropped and a channels-first ``(C, H, W)`` with C in (1, 3) is moved to channels-last."""
+    if hasattr(array, "detach"):  # torch
+        array = array.detach().cpu().numpy()
+    elif hasattr(array, "numpy") and not isinstance(array, np.ndarray):  # tf
+        array = array.numpy()
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = np.moveaxis(array, 0, -1)
+    return array
 
 
 def _looks_like_image(array: np.ndarray) -> bool:

@@ -108,6 +108,42 @@ def test_comparison_explicit_kind_shows_relevance_as_heatmap():
     np.testing.assert_allclose(shown[5, 5], [1, 1, 1])
 
 
+def test_comparison_seed_form_image_maps_titles(tmp_path):
+    """signxai 1.x: visualize_comparison(original_image, [m1, m2, m3], ["Method 1", "Method 2", "Method 3"])."""
+    image = RNG.uniform(size=(16, 16, 3))
+    maps = [RNG.normal(size=(16, 16, 3)) for _ in range(3)]
+    path = tmp_path / "seed.png"
+    fig = visualize_comparison(image, maps, ["Method 1", "Method 2", "Method 3"], path=path)
+    assert [ax.get_title() for ax in fig.axes] == ["Input", "Method 1", "Method 2", "Method 3"]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), image)
+    for ax, R in zip(fig.axes[1:], maps):
+        np.testing.assert_allclose(ax.images[0].get_array(), relevance_to_heatmap(R, "seismic"))
+    # the same figure as the panel form
+    panels = [("Input", image, "image")] + [(f"Method {i}", R, "relevance") for i, R in enumerate(maps, 1)]
+    reference = visualize_comparison(panels)
+    for ax, ref in zip(fig.axes, reference.axes):
+        np.testing.assert_array_equal(ax.images[0].get_array(), ref.images[0].get_array())
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.size[0] == 4 * png.size[1]
+    # default titles, cmap, and a channels-first batch of one (PyTorch) shown channels-last
+    chw = np.moveaxis(maps[0], -1, 0)[None]
+    fig = visualize_comparison(image, [chw, maps[1]], cmap="red_white")
+    assert [ax.get_title() for ax in fig.axes] == ["Input", "Method 1", "Method 2"]
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), relevance_to_heatmap(maps[0], "red_white"))
+
+
+def test_comparison_seed_form_scales_a_negative_image_and_checks_titles():
+    image = np.linspace(-1, 1, 16 * 16).reshape(16, 16, 1)  # e.g. a [-1, 1] model input
+    fig = visualize_comparison(image, [np.ones((16, 16, 1))], ["only"])
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (16, 16, 3)
+    np.testing.assert_allclose(shown[..., 0], ((image[..., 0] + 1) / 2))
+    with pytest.raises(ValueError, match="2 maps but 1 titles"):
+        visualize_comparison(image, [image, image], ["one"])
+    with pytest.raises(TypeError, match="maps must be a list of relevance maps"):
+        visualize_comparison(image, "out.png")
+
+
 def test_timeseries_figure_has_one_axis_per_channel(tmp_path):
     signal = np.sin(np.linspace(0, 6, 50))[:, None] * np.ones((1, 4))
     relevance = RNG.normal(size=(50, 4))
