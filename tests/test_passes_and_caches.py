@@ -44,7 +44,8 @@ class _Counting:
 @pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "guided_backprop", "grad_cam",
                                     "guided_grad_cam"])
 def test_no_separate_logits_pass(backend, method, monkeypatch):
-    """The targets (argmax) come from the explanation's own forward pass."""
+    """The targets (argmax) come from the explanation's own forward pass (the rule-based methods' gate-4 check runs
+    the model once more through ``model_output``, which is not a target pass)."""
     model, x = cnn(backend), cnn_input(backend)
     logits = _Counting(monkeypatch, BACKEND_OF[backend], "logits")
     result = explain(model, x, method)

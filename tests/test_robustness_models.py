@@ -173,7 +173,7 @@ def test_keras_multiple_inputs_or_outputs():
 
 @pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "smoothgrad"])
 def test_torch_multiple_inputs(method):
-    with pytest.raises(ValueError, match="takes 2 inputs.*single-input"):
+    with pytest.raises(ValueError, match="takes 2 required inputs.*single-input"):
         explain(rm.TwoInputs(), vectors(), method)
 
 

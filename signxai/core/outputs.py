@@ -27,6 +27,6 @@ def select_output(out: Any, is_tensor: Callable[[Any], bool]) -> Any:
     tensors = [key for key, value in items if is_tensor(value)]
     if len(tensors) == 1:
         return entries[tensors[0]]
-    raise ValueError(f"the model returns a {type(out).__name__} with {len(tensors)} tensors ({tensors}) and no "
+    raise ValueError(f"the model's output is a {type(out).__name__} with {len(tensors)} tensors ({tensors}) and no "
                      f"'logits' entry: signxai cannot tell which one to explain. Wrap the model so that its forward "
                      f"returns the one tensor of logits to explain")

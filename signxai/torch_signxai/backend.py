@@ -21,7 +21,7 @@ from signxai.core import graph as g
 from signxai.core.backend import Backend
 from signxai.core.outputs import select_output
 from signxai.torch_signxai.capture import (Capture, CaptureError, TraceError, _softmax_error,  # noqa: F401
-                                          trace)
+                                          required_inputs, trace)
 from signxai.torch_signxai.layer_table import BATCHNORM, CONV, SOFTMAX_LAYERS
 from signxai.torch_signxai.ops import OPS, RecordedOps, Tape, TensorOps, _is_float_tensor  # noqa: F401
 
@@ -77,6 +77,11 @@ class TorchBackend(Backend):
         self._cached(self._checked, model, self._check)
 
     def _check(self, model):
+        required = required_inputs(model)
+        if len(required) > 1:
+            raise ValueError(f"the model's forward takes {len(required)} required inputs {required}; signxai explains "
+                             f"single-input models (parameters with defaults do not count): wrap the model so that "
+                             f"the other inputs are held fixed")
         for path, module in model.named_modules():
             if isinstance(module, BATCHNORM) and not module.track_running_stats:
                 raise ValueError(f"BatchNorm module {path!r} has track_running_stats=False: it has no running "

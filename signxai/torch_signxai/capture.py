@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import operator
 
@@ -54,14 +55,22 @@ class TraceError(CaptureError):
     """The model cannot be captured symbolically (the pure-gradient methods still work)."""
 
 
+def _parameters(model):
+    try:
+        return list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
+def required_inputs(model):
+    """The names of the forward's parameters without defaults (the model's inputs)."""
+    return [p.name for p in _parameters(model)
+            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
 def _optional_parameters(model):
     """The forward's parameters after the first that have defaults: traced with their default values."""
-    import inspect
-    try:
-        parameters = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in parameters[1:]
+    return {p.name: p.default for p in _parameters(model)[1:]
             if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
