@@ -107,6 +107,10 @@ class Backend:
     def graph(self, model) -> Graph:
         return self._cached(self._graphs, model, self.capture)
 
+    def graph_for(self, model, x) -> Graph:
+        """The captured graph to explain ``x`` (a batch) with; a backend may capture per sample shape."""
+        return self.graph(model)
+
     def model_for(self, model, dtype: str):
         """The model itself for float32; for float64 a private copy carrying the model's current weights."""
         if dtype == "float32":
@@ -222,7 +226,7 @@ class Backend:
 
         ``key`` identifies the mapping by value (e.g. the parsed method), or is a function returning such a key
         (evaluated only by backends that compile: the others never pay for it); None runs uncached."""
-        graph = self.graph(model)
+        graph = self.graph_for(model, x)
         if self.refuses_before_pass:
             graph.check_supported(graph.output)
 
@@ -233,7 +237,7 @@ class Backend:
 
         def make_body(ref):
             def backward(x, requested):
-                graph = self.graph(ref())
+                graph = self.graph_for(ref(), x)
                 # a mapping may compute some layers' outputs itself (Rule.forward): built before the forward where
                 # the graph is supported, else after the checks below, which then raise first as before
                 mapping = mapping_factory(graph) if graph.is_supported(graph.output) else None
@@ -255,12 +259,12 @@ class Backend:
 
     def cam_activations(self, model, x: np.ndarray, targets, layer) -> tuple:
         """Grad-CAM's layer output ``A`` and ``∂y_c/∂A``, both channels-last (docs/methods.md#grad-cam)."""
-        graph = self.graph(model)
+        graph = self.graph_for(model, x)
         index = graph.cam_node(self.layer_name(model, layer))
 
         def make_body(ref):
             def cam(x, requested):
-                graph = self.graph(ref())
+                graph = self.graph_for(ref(), x)
                 with self.tape() as tape:
                     values = record(graph, x, on_value=lambda i, v: tape.watch(v) if i == index else v)
                     selected, chosen = self._selected(values[graph.output], requested)
@@ -290,7 +294,7 @@ class Backend:
 
     def first_differing_node(self, model, x: np.ndarray):
         """The first captured node whose replay differs from the framework's own layer on the same inputs."""
-        graph = self.graph(model)
+        graph = self.graph_for(model, x)
         with self.computation(), self.reference_mode(model), self.no_grad():
             values = record(graph, self.to_tensor(model, x))
             return first_differing_node(graph, values, self.to_numpy, x.dtype)

@@ -79,7 +79,7 @@ def _guided(backend, model, x, targets, deconvnet):
 def _lrp(run, x, method, targets, driver):
     backend, model = run.backend, run.model
     result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True,
-                                    key=lambda: lrp_key(method, backend.graph(model)))
+                                    key=lambda: lrp_key(method, backend.graph_for(model, x)))
     if not run.nested:  # noisy points of a wrapper are not the caller's samples
         _warn_if_vanished(backend, model, x, targets, method, result)
     return result

@@ -69,6 +69,7 @@ class TorchBackend(Backend):
         super().__init__()
         self._eval_mode = _EvalMode()
         self._untraceable = weakref.WeakKeyDictionary()
+        self._exported = weakref.WeakKeyDictionary()  # model -> {(sample shape, dtype): graph captured by export}
 
     # --- model handling ---------------------------------------------------------------------------------------
     def check(self, model):
@@ -108,6 +109,23 @@ class TorchBackend(Backend):
             with self._lock:
                 self._untraceable[model] = True
             return None
+
+    def graph_for(self, model, x):
+        """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
+        of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
+        if self._try_graph(model) is not None:
+            return self.graph(model)
+        try:
+            self.graph(model)  # the fx capture's own error, unless it is one torch.export may overcome
+        except TraceError:
+            pass
+        key = (tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""))
+
+        def build():
+            example = torch.as_tensor(x, device=self._device(model))
+            example = example if len(example) > 1 else torch.cat([example, example])  # export specialises 1
+            return Capture(model, self._eval_mode, example=example.detach()).graph
+        return self._per_model(self._exported, model, key, build, limit=4)
 
     def sample_rank(self, model):
         """k+1 if the first kernel module is a k-d convolution (docs/api.md#batch-axis), else None

@@ -21,7 +21,7 @@ from signxai.core import graph as g
 from signxai.core.outputs import select_output
 from signxai.core.layers import arithmetic_kind, is_registered, registered, scalar_affine
 from signxai.core.rules import identity
-from signxai.torch_signxai.layer_table import (ARITHMETIC, FUNCTIONAL_KERNELS, INFERENCE_IDENTITIES,
+from signxai.torch_signxai.layer_table import (ARITHMETIC, ATEN_SHAPE, FUNCTIONAL_KERNELS, INFERENCE_IDENTITIES,
                                                INFERENCE_IDENTITY_FUNCTIONS, LAYER_TABLE, SHAPE_ATTRIBUTES,
                                                SHAPE_METHODS, SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS, SOFTMAX_METHODS,
                                                TUPLE_FUNCTIONS, TUPLE_METHODS, VALUE_RANGES, module_range)
@@ -135,17 +135,19 @@ def _kernel_from_function(function, args, kwargs):
     def apply(a, kernel_map=identity, bias_map=identity):
         return function(a, kernel_map(weight), _bias(bias, bias_map), *rest_args, **rest_kwargs)
     rank = FUNCTIONAL_KERNELS[function]
-    return g.Kernel(apply, function is F.linear, rank, _bias_term(bias, rank))
+    return g.Kernel(apply, rank == 0, rank, _bias_term(bias, rank))
 
 
 class Capture:
     """Turns an fx graph into a :class:`signxai.core.graph.Graph` over the input-dependent values."""
 
-    def __init__(self, model, inference=None):
+    def __init__(self, model, inference=None, example=None):
         # traced in inference mode: Python branches on ``self.training`` inside traced-into modules take their
-        # inference form (the caller's flags are restored afterwards)
+        # inference form (the caller's flags are restored afterwards); with ``example`` (an input tensor), by
+        # non-strict torch.export on that input (docs/layers.md#export-capture), else by torch.fx
+        self.exported = example is not None
         with inference(model) if inference is not None else contextlib.nullcontext():
-            self.module = trace(model)
+            self.module = trace(model) if example is None else export(model, example)
         self.modules = dict(self.module.named_modules())
         self.nodes = [g.Node("input", g.INPUT, (), None, "input")]
         self.names = {}
@@ -166,6 +168,8 @@ class Capture:
         for node in self.module.graph.nodes:
             if node.op == "get_attr":
                 self.constants[node] = _fetch_attr(self.module, node.target)
+            elif node.op == "call_module" and node.target == "_guards_fn":
+                continue  # torch.export's shape guards: no value
             elif node.op in ("call_module", "call_function", "call_method"):
                 self.add(node)
             elif node.op == "output":
@@ -193,6 +197,8 @@ class Capture:
     def reads_metadata(node):
         if node.op == "call_method":
             return node.target in SHAPE_METHODS
+        if node.op == "call_function" and node.target in ATEN_SHAPE:
+            return True
         return (node.op == "call_function" and node.target is getattr and len(node.args) > 1
                 and node.args[1] in SHAPE_ATTRIBUTES)
 
@@ -237,13 +243,15 @@ class Capture:
         forward = extra.pop("forward", None) or self.forward(node, parents)
         if kind not in (g.AUX, g.UNSUPPORTED) and tuple_source is None:
             extra["reference"] = self.original(node, parents)
-        name = node.target if node.op == "call_module" else node.name
+        name = node.target if node.op == "call_module" else _module_path(node) or node.name
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
                       else getattr(node.target, "__name__", str(node.target)))
         self.nodes.append(g.Node(name, kind, tuple(self.index[p] for p in parents), forward, layer_type, **extra))
         self.index[node] = len(self.nodes) - 1
         if node.op == "call_module":
             self.names.setdefault(node.target, len(self.nodes) - 1)
+        elif self.exported and _module_path(node):  # a module's output: its last operator
+            self.names[_module_path(node)] = len(self.nodes) - 1
 
     def substitute(self, node, parents, values):
         lookup = dict(zip(parents, values))
@@ -298,12 +306,15 @@ class Capture:
         if node.op == "call_function":
             if target in INFERENCE_IDENTITY_FUNCTIONS:  # dropout, stochastic depth: the identity at inference
                 return g.PASS, {"forward": _identity}
-            if target is F.hardsigmoid:
+            if target in (F.hardsigmoid, torch.ops.aten.hardsigmoid.default):
                 return g.ACTIVATION, {"forward": _hardsigmoid}
             if target in SOFTMAX_FUNCTIONS:
                 return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
             if target is F.batch_norm:
                 return self.functional_batchnorm(node)
+            if target is torch.ops.aten.batch_norm.default:  # (input, weight, bias, mean, var, training, …)
+                return self.functional_batchnorm(node, ("weight", "bias", "running_mean", "running_var", "training",
+                                                        "momentum", "eps"))
             if target in CLAMPS:
                 return self.clamp(node)
             if target is torch.addcmul:
@@ -367,9 +378,12 @@ class Capture:
     def clamp(self, node):
         """``clamp(x, low, high)`` with scalar bounds: ReLU for ``low = 0`` (ReLU6 with ``high`` 6 …), else a
         Hardtanh-like activation (docs/layers.md#clamp)."""
-        if node.target in ("clamp_min", "clamp_min_", torch.clamp_min):
+        aten = torch.ops.aten
+        if node.target in ("clamp_min", "clamp_min_", torch.clamp_min, aten.clamp_min.default):
             low, high = self.bound(node, ("min",))[0], None
-        elif node.target in ("clamp_max", "clamp_max_", torch.clamp_max):
+        elif node.target is aten.hardtanh.default:
+            low, high = (d if b is None else b for b, d in zip(self.bound(node, ("min_val", "max_val")), (-1.0, 1.0)))
+        elif node.target in ("clamp_max", "clamp_max_", torch.clamp_max, aten.clamp_max.default):
             low, high = None, self.bound(node, ("max",))[0]
         else:
             low, high = self.bound(node, ("min", "max"))
@@ -382,10 +396,13 @@ class Capture:
             return torch.clamp(t, low, high)
         return kind, {"forward": out_of_place, "value_range": bounds}
 
-    def functional_batchnorm(self, node):
-        """``F.batch_norm`` with constant running statistics in inference form (a BatchNorm traced into)."""
-        names = ("running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
-        mean, var, weight, bias, training, _, eps = self.bound(node, names)
+    def functional_batchnorm(self, node, order=("running_mean", "running_var", "weight", "bias", "training",
+                                                 "momentum", "eps")):
+        """``F.batch_norm`` (or ATen's, arguments in ``order``) with constant running statistics in inference form
+        (a BatchNorm traced into, or exported)."""
+        bound = dict(zip(order, self.bound(node, order)))
+        mean, var, weight, bias = (bound[k] for k in ("running_mean", "running_var", "weight", "bias"))
+        training, eps = bound["training"], bound["eps"]
         if training or not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
             return g.UNSUPPORTED, {"reason": "batch normalisation with batch statistics (no running statistics)"}
         eps = 1e-5 if eps is None else eps
@@ -444,6 +461,57 @@ class Capture:
         return {}
 
 
+class _Explained(nn.Module):
+    """The model with its logits selected (docs/api.md#model-outputs), the module exported."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return select_output(self.model(x), lambda t: isinstance(t, torch.Tensor))
+
+
+def export(model, example):
+    """The model as an fx graph of ATen operators, by non-strict ``torch.export`` on ``example`` with a dynamic batch
+    axis (docs/layers.md#export-capture): Python control flow, iteration and sizes run concretely. Parameters stay
+    the model's own tensors; in-place operators are replaced by their functional forms."""
+    try:
+        program = torch.export.export(_Explained(model), (example,), strict=False,
+                                      dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    except Exception as error:  # export reports unsupported code with many exception types
+        raise TraceError(f"the PyTorch model could be captured neither with torch.fx nor with torch.export "
+                         f"({type(error).__name__}: {str(error)[:400]}); the rule-based methods (guided backprop, "
+                         f"DeconvNet, Grad-CAM, LRP) need a captured graph; the gradient family works on any "
+                         f"model") from error
+    module = program.module()
+    for node in module.graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            node.target = _functional_overload(node.target)
+    return module
+
+
+def _functional_overload(op):
+    """``aten.relu_.default`` → ``aten.relu.default`` (the out-of-place overload of an in-place ATen operator)."""
+    packet, overload = op._schema.name.split("::")[-1], op._overloadname
+    if not packet.endswith("_") or packet.startswith("_"):
+        return op
+    functional = getattr(torch.ops.aten, packet[:-1], None)
+    return getattr(functional, overload, op) if functional is not None else op
+
+
+def _module_path(node):
+    """The path of the innermost module an exported operator ran in (without the export wrapper's prefix)."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    if path.startswith("_empty_nn_module_stack"):
+        return None
+    path = path[len("model"):].lstrip(".") if path.startswith("model") else path
+    return path.replace("_modules['", "").replace("']", "") or None
+
+
 def _fetch_attr(module, target):
     value = module
     for part in target.split("."):
@@ -455,7 +523,8 @@ _SOFTMAX_INSIDE = ("a softmax inside the model (attention) has no LRP rule yet; 
                    "softmax at the model's output is refused with its own message")
 # clamp and its spellings (functions and tensor methods)
 CLAMPS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, "clamp", "clip", "clamp_", "clip_", "clamp_min",
-          "clamp_max", "clamp_min_", "clamp_max_")
+          "clamp_max", "clamp_min_", "clamp_max_", torch.ops.aten.clamp.default, torch.ops.aten.clamp_min.default,
+          torch.ops.aten.clamp_max.default, torch.ops.aten.hardtanh.default)
 
 
 def _softmax_error(where):

@@ -32,9 +32,44 @@ BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 FUNCTIONAL_KERNELS = {F.linear: 0, F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, F.conv_transpose1d: 1,
                       F.conv_transpose2d: 2, F.conv_transpose3d: 3}
 
+# ATen operators as non-strict ``torch.export`` records them (the capture of models torch.fx cannot trace,
+# docs/layers.md#export-capture); in-place overloads are replaced by their functional ones before classification.
+aten = torch.ops.aten
+ATEN_KERNELS = {aten.linear.default: 0, aten.conv1d.default: 1, aten.conv2d.default: 2, aten.conv3d.default: 3,
+                aten.conv_transpose1d.default: 1, aten.conv_transpose2d.input: 2, aten.conv_transpose3d.input: 3}
+FUNCTIONAL_KERNELS.update(ATEN_KERNELS)
+ATEN_ARITHMETIC = {aten.add.Tensor: "add", aten.add.Scalar: "add", aten.sub.Tensor: "subtract",
+                   aten.sub.Scalar: "subtract", aten.mul.Tensor: "multiply", aten.mul.Scalar: "multiply",
+                   aten.div.Tensor: "divide", aten.div.Scalar: "divide", aten.rsub.Scalar: None}
+ATEN_RELU = (aten.relu.default, aten.relu6.default, aten.leaky_relu.default, aten.prelu.default,
+             aten._prelu_kernel.default)
+ATEN_ACTIVATIONS = (aten.elu.default, aten.selu.default, aten.celu.default, aten.gelu.default, aten.silu.default,
+                    aten.mish.default, aten.tanh.default, aten.sigmoid.default, aten.softplus.default,
+                    aten.hardswish.default, aten.log_sigmoid.default, aten.hardsigmoid.default)
+ATEN_AVGPOOL = (aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default,
+                aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default, aten.adaptive_avg_pool3d.default,
+                aten.mean.dim, aten.mean.default)
+ATEN_PASS = (aten.layer_norm.default, aten.group_norm.default, aten._to_copy.default, aten.to.dtype,
+             aten.type_as.default, aten.alias.default, aten.lift_fresh_copy.default, aten.detach.default)
+ATEN_IDENTITIES = (aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
+                   aten.feature_alpha_dropout.default)
+ATEN_REINDEX = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
+                aten.unflatten.int, aten.permute.default, aten.transpose.int, aten.t.default, aten.contiguous.default,
+                aten.clone.default, aten.cat.default, aten.slice.Tensor, aten.select.int, aten.unsqueeze.default,
+                aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.expand.default,
+                aten.max_pool1d.default, aten.max_pool2d.default, aten.max_pool3d.default, aten.amax.default,
+                aten.pad.default, aten.constant_pad_nd.default, aten.upsample_nearest2d.vec, aten.flip.default,
+                aten.roll.default, aten.narrow.default, aten.split.Tensor, aten.split_with_sizes.default,
+                aten.chunk.default, aten.unbind.int, aten.repeat.default, aten.pixel_shuffle.default,
+                aten.channel_shuffle.default, aten.index_select.default)
+ATEN_TUPLES = (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default, aten.unbind.int)
+ATEN_SOFTMAX = (aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax.default)
+ATEN_SHAPE = (aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int)
+
 # Arithmetic (functions and tensor methods) -> the neutral operation of signxai.core.layers.arithmetic_kind: the
 # kind follows from the number of input-dependent tensor operands (one: a constant shift or scaling, PASS).
 ARITHMETIC = torch_arithmetic()  # one table with the converters (signxai/_keras_torch.py)
+ARITHMETIC.update({op: neutral for op, neutral in ATEN_ARITHMETIC.items() if neutral is not None})
 
 
 def _arithmetic(*operations, methods=False):
@@ -48,27 +83,28 @@ LAYER_TABLE = LayerTable({
     g.AVGPOOL: KindEntry(layers=(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
                                  nn.AdaptiveAvgPool3d),
                          functions=(F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-                                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean),
+                                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean, *ATEN_AVGPOOL),
                          methods=("mean",)),
     # of two input-dependent tensors (with a constant operand: PASS)
     g.ADD: KindEntry(functions=_arithmetic("add"), methods=_arithmetic("add", methods=True)),
     g.PRODUCT: KindEntry(functions=_arithmetic("multiply"), methods=_arithmetic("multiply", methods=True)),
     g.RELU: KindEntry(layers=(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU),
                       functions=(F.relu, torch.relu, F.relu6, F.leaky_relu, F.prelu, torch.relu_, F.relu_,
-                                 F.leaky_relu_),
+                                 F.leaky_relu_, *ATEN_RELU),
                       methods=("relu", "relu_")),
     g.ACTIVATION: KindEntry(layers=(nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid,
                                     nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid),
                             functions=(F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, torch.tanh, torch.sigmoid,
                                        F.tanh, F.sigmoid, F.softplus, F.hardtanh, F.hardswish, F.hardsigmoid,
-                                       F.elu_, F.logsigmoid),
+                                       F.elu_, F.logsigmoid, *ATEN_ACTIVATIONS),
                             methods=("tanh", "sigmoid", "sigmoid_", "tanh_")),
     # a constant shift or scaling (x - c, x / c) is PASS as well (ARITHMETIC)
     g.PASS: KindEntry(layers=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                               nn.FeatureAlphaDropout, nn.Identity, nn.LayerNorm, nn.GroupNorm,
                               *_STOCHASTIC_DEPTH_MODULES),
                       functions=(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.layer_norm,
-                                 F.group_norm, *_STOCHASTIC_DEPTH_FUNCTIONS, *_arithmetic("subtract", "divide")),
+                                 F.group_norm, *_STOCHASTIC_DEPTH_FUNCTIONS, *_arithmetic("subtract", "divide"),
+                                 *ATEN_PASS, *ATEN_IDENTITIES),
                       methods=("float", "type_as", "to", "double",
                                *_arithmetic("subtract", "divide", methods=True))),
     g.REINDEX: KindEntry(layers=(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -79,7 +115,7 @@ LAYER_TABLE = LayerTable({
                                     F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                                     F.adaptive_max_pool3d, torch.amax, torch.squeeze, torch.unsqueeze, torch.permute,
                                     torch.transpose, operator.getitem, F.interpolate, torch.max, getattr,
-                                    torch.narrow),
+                                    torch.narrow, *ATEN_REINDEX),
                          methods=("view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose",
                                   "contiguous", "amax", "narrow", "view_as", "reshape_as", "expand_as", "expand",
                                   "repeat", "clone", "__getitem__")),
@@ -89,21 +125,23 @@ LAYER_TABLE = LayerTable({
 INFERENCE_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                         nn.FeatureAlphaDropout, *_STOCHASTIC_DEPTH_MODULES)
 INFERENCE_IDENTITY_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-                                *_STOCHASTIC_DEPTH_FUNCTIONS)
+                                *_STOCHASTIC_DEPTH_FUNCTIONS, *ATEN_IDENTITIES)
 
 # Refused by every method: explanations need logits (docs/api.md#model-requirements).
 SOFTMAX_LAYERS = (nn.Softmax, nn.LogSoftmax, nn.Softmin)
-SOFTMAX_FUNCTIONS = (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.softmin)
+SOFTMAX_FUNCTIONS = (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.softmin, *ATEN_SOFTMAX)
 SOFTMAX_METHODS = ("softmax", "log_softmax")
 
 # Output bounds of bounded activations (for gate detection at products, docs/layers.md#gated-products), by function
 # or tensor method; ReLU's (0, inf) lets rules skip work on inputs known to be nonnegative (docs/lrp.md#kernel-rules).
 # Modules: ``module_range``.
-VALUE_RANGES = {torch.sigmoid: (0.0, 1.0), F.sigmoid: (0.0, 1.0), F.hardsigmoid: (0.0, 1.0), F.relu6: (0.0, 6.0),
+VALUE_RANGES = {aten.sigmoid.default: (0.0, 1.0), aten.hardsigmoid.default: (0.0, 1.0),
+                aten.tanh.default: (-1.0, 1.0), aten.relu.default: (0.0, math.inf), aten.relu6.default: (0.0, 6.0),
+                torch.sigmoid: (0.0, 1.0), F.sigmoid: (0.0, 1.0), F.hardsigmoid: (0.0, 1.0), F.relu6: (0.0, 6.0),
                 torch.tanh: (-1.0, 1.0), F.tanh: (-1.0, 1.0), F.relu: (0.0, math.inf), torch.relu: (0.0, math.inf),
-                torch.relu_: (0.0, math.inf), F.relu_: (0.0, math.inf),
-                "sigmoid": (0.0, 1.0), "sigmoid_": (0.0, 1.0), "tanh": (-1.0, 1.0), "tanh_": (-1.0, 1.0),
-                "relu": (0.0, math.inf), "relu_": (0.0, math.inf)}
+                torch.relu_: (0.0, math.inf), F.relu_: (0.0, math.inf), "sigmoid": (0.0, 1.0),
+                "sigmoid_": (0.0, 1.0), "tanh": (-1.0, 1.0), "tanh_": (-1.0, 1.0), "relu": (0.0, math.inf),
+                "relu_": (0.0, math.inf)}
 
 
 def module_range(module):
@@ -124,5 +162,5 @@ def module_range(module):
 SHAPE_METHODS = ("size", "dim", "numel", "ndimension", "nelement")
 SHAPE_ATTRIBUTES = ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad")
 # Ops that return several tensors; ``getitem`` on their result becomes one re-indexing node.
-TUPLE_FUNCTIONS = (torch.chunk, torch.split, torch.unbind, torch.tensor_split)
+TUPLE_FUNCTIONS = (torch.chunk, torch.split, torch.unbind, torch.tensor_split, *ATEN_TUPLES)
 TUPLE_METHODS = ("chunk", "split", "unbind", "tensor_split")

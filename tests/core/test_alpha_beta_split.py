@@ -39,7 +39,8 @@ def test_split_forward_is_the_same_function(twin_name, method, framework, monkey
 
 def test_split_forward_saves_a_convolution(monkeypatch):
     """cnn2d: the first convolution sees the raw input (no split), the second follows a ReLU (split): 7 convolution
-    calls instead of 8 for α2β1 (forward, halves and adjoints)."""
+    calls instead of 8 for α2β1 (forward, halves and adjoints); the gate-4 check (docs/api.md#verified-capture)
+    runs the model itself once more, its two convolutions included."""
     t = fast_twins()["cnn2d"]()
     x = torch_input(t.x)
     calls = []
@@ -51,7 +52,7 @@ def test_split_forward_saves_a_convolution(monkeypatch):
     calls.clear()
     monkeypatch.setattr(composite.AlphaBeta, "forward", lambda self, ops, layer, inputs: None)
     signxai.calculate_relevancemap(t.torch_model, x, "lrp_alpha_2_beta_1")
-    assert (split, len(calls)) == (7, 8)
+    assert (split, len(calls)) == (7 + 2, 8 + 2)
 
 
 def test_split_forward_skipped_where_beta_is_zero(monkeypatch):
