@@ -1,5 +1,9 @@
 """Every catalog name (and generalised grammar names) agrees between Keras and PyTorch twins
-(docs/equivalence.md#agreement-gates)."""
+(docs/equivalence.md#agreement-gates).
+
+The default run checks every name on one twin where it applies (the twins in turn), a representative of every
+family and rule on every twin, and every refusal (a Grad-CAM name on a twin without its layer); the rest of the
+twins × names matrix runs under ``slow`` (tests/matrix.py)."""
 import functools
 
 import pytest
@@ -9,6 +13,7 @@ from signxai.methods import CATALOG
 
 import signxai
 from gates import assert_gates
+from matrix import FAMILY_SLICE, one_host_each, split
 from twins import fast_twins, torch_input, vgg16_twin
 
 GENERALISED = ("lrp_alpha_2_beta_1", "lrpsign_alpha_2_beta_1", "lrp_epsilon_0_37", "lrpz_z",
@@ -26,7 +31,19 @@ def cases(twin_names):
     return [(t, m) for t in twin_names for m in CATALOG + GENERALISED]
 
 
-@pytest.mark.parametrize("twin_name,method", cases(list(fast_twins())))
+def _applies(twin_name, method):
+    return not_applicable(method, twin(twin_name).keras_model) is None
+
+
+def default_cases(twin_names):
+    """Every name once where it applies, the family slice on every twin, every refusal."""
+    cases_ = one_host_each(CATALOG + GENERALISED, twin_names, _applies)
+    cases_ |= {(t, m) for t in twin_names for m in FAMILY_SLICE}
+    cases_ |= {(t, m) for t, m in cases(twin_names) if not _applies(t, m)}
+    return cases_
+
+
+@pytest.mark.parametrize("twin_name,method", split(cases(list(fast_twins())), default_cases(list(fast_twins()))))
 def test_cross_framework(twin_name, method):
     t = twin(twin_name)
     if not_applicable(method, t.keras_model) is None:
