@@ -45,6 +45,10 @@ def _to_numpy(x, backend):
             import tensorflow as tf
             x = tf.cast(x, tf.float32)
         x = x.numpy()
+    if isinstance(x, (list, tuple)) and x and all(hasattr(v, "shape") for v in x) and len(
+            {tuple(v.shape) for v in x}) > 1:
+        raise ValueError(f"x is a {type(x).__name__} of {len(x)} arrays of different shapes; signxai explains one "
+                         f"input array (a batch or one sample), not several model inputs at once")
     array = np.asarray(x)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise ValueError(f"x must be a numeric array or tensor, got dtype {array.dtype}")

@@ -86,6 +86,7 @@ class Node:
     # (a kernel without its fused activation, an inference form): used to name the culprit when a capture does not
     # reproduce the model (signxai.core.verify); None where ``forward`` is the layer's own computation
     reference: Optional[Callable[..., Any]] = None
+    reference_parents: Optional[tuple] = None  # the nodes whose values ``reference`` takes (default: ``parents``)
 
     def describe(self) -> str:
         return f"'{self.name}' ({self.layer_type})" if self.layer_type else f"'{self.name}'"

@@ -51,7 +51,7 @@ def first_differing_node(graph, values: list, to_numpy: Callable[[Any], np.ndarr
         reference = getattr(node, "reference", None)
         if reference is None or index >= len(values):
             continue
-        real = reference(*[values[p] for p in node.parents])
+        real = reference(*[values[p] for p in (node.reference_parents or node.parents)])
         try:
             mine, real = to_numpy(values[index]), to_numpy(real)
         except (AttributeError, TypeError):  # a non-tensor value

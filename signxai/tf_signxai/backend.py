@@ -16,7 +16,7 @@ import keras
 from signxai.core.backend import Backend
 from signxai.core.engine import record
 from signxai.core.targets import Targets
-from signxai.tf_signxai.capture import Capture, functional
+from signxai.tf_signxai.capture import Capture, CaptureError, functional, functional_view, is_graph_model
 from signxai.tf_signxai.layer_table import SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS
 from signxai.tf_signxai.ops import OPS, Tape, TensorOps  # noqa: F401  (TensorOps: re-exported)
 
@@ -28,20 +28,32 @@ def _is_softmax_layer(layer):
     return isinstance(layer, SOFTMAX_LAYERS) or getattr(layer, "activation", None) in SOFTMAX_FUNCTIONS
 
 
-def check_model(model):
-    """Single input/output of shape (N, K), built, no softmax (docs/api.md#model-requirements)."""
-    if not model.built or not hasattr(model, "inputs") or model.inputs is None:
+def check_model(model, view=None):
+    """Built, one input and one (N, K) output, no softmax at the output (docs/api.md#model-requirements). ``view`` is
+    the model's Functional graph (the model itself, or the view of a subclassed model; None where a subclassed model's
+    graph cannot be captured: then only the gradient family runs, on the model itself)."""
+    if not model.built:
         raise ValueError(f"the Keras model {model.name!r} has not been built: give it a keras.Input or call it "
                          f"once on data before explaining it")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+    if view is None:
+        return
+    if len(view.inputs) != 1 or len(view.outputs) != 1:
+        raise ValueError(f"the model has {len(view.inputs)} inputs and {len(view.outputs)} outputs; "
                          f"signxai explains single-input, single-output models")
-    if len(model.outputs[0].shape) != 2:
-        raise ValueError(f"the model output has shape {tuple(model.outputs[0].shape)}; it must be (N, K) logits")
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if _is_softmax_layer(layer):
-            raise ValueError(f"layer {layer.name!r} applies a softmax: explanations need logits. Remove it with "
-                             f"signxai.utils.utils.remove_softmax(model), which returns a copy")
+    if len(view.outputs[0].shape) != 2:
+        raise ValueError(f"the model output has shape {tuple(view.outputs[0].shape)}; it must be (N, K) logits")
+    layer = _output_layer(view)
+    if _is_softmax_layer(layer):  # only a softmax *output*: softmax inside (attention) is no reason to refuse
+        raise ValueError(f"layer {layer.name!r} applies a softmax: explanations need logits. Remove it with "
+                         f"signxai.utils.utils.remove_softmax(model), which returns a copy")
+
+
+def _output_layer(model):
+    """The layer that produces a Functional model's output (through nested models)."""
+    layer = model.outputs[0]._keras_history.operation
+    while isinstance(layer, keras.Model) and is_graph_model(layer):
+        layer = layer.outputs[0]._keras_history.operation
+    return layer
 
 
 def _deterministic_config(layer, **changes):
@@ -106,29 +118,63 @@ class KerasBackend(Backend):
     refuses_before_pass = True
 
     # --- model handling ---------------------------------------------------------------------------------------
+    def __init__(self):
+        super().__init__()
+        self._views = weakref.WeakKeyDictionary()  # model -> its Functional view, or the CaptureError it raised
+
     def check(self, model):
         """docs/api.md#model-requirements checks, run once per model (like the captured graph and compiled passes, they
         are cached)."""
-        self._cached(self._checked, model, lambda m: check_model(m) or True)
+        self._cached(self._checked, model, lambda m: check_model(m, self._try_view(m)) or True)
+
+    def view(self, model):
+        """The model's Functional graph (:func:`functional_view`); raises the capture's error where there is none."""
+        if is_graph_model(model):
+            return model  # (not cached: a weak cache must not hold its own key)
+        view = self._cached(self._views, model, _view_or_error)
+        if isinstance(view, CaptureError):
+            raise view
+        return view
+
+    def _try_view(self, model):
+        try:
+            return self.view(model)
+        except CaptureError:
+            return None
 
     def sample_rank(self, model):
-        return len(model.inputs[0].shape) - 1
+        view = self._try_view(model)
+        if view is not None:
+            return len(view.inputs[0].shape) - 1
+        shapes = list((getattr(model, "_build_shapes_dict", None) or {}).values())
+        return len(shapes[0]) - 1 if len(shapes) == 1 else None
 
     def capture(self, model):
-        return Capture(model).graph
+        return Capture(self.view(model)).graph
 
-    float64_copy = staticmethod(_float64_copy)
+    def float64_copy(self, model):
+        try:
+            view = self.view(model)
+        except CaptureError as error:
+            raise ValueError(f"dtype='float64' needs a float64 copy of the model, built from its layer graph: "
+                             f"{error}") from error
+        return _float64_copy(view)
 
-    @staticmethod
-    def sync_weights(model, copy):
-        """The model's current weights, cast exactly, into its float64 copy (one variable at a time)."""
-        for target, source in zip(copy.weights, model.weights):
+    def sync_weights(self, model, copy):
+        """The model's current weights, cast exactly, into its float64 copy (one variable at a time; a subclassed
+        model's weights in the order of its Functional view, which the copy was cloned from)."""
+        for target, source in zip(copy.weights, self.view(model).weights):
             target.assign(tf.cast(source, target.dtype))
 
     def activation_bytes_per_sample(self, model, sample):
         """Twice the layer outputs of one sample (the tape keeps about each op's input and output), from the
-        declared shapes; shapes left open are measured on the captured graph's values for this sample."""
-        elements = _declared_activation_elements(model)
+        declared shapes; shapes left open are measured on the captured graph's values for this sample. A subclassed
+        model without a Functional view: its input size times its number of layers (an estimate)."""
+        view = self._try_view(model)
+        if view is None:
+            layers = len(list(model._flatten_layers(include_self=False, recursive=True)))
+            return 2 * max(1, layers) * int(np.prod(sample.shape[1:])) * sample.dtype.itemsize
+        elements = _declared_activation_elements(view)
         if elements is None:
             values = record(self.graph(model), tf.constant(sample))
             elements = sum(int(np.prod(v.shape[1:])) for v in values if isinstance(v, tf.Tensor))
@@ -201,7 +247,8 @@ class KerasBackend(Backend):
         return tf.where(requested < 0, argmax, requested)
 
     def num_classes(self, model):
-        classes = model.outputs[0].shape[-1]
+        view = self._try_view(model)
+        classes = None if view is None else view.outputs[0].shape[-1]
         return None if classes is None else int(classes)
 
     def resolved_targets(self, model, x, targets):
@@ -216,6 +263,13 @@ class KerasBackend(Backend):
             else:
                 targets.requested(len(x), classes)
         return targets.values
+
+
+def _view_or_error(model):
+    try:
+        return functional_view(model)
+    except CaptureError as error:
+        return error
 
 
 def _width(y):

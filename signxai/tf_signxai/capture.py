@@ -21,6 +21,49 @@ def functional(model):
     return model._functional if isinstance(model, keras.Sequential) else model
 
 
+class CaptureError(ValueError):
+    """The model's layer graph cannot be captured for the rule-based methods (the gradient family still works: it
+    runs on the model itself)."""
+
+
+def is_graph_model(model):
+    """Functional and Sequential models (keras_hub's backbones included) carry their layer graph."""
+    from keras.src.models.functional import Functional
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+def functional_view(model):
+    """The model as a Functional graph over its own layers (docs/layers.md#keras-subclassed): the model itself for
+    Functional and Sequential models; for a subclassed model (``class Net(keras.Model)`` with ``call``), its ``call``
+    run once on a symbolic ``keras.Input`` of the shape it was built with, which records the layers and Keras ops it
+    calls. The layers' own node lists are restored afterwards (the caller's model is left as it was). Raises
+    :class:`CaptureError` where ``call`` cannot run symbolically (Python control flow on tensor values, TensorFlow
+    ops on symbolic tensors)."""
+    if is_graph_model(model):
+        return model
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if not model.built or len(shapes) != 1:
+        raise CaptureError(f"the subclassed Keras model {model.name!r} has {len(shapes)} recorded input shapes; "
+                           f"the rule-based methods capture subclassed models with one input that were called once")
+    (shape,) = shapes.values()
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    saved = [(layer, list(layer._inbound_nodes), list(layer._outbound_nodes)) for layer in layers]
+    try:
+        inputs = keras.Input(shape=tuple(shape)[1:])
+        takes_training = "training" in getattr(model, "_call_signature_parameters", ())
+        outputs = model.call(inputs, training=False) if takes_training else model.call(inputs)
+        view = keras.Model(inputs, outputs, name=f"{model.name}_graph")
+    except Exception as error:  # symbolic execution reports unsupported code with many exception types
+        raise CaptureError(f"the subclassed Keras model {model.name!r} could not be captured by running its call "
+                           f"on a symbolic keras.Input ({type(error).__name__}: {str(error)[:300]}); the "
+                           f"rule-based methods need its layer graph, the gradient family works on the model "
+                           f"itself") from error
+    finally:
+        for layer, inbound, outbound in saved:
+            layer._inbound_nodes[:], layer._outbound_nodes[:] = inbound, outbound
+    return view
+
+
 def activation_kind(fn):
     """The node kind of a (fused or ``Activation``) activation function; None for linear and softmax."""
     if fn is keras.activations.linear or fn in SOFTMAX_FUNCTIONS:
@@ -65,6 +108,8 @@ class Capture:
             if kind is not None:  # a fused activation is a node of its own
                 self.add(g.Node(f"{name}/activation", kind, (len(self.nodes) - 1,), op.activation,
                                 op.activation.__name__, value_range=VALUE_RANGES.get(op.activation)))
+            # the layer's own call on the layer's inputs: the capture check's reference for its last node
+            self.nodes[-1].reference, self.nodes[-1].reference_parents = _layer_forward(op, node), tuple(parents)
             return len(self.nodes) - 1
         forward = _layer_forward(op, node)
         if table_kind == g.BATCHNORM:
@@ -72,8 +117,16 @@ class Capture:
         else:
             kind, extra = _classify(op, node, table_kind)
         return self.add(g.Node(name, kind, tuple(parents), forward, type_name,
-                               reason="" if kind != g.UNSUPPORTED else "no LRP rule for this layer type", **extra),
+                               reason="" if kind != g.UNSUPPORTED else _no_rule(op), **extra),
                         name)
+
+
+def _no_rule(op):
+    base = next((cls for cls in type(op).__mro__[1:] if cls in LAYER_TABLE.layer_classes()), None)
+    if base is not None:
+        return (f"{type(op).__name__} subclasses {base.__name__} but defines its own computation (docs/layers.md"
+                f"#what-runs); declare it with signxai.register_layer or build the model from known layers")
+    return "no LRP rule for this layer type"
 
 
 def _classify(op, node, kind):
