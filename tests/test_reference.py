@@ -4,11 +4,15 @@
 The data and its provenance note are in ``tests/data/reference`` (copied from the project's shared folder).
 Every entry must lie within 1e-4 of the reference peak; the bound of docs/equivalence.md#agreement-gates also allows 8x
 a backend's own float32 rounding error, which these three networks do not need.
+
+The default run checks every name on one network that has it (the networks in turn), on both backends; the whole
+networks × names matrix runs under ``slow``.
 """
 import numpy as np
 import pytest
 
 import signxai
+from matrix import one_host_each, split
 from twins import REFERENCE, load_spec_npz, reference_twin, to_channels_last, torch_input
 
 NETWORKS = ("mlp", "cnn2d", "ecg1d")
@@ -27,7 +31,20 @@ def _names(network):
         return [key[2:] for key in data.files if key.startswith("R:")]
 
 
-@pytest.mark.parametrize("network,method", [(n, m) for n in NETWORKS for m in _names(n)])
+def _all_names():
+    return list(dict.fromkeys(name for network in NETWORKS for name in _names(network)))
+
+
+def _cases():
+    return [(n, m) for n in NETWORKS for m in _names(n)]
+
+
+def _default_cases():
+    names = {network: set(_names(network)) for network in NETWORKS}
+    return one_host_each(_all_names(), NETWORKS, lambda network, name: name in names[network])
+
+
+@pytest.mark.parametrize("network,method", split(_cases(), _default_cases()))
 @pytest.mark.parametrize("framework", ["keras", "torch"])
 def test_matches_signxai_1x(network, method, framework):
     twin, rest = _case(network)
