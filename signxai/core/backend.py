@@ -62,6 +62,7 @@ class Backend:
         self._checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # models that passed ``check``
         self._float64: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: compiled pass}
+        self._shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: node shapes}
         # model -> {(sample shape, dtype): bytes}
         self._activation_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -260,7 +261,8 @@ class Backend:
     def cam_activations(self, model, x: np.ndarray, targets, layer) -> tuple:
         """Grad-CAM's layer output ``A`` and ``∂y_c/∂A``, both channels-last (docs/methods.md#grad-cam)."""
         graph = self.graph_for(model, x)
-        index = graph.cam_node(self.layer_name(model, layer))
+        name = self.layer_name(model, layer)
+        index = graph.cam_node(name, None if name is not None else self.node_shapes(model, graph, x))
 
         def make_body(ref):
             def cam(x, requested):
@@ -275,6 +277,17 @@ class Backend:
         if self.channels_first:
             activation, gradient = np.moveaxis(activation, 1, -1), np.moveaxis(gradient, 1, -1)
         return activation, gradient
+
+    def node_shapes(self, model, graph: Graph, x: np.ndarray) -> list:
+        """The per-sample output shape of every node of ``graph`` for samples shaped like ``x`` (one sample recorded
+        once per model, graph and sample shape)."""
+        key = (id(graph), tuple(x.shape[1:]), str(x.dtype))
+
+        def build():
+            with self.computation(), self.no_grad():
+                values = record(graph, self.to_tensor(model, x[:1]))
+            return [tuple(v.shape[1:]) if hasattr(v, "shape") else None for v in values]
+        return self._per_model(self._shapes, model, key, build, limit=8)
 
     # --- the capture is the model (docs/api.md#verified-capture) -----------------------------------------------
     def verify_capture(self, model, x: np.ndarray, captured: np.ndarray) -> None:

@@ -119,19 +119,34 @@ class Graph:
                 return index
             index = consumers[0]
 
-    def cam_node(self, name=None) -> int:
-        """The node whose output is the Grad-CAM map A: a named layer or the last convolution
-        (docs/methods.md#grad-cam-layer)."""
+    def cam_node(self, name=None, shapes=None) -> int:
+        """The node whose output is the Grad-CAM map A: a named layer, else the last convolution carried forward
+        to the output of its spatial block (docs/methods.md#grad-cam-layer); ``shapes`` (per-sample output shape of
+        every node) are needed for the default."""
         convs = [i for i, n in enumerate(self.nodes) if n.kind == KERNEL and not n.kernel.is_dense]
         if name is None:
             if not convs:
                 raise ValueError("Grad-CAM needs a convolution layer, but the model has none")
-            return self.fold_activations(convs[-1])
+            index = self.fold_activations(convs[-1])
+            return index if shapes is None else self.spatial_block_output(index, shapes)
         if name not in self.names:
             raise ValueError(f"Grad-CAM layer {name!r} is not in the model; its convolution layers are: "
                              f"{[self.nodes[i].name for i in convs]}")
         index = self.names[name]
         return self.fold_activations(index) if self.nodes[index].kind == KERNEL else index
+
+    def spatial_block_output(self, index: int, shapes: list) -> int:
+        """From ``index`` forward while the only consumer keeps the output shape (normalisations, activations,
+        residual sums): the output of the last spatial block, before pooling or flattening changes the grid. On a
+        pre-activation network the last convolution's output is not yet normalised and rectified; its block's
+        output is (pytorch-grad-cam's and the Keras tutorial's choice of layer)."""
+        keeps = (BATCHNORM, RELU, ACTIVATION, ADD, PASS, PRODUCT)
+        while True:
+            consumers = [c for c in self.consumers(index) if self.nodes[c].kind != AUX]
+            if (len(consumers) != 1 or self.nodes[consumers[0]].kind not in keeps
+                    or shapes[consumers[0]] != shapes[index]):
+                return index
+            index = consumers[0]
 
     def input_layers(self) -> set:
         """Kernel nodes with no kernel node among their ancestors (docs/lrp.md#input-layers)."""
