@@ -137,11 +137,12 @@ ARITHMETIC_OPERATIONS = ("add", "subtract", "multiply", "divide")
 
 def arithmetic_kind(operation: str, tensor_operands: int) -> NodeKind:
     """The kind of ``a ∘ b`` by its number of input-dependent tensor operands: one (the other a constant) is a
-    constant shift or scaling (``PASS``); two are a sum (``ADD``) or a product (``PRODUCT``, a gate times a signal,
+    constant shift or scaling (``PASS``); two are a sum or difference (``ADD``; a difference with coefficients
+    (1, −1), docs/layers.md#clamp) or a product (``PRODUCT``, a gate times a signal,
     docs/layers.md#gated-products); anything else has no rule."""
     if tensor_operands == 1:
         return g.PASS
-    if tensor_operands == 2 and operation == "add":
+    if tensor_operands == 2 and operation in ("add", "subtract"):  # a − b: the sum a·1 + b·(−1), coefficients
         return g.ADD
     if tensor_operands == 2 and operation == "multiply":
         return g.PRODUCT

@@ -13,8 +13,8 @@ from signxai._keras_torch import replay_keras_graph
 from signxai.core import graph as g
 from signxai.core.layers import arithmetic_kind, registered, scalar_affine
 from signxai.core.rules import identity
-from signxai.tf_signxai.layer_table import (ARITHMETIC, LAYER_TABLE, SCALED_SUMS, SEPARABLE, SOFTMAX_FUNCTIONS,
-                                            VALUE_RANGES)
+from signxai.tf_signxai.layer_table import (ARITHMETIC, LAYER_TABLE, OPERATION_RANGES, OPERATIONS, SCALED_SUMS,
+                                            SEPARABLE, SOFTMAX_FUNCTIONS, SOFTMAX_OPERATIONS, VALUE_RANGES)
 
 
 def functional(model):
@@ -46,21 +46,19 @@ def functional_view(model):
         raise CaptureError(f"the subclassed Keras model {model.name!r} has {len(shapes)} recorded input shapes; "
                            f"the rule-based methods capture subclassed models with one input that were called once")
     (shape,) = shapes.values()
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
-    saved = [(layer, list(layer._inbound_nodes), list(layer._outbound_nodes)) for layer in layers]
-    try:
+
+    def record():
         inputs = keras.Input(shape=tuple(shape)[1:])
         takes_training = "training" in getattr(model, "_call_signature_parameters", ())
         outputs = model.call(inputs, training=False) if takes_training else model.call(inputs)
-        view = keras.Model(inputs, outputs, name=f"{model.name}_graph")
+        return keras.Model(inputs, outputs, name=f"{model.name}_graph")
+    try:
+        view = _symbolic(list(model._flatten_layers(include_self=False, recursive=True)), record)
     except Exception as error:  # symbolic execution reports unsupported code with many exception types
         raise CaptureError(f"the subclassed Keras model {model.name!r} could not be captured by running its call "
                            f"on a symbolic keras.Input ({type(error).__name__}: {str(error)[:300]}); the "
                            f"rule-based methods need its layer graph, the gradient family works on the model "
                            f"itself") from error
-    finally:
-        for layer, inbound, outbound in saved:
-            layer._inbound_nodes[:], layer._outbound_nodes[:] = inbound, outbound
     return view
 
 
@@ -88,9 +86,12 @@ class Capture:
         return index
 
     def inline(self, model, input_indices):
-        """The graph of ``model`` (nested models inlined) on the nodes ``input_indices``; the output indices."""
-        return replay_keras_graph(model, input_indices,
-                                  lambda node, parents: [self.layer_node(node.operation, node, parents)])
+        """The graph of ``model`` (nested models and custom layers inlined) on the nodes ``input_indices``; the
+        output indices."""
+        def visit(node, parents):
+            index = self.layer_node(node.operation, node, parents)
+            return index if isinstance(index, list) else [index]
+        return replay_keras_graph(model, input_indices, visit)
 
     def kernel_node(self, name, type_name, parents, kernel, layer_name=None):
         return self.add(g.Node(name, g.KERNEL, tuple(parents), kernel.apply, type_name, kernel=kernel), layer_name)
@@ -116,9 +117,55 @@ class Capture:
             kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
         else:
             kind, extra = _classify(op, node, table_kind)
-        return self.add(g.Node(name, kind, tuple(parents), forward, type_name,
-                               reason="" if kind != g.UNSUPPORTED else _no_rule(op), **extra),
-                        name)
+        if kind == g.UNSUPPORTED and "reason" not in extra and _is_custom(op):
+            inner = _layer_graph(op, node)  # a user's or keras_hub's layer: descend into its call
+            if not isinstance(inner, Exception):
+                outputs = self.inline(inner, parents)
+                if len(outputs) == 1:
+                    self.names.setdefault(name, outputs[0])
+                return outputs
+            extra["reason"] = (f"a custom layer without a rule, and its call could not be recorded on symbolic "
+                               f"inputs to descend into it ({type(inner).__name__}: {str(inner)[:200]}); declare it "
+                               f"with signxai.register_layer")
+        extra.setdefault("reason", "" if kind != g.UNSUPPORTED else _no_rule(op))
+        return self.add(g.Node(name, kind, tuple(parents), forward, type_name, **extra), name)
+
+
+def _is_custom(op):
+    """A layer defined outside Keras itself (a user's, keras_hub's) whose ``call`` signxai may descend into."""
+    module = type(op).__module__
+    subclass_of_known = any(cls in LAYER_TABLE.layer_classes() for cls in type(op).__mro__)
+    return (isinstance(op, keras.layers.Layer) and not module.startswith("keras.") and registered(op) is None
+            and not subclass_of_known)  # a subclass of a known layer that computes otherwise: refused by name
+
+
+def _symbolic(layers, record):
+    """``record()`` with the node lists of ``layers`` restored afterwards: recording a graph by calling layers on
+    symbolic tensors leaves the caller's layers as they were."""
+    saved = [(layer, list(layer._inbound_nodes), list(layer._outbound_nodes)) for layer in layers]
+    try:
+        return record()
+    finally:
+        for layer, inbound, outbound in saved:
+            layer._inbound_nodes[:], layer._outbound_nodes[:] = inbound, outbound
+
+
+def _layer_graph(op, node):
+    """A custom layer's ``call`` as a Functional graph over its own sublayers and Keras ops (run once on symbolic
+    inputs shaped like the layer's inputs, docs/layers.md#keras-descend), or None where it cannot run symbolically
+    (then the layer stays one unsupported node)."""
+    inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in node.input_tensors]
+
+    def record():
+        args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(node.input_tensors, inputs)})
+        if getattr(op, "_call_has_training_arg", False):
+            kwargs["training"] = False
+        outputs = op.call(*args, **kwargs)
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
+    try:
+        return _symbolic(list(op._flatten_layers(include_self=True, recursive=True)), record)
+    except Exception as error:  # symbolic execution reports unsupported code with many exception types
+        return error
 
 
 def _no_rule(op):
@@ -136,11 +183,21 @@ def _classify(op, node, kind):
     if custom is not None:
         return custom
     tensors = len(node.input_tensors)
-    operation = ARITHMETIC.get(type(op).__name__) if type(op).__module__.startswith("keras.src.ops") else None
+    is_op = type(op).__module__.startswith("keras.src.ops")
+    operation = ARITHMETIC.get(type(op).__name__) if is_op else None
     if operation is not None:  # ``x + y``, ``x * 3.0`` …
         kind = arithmetic_kind(operation, tensors)
         affine = _scalar_affine(operation, node) if kind == g.PASS else None
+        if kind == g.ADD and operation == "subtract":
+            return g.ADD, {"coefficients": (1.0, -1.0)}
         return kind, ({"affine": affine} if affine is not None else {})
+    if is_op and type(op).__name__ in OPERATIONS:  # ``keras.ops.tanh(x)`` … in a custom layer's call
+        bounds = OPERATION_RANGES.get(type(op).__name__)
+        return OPERATIONS[type(op).__name__], ({"value_range": bounds} if bounds is not None else {})
+    if is_op and type(op).__name__ in SOFTMAX_OPERATIONS:
+        return g.UNSUPPORTED, {"reason": "a softmax inside the model (attention) has no LRP rule yet"}
+    if isinstance(op, L.Subtract) and tensors == 2:
+        return g.ADD, {"coefficients": (1.0, -1.0)}
     if kind is None:
         return g.UNSUPPORTED, {}
     if isinstance(op, SCALED_SUMS):

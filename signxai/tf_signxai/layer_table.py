@@ -60,6 +60,19 @@ LAYER_TABLE = LayerTable({
 ARITHMETIC = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
               "TrueDivide": "divide"}
 
+# Keras operations recorded on symbolic tensors (``keras.ops.tanh(x)`` inside a custom layer's ``call``, by class name
+# in ``keras.src.ops``) -> node kind: the ops of custom layers signxai descends into (docs/layers.md#keras-descend).
+OPERATIONS = {"Relu": g.RELU, "Relu6": g.RELU, "LeakyRelu": g.RELU,
+              "Sigmoid": g.ACTIVATION, "Tanh": g.ACTIVATION, "Gelu": g.ACTIVATION, "Silu": g.ACTIVATION,
+              "HardSigmoid": g.ACTIVATION, "HardSilu": g.ACTIVATION, "Elu": g.ACTIVATION, "Selu": g.ACTIVATION,
+              "Softplus": g.ACTIVATION, "Mish": g.ACTIVATION,
+              "Reshape": g.REINDEX, "Transpose": g.REINDEX, "ExpandDims": g.REINDEX, "Squeeze": g.REINDEX,
+              "GetItem": g.REINDEX, "Concatenate": g.REINDEX, "MaxPool": g.REINDEX, "Cast": g.PASS,
+              "AveragePool": g.AVGPOOL}
+OPERATION_RANGES = {"Relu": (0.0, math.inf), "Relu6": (0.0, 6.0), "Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0),
+                    "Tanh": (-1.0, 1.0)}
+SOFTMAX_OPERATIONS = ("Softmax", "LogSoftmax")
+
 # Refused by every method: explanations need logits (docs/api.md#model-requirements).
 SOFTMAX_LAYERS = (L.Softmax,)
 SOFTMAX_FUNCTIONS = (_ACT.softmax, _ACT.log_softmax)

@@ -86,7 +86,7 @@ LAYER_TABLE = LayerTable({
                                     F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean, *ATEN_AVGPOOL),
                          methods=("mean",)),
     # of two input-dependent tensors (with a constant operand: PASS)
-    g.ADD: KindEntry(functions=_arithmetic("add"), methods=_arithmetic("add", methods=True)),
+    g.ADD: KindEntry(functions=_arithmetic("add", "subtract"), methods=_arithmetic("add", "subtract", methods=True)),
     g.PRODUCT: KindEntry(functions=_arithmetic("multiply"), methods=_arithmetic("multiply", methods=True)),
     g.RELU: KindEntry(layers=(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU),
                       functions=(F.relu, torch.relu, F.relu6, F.leaky_relu, F.prelu, torch.relu_, F.relu_,
@@ -98,15 +98,15 @@ LAYER_TABLE = LayerTable({
                                        F.tanh, F.sigmoid, F.softplus, F.hardtanh, F.hardswish, F.hardsigmoid,
                                        F.elu_, F.logsigmoid, *ATEN_ACTIVATIONS),
                             methods=("tanh", "sigmoid", "sigmoid_", "tanh_")),
-    # a constant shift or scaling (x - c, x / c) is PASS as well (ARITHMETIC)
+    # a constant shift or scaling (x - c, x / c) is PASS (ARITHMETIC: the kind follows the tensor operands)
     g.PASS: KindEntry(layers=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                               nn.FeatureAlphaDropout, nn.Identity, nn.LayerNorm, nn.GroupNorm,
                               *_STOCHASTIC_DEPTH_MODULES),
                       functions=(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.layer_norm,
-                                 F.group_norm, *_STOCHASTIC_DEPTH_FUNCTIONS, *_arithmetic("subtract", "divide"),
+                                 F.group_norm, *_STOCHASTIC_DEPTH_FUNCTIONS, *_arithmetic("divide"),
                                  *ATEN_PASS, *ATEN_IDENTITIES),
                       methods=("float", "type_as", "to", "double",
-                               *_arithmetic("subtract", "divide", methods=True))),
+                               *_arithmetic("divide", methods=True))),
     g.REINDEX: KindEntry(layers=(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                                  nn.AdaptiveMaxPool3d, nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d,
                                  nn.ZeroPad3d, nn.Upsample,

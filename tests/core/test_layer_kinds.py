@@ -456,10 +456,17 @@ def _custom_twin():
     return Twin("custom", keras_model, torch_model, rng.uniform(-1, 1, (2, 6, 6, 2)).astype(np.float32), 2)
 
 
-def test_custom_layers_are_refused_until_registered_then_agree_across_frameworks():
+def test_custom_layers_are_descended_into_or_registered_and_agree_across_frameworks():
+    """Unregistered custom layers are captured by descending into their call (Keras: keras.ops recorded on symbolic
+    inputs; PyTorch: torch.fx traces user modules), registered ones as their declared kind; both agree across
+    frameworks (docs/layers.md#keras-descend)."""
     t = _custom_twin()
-    with pytest.raises(ValueError, match=r"KerasHalf"):
-        signxai.calculate_relevancemap(t.keras_model, t.x, "lrp_epsilon_0_1")
+    from signxai.tf_signxai.backend import BACKEND
+    graph = BACKEND.graph(t.keras_model)
+    assert "KerasHalf" not in [n.layer_type for n in graph.nodes]
+    assert {"Multiply", "Tanh"} <= {n.layer_type for n in graph.nodes}
+    for method in ("lrp_epsilon_0_1", "guided_backprop"):
+        assert assert_gates(t, method).peak > 0
     try:
         for cls in (KerasHalf, TorchHalf):
             signxai.register_layer(cls, "pass")
