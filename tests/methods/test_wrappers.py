@@ -22,6 +22,7 @@ from signxai.methods import CATALOG, parse_method, resolve_method
 from signxai.methods.families import FAMILIES, FAMILY_LIST, WRAPPERS, Family
 
 from gates import assert_gates
+from matrix import one_host_each, split
 from twins import fast_twins, torch_input
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
@@ -310,11 +311,23 @@ WRAPPED = {  # name -> keyword arguments (few samples: the gates compare framewo
 }
 
 
-@pytest.mark.parametrize("twin_name", list(fast_twins()))
-@pytest.mark.parametrize("method", list(WRAPPED))
+def _refused(method, twin_name):
+    return parse_method(method).applies_to == "convolutional" and twin(twin_name).conv_rank == 0
+
+
+def _wrapped_cases():
+    """The default run: each wrapped form on one twin where it applies (the twins in turn) and every refusal; the
+    whole forms × twins matrix runs under ``slow``."""
+    names = list(fast_twins())
+    default = {(m, t) for t, m in one_host_each(WRAPPED, names, lambda t, m: not _refused(m, t))}
+    default |= {(m, t) for m in WRAPPED for t in names if _refused(m, t)}
+    return split([(m, t) for m in WRAPPED for t in names], default)
+
+
+@pytest.mark.parametrize("method,twin_name", _wrapped_cases())
 def test_wrapped_forms_agree_across_frameworks(twin_name, method):
     t = twin(twin_name)
-    if parse_method(method).applies_to == "convolutional" and t.conv_rank == 0:
+    if _refused(method, twin_name):
         for model, x in ((t.keras_model, t.x), (t.torch_model, torch_input(t.x))):
             with pytest.raises(ValueError, match="convolution"):
                 signxai.calculate_relevancemap(model, x, method, **WRAPPED[method])
