@@ -246,6 +246,9 @@ class KerasBackend(Backend):
         argmax = tf.reduce_min(tf.where(hit, index, tf.shape(logits, out_type=tf.int64)[-1]), axis=-1)
         return tf.where(requested < 0, argmax, requested)
 
+    def model_name(self, model):
+        return f"the Keras model {model.name!r}"
+
     def num_classes(self, model):
         view = self._try_view(model)
         classes = None if view is None else view.outputs[0].shape[-1]

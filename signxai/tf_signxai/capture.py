@@ -128,6 +128,8 @@ class Capture:
                                f"inputs to descend into it ({type(inner).__name__}: {str(inner)[:200]}); declare it "
                                f"with signxai.register_layer")
         extra.setdefault("reason", "" if kind != g.UNSUPPORTED else _no_rule(op))
+        if "forward" in extra:  # a registered identity: the layer's own call is the capture check's reference
+            forward, extra["reference"] = extra.pop("forward"), forward
         return self.add(g.Node(name, kind, tuple(parents), forward, type_name, **extra), name)
 
 

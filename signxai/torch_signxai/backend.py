@@ -193,6 +193,9 @@ class TorchBackend(Backend):
         with self._eval_mode(model):
             return select_output(model(x), _is_tensor)
 
+    def model_name(self, model):
+        return f"the PyTorch model {type(model).__name__}"
+
     def reference_mode(self, model):
         return self._eval_mode(model)
 
@@ -237,7 +240,8 @@ def _is_tensor(value):
     return isinstance(value, torch.Tensor)
 
 
-SOFTMAX_NAMES = tuple(t.__name__ for t in SOFTMAX_LAYERS) + ("softmax", "log_softmax", "softmin")
+SOFTMAX_NAMES = tuple(t.__name__ for t in SOFTMAX_LAYERS) + ("softmax", "log_softmax", "softmin", "_softmax",
+                                                             "_log_softmax")
 
 
 def _refuse_softmax_output(model, eval_mode):

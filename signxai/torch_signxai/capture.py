@@ -245,6 +245,7 @@ class Capture:
             extra["reference"] = self.original(node, parents)
         name = node.target if node.op == "call_module" else _module_path(node) or node.name
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
+                      else node.target._schema.name.split("::")[-1] if isinstance(node.target, torch._ops.OpOverload)
                       else getattr(node.target, "__name__", str(node.target)))
         self.nodes.append(g.Node(name, kind, tuple(self.index[p] for p in parents), forward, layer_type, **extra))
         self.index[node] = len(self.nodes) - 1
