@@ -279,14 +279,17 @@ class Backend:
         return activation, gradient
 
     def node_shapes(self, model, graph: Graph, x: np.ndarray) -> list:
-        """The per-sample output shape of every node of ``graph`` for samples shaped like ``x`` (one sample recorded
-        once per model, graph and sample shape)."""
+        """The per-sample output shape of every node of ``graph`` for samples shaped like ``x``, channels-last (one
+        sample recorded once per model, graph and sample shape)."""
         key = (id(graph), tuple(x.shape[1:]), str(x.dtype))
 
         def build():
             with self.computation(), self.no_grad():
                 values = record(graph, self.to_tensor(model, x[:1]))
-            return [tuple(v.shape[1:]) if hasattr(v, "shape") else None for v in values]
+            shapes = [tuple(v.shape[1:]) if hasattr(v, "shape") else None for v in values]
+            if self.channels_first:
+                shapes = [s[1:] + s[:1] if s is not None and len(s) > 1 else s for s in shapes]
+            return shapes
         return self._per_model(self._shapes, model, key, build, limit=8)
 
     # --- the capture is the model (docs/api.md#verified-capture) -----------------------------------------------

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 
 class NodeKind(str, Enum):
     """The kind of a captured node, i.e. the rows of docs/layers.md#node-kinds as the rules see them.
@@ -92,6 +94,11 @@ class Node:
         return f"'{self.name}' ({self.layer_type})" if self.layer_type else f"'{self.name}'"
 
 
+def _positions(shape) -> int:
+    """The number of spatial positions of a per-sample channels-last shape (rank 1: none)."""
+    return 1 if shape is None or len(shape) < 2 else int(np.prod(shape[:-1]))
+
+
 @dataclass
 class Graph:
     nodes: list
@@ -120,15 +127,18 @@ class Graph:
             index = consumers[0]
 
     def cam_node(self, name=None, shapes=None) -> int:
-        """The node whose output is the Grad-CAM map A: a named layer, else the last convolution carried forward
-        to the output of its spatial block (docs/methods.md#grad-cam-layer); ``shapes`` (per-sample output shape of
-        every node) are needed for the default."""
+        """The node whose output is the Grad-CAM map A: a named layer, else the last convolution with a spatial grid
+        carried forward to the output of its spatial block (docs/methods.md#grad-cam-layer); ``shapes`` (per-sample
+        output shape of every node, channels-last) are needed for the default."""
         convs = [i for i, n in enumerate(self.nodes) if n.kind == KERNEL and not n.kernel.is_dense]
         if name is None:
             if not convs:
                 raise ValueError("Grad-CAM needs a convolution layer, but the model has none")
-            index = self.fold_activations(convs[-1])
-            return index if shapes is None else self.spatial_block_output(index, shapes)
+            if shapes is None:
+                return self.fold_activations(convs[-1])
+            # convolutions on a 1×1 grid (squeeze-excitation, heads after global pooling) have no map to show
+            gridded = [i for i in convs if _positions(shapes[i]) > 1] or convs
+            return self.spatial_block_output(self.fold_activations(gridded[-1]), shapes)
         if name not in self.names:
             raise ValueError(f"Grad-CAM layer {name!r} is not in the model; its convolution layers are: "
                              f"{[self.nodes[i].name for i in convs]}")
@@ -136,17 +146,18 @@ class Graph:
         return self.fold_activations(index) if self.nodes[index].kind == KERNEL else index
 
     def spatial_block_output(self, index: int, shapes: list) -> int:
-        """From ``index`` forward while the only consumer keeps the output shape (normalisations, activations,
-        residual sums): the output of the last spatial block, before pooling or flattening changes the grid. On a
-        pre-activation network the last convolution's output is not yet normalised and rectified; its block's
-        output is (pytorch-grad-cam's and the Keras tutorial's choice of layer)."""
+        """From ``index`` forward while exactly one consumer keeps the output shape (normalisations, activations,
+        residual sums, gated products): the output of the last spatial block, before pooling or flattening changes
+        the grid. A squeeze-excitation branch (pooling) is not followed; the gated main path is. On a pre-activation
+        network the last convolution's output is not yet normalised and rectified; its block's output is
+        (pytorch-grad-cam's and the Keras tutorial's choice of layer)."""
         keeps = (BATCHNORM, RELU, ACTIVATION, ADD, PASS, PRODUCT)
         while True:
-            consumers = [c for c in self.consumers(index) if self.nodes[c].kind != AUX]
-            if (len(consumers) != 1 or self.nodes[consumers[0]].kind not in keeps
-                    or shapes[consumers[0]] != shapes[index]):
+            same = [c for c in self.consumers(index)
+                    if self.nodes[c].kind in keeps and shapes[c] == shapes[index]]
+            if len(same) != 1:
                 return index
-            index = consumers[0]
+            index = same[0]
 
     def input_layers(self) -> set:
         """Kernel nodes with no kernel node among their ancestors (docs/lrp.md#input-layers)."""

@@ -139,7 +139,12 @@ class TorchBackend(Backend):
         return first + 1 if first else None
 
     def capture(self, model):
-        return Capture(model, self._eval_mode).graph
+        try:
+            return Capture(model, self._eval_mode).graph
+        except CaptureError:
+            raise
+        except Exception as error:  # replaying a traced graph may fail in many ways: torch.export may still succeed
+            raise TraceError(f"the torch.fx capture of the model failed ({type(error).__name__}: {error})") from error
 
     @staticmethod
     def float64_copy(model):

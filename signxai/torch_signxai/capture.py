@@ -63,9 +63,10 @@ def _parameters(model):
 
 
 def required_inputs(model):
-    """The names of the forward's parameters without defaults (the model's inputs)."""
-    return [p.name for p in _parameters(model)
-            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    """The names of the model's inputs: the forward's first parameter (HuggingFace declares ``pixel_values=None``)
+    and every later one without a default."""
+    parameters = [p for p in _parameters(model) if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [p.name for i, p in enumerate(parameters) if i == 0 or p.default is inspect.Parameter.empty]
 
 
 def _optional_parameters(model):
@@ -154,13 +155,14 @@ class Capture:
         self.index = {}
         self.constants = {}
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
-        required = [n for n in placeholders if not n.args]  # the others have defaults (optional parameters)
+        # the first parameter is the input even with a default; later ones with defaults are optional parameters
+        required = [n for i, n in enumerate(placeholders) if i == 0 or not n.args]
         if len(required) != 1:
             raise CaptureError(f"the model's forward takes {len(required)} required inputs "
                                f"({[n.target for n in required]}); the rule-based methods explain single-input "
                                f"models (the gradient family runs on the model itself)")
         self.index[required[0]] = 0
-        for node in placeholders:
+        for node in placeholders[1:]:
             if node.args:
                 self.constants[node] = node.args[0]
         self.tuple_parents = {}

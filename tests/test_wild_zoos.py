@@ -1,0 +1,81 @@
+"""The wild tier of issue 19: third-party zoo models (timm, HuggingFace transformers, keras_hub) with random weights
+and calibrated BatchNorm statistics; every family is checked by ``wild_zoo.check_families`` (the gradient equals the
+framework's autograd, every other family is finite and non-zero or refused by name, no capture mismatch).
+
+The default run takes one model per property: a timm model whose BatchNorm subclass applies its activation
+(``lcnet_050``), one with weight-standardised convolutions (``nf_resnet26``), a HuggingFace CNN that only torch.export
+captures, a HuggingFace ViT (attention: the gradient family runs, the rule-based methods name the attention op), and
+a keras_hub backbone. ``./test.sh --slow`` runs every zoo model of ``wild_zoo``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import wild_zoo as zoo
+
+RULE_BASED = ("guided backprop", "DeconvNet", "LRP-z", "LRP-ε", "LRP-α1β0", "SIGN LRP-ε", "composite A")
+
+
+def _run(build, name, seed=0):
+    model, shape = build(name)
+    x = np.random.RandomState(seed).randn(2, *shape).astype(np.float32)
+    return zoo.check_families(model, x)
+
+
+def _all_ok(results):
+    return {family for family, (outcome, _) in results.items() if outcome != "ok"}
+
+
+@pytest.mark.parametrize("name", ["lcnet_050", "nf_resnet26"])
+def test_timm_models_that_were_silently_wrong(name):
+    """Both were replayed as their base classes (BatchNormAct2d as a plain BatchNorm, ScaledStdConv2d as a plain
+    Conv2d); now every family runs on what the model computes."""
+    assert _all_ok(_run(zoo.timm_model, name)) == set()
+
+
+def test_hf_cnn_captured_by_torch_export():
+    assert _all_ok(_run(zoo.hf_model, "resnet")) == set()
+
+
+def test_hf_vit_gradient_family_runs_and_attention_is_refused_by_name():
+    results = _run(zoo.hf_model, "vit", seed=1)
+    assert {f for f in zoo.GRADIENT_FAMILY if results[f][0] == "ok"} == set(zoo.GRADIENT_FAMILY)
+    for family in RULE_BASED:
+        assert results[family][0].startswith("refused: 'vit.encoder.layer.0.attention.attention' "
+                                             "(scaled_dot_product_attention)"), results[family]
+
+
+def test_keras_hub_pre_activation_resnet():
+    assert _all_ok(_run(zoo.keras_hub_model, "resnet_v2")) == set()
+
+
+# --- every zoo model (slow) ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.TIMM_CNN + zoo.TIMM_MLP)
+def test_timm_cnn_and_mlp_every_family(name):
+    refused = _all_ok(_run(zoo.timm_model, name))
+    assert refused <= set(RULE_BASED) | {"Grad-CAM"}, refused  # refusals only by name, never the gradient family
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.TIMM_ATTENTION)
+def test_timm_attention_models_gradient_family(name):
+    model, shape = zoo.timm_model(name)
+    x = np.random.RandomState(0).randn(2, *shape).astype(np.float32)
+    assert _all_ok(zoo.check_families(model, x, zoo.GRADIENT_FAMILY)) == set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.HF_MODELS)
+def test_hf_image_classifiers_every_family(name):
+    refused = _all_ok(_run(zoo.hf_model, name))
+    assert refused <= set(RULE_BASED) | {"Grad-CAM"}, refused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.KERAS_HUB_MODELS)
+def test_keras_hub_backbones_every_family(name):
+    refused = _all_ok(_run(zoo.keras_hub_model, name))
+    assert refused <= set(RULE_BASED) | {"Grad-CAM"}, refused
