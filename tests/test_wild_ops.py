@@ -423,3 +423,38 @@ def test_grad_cam_default_is_the_last_spatial_block_output_on_a_pre_activation_n
     relu = [i for i, n in enumerate(graph.nodes) if n.kind == "relu"][-1]
     assert graph.cam_node(None, TORCH.node_shapes(model, graph, x)) == relu
     assert np.abs(default).max() > 0
+
+
+class GRN(nn.Module):
+    """ConvNeXtV2's global response normalisation (channels-last), β = 0 for conservation."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, channels))
+
+    def forward(self, x):
+        gx = x.norm(p=2, dim=(1, 2), keepdim=True)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+        return x + self.gamma * (x * nx)
+
+
+class GRNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.grn, self.fc = nn.Conv2d(2, 4, 3, bias=False), GRN(4), nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        h = self.grn(self.conv(x).permute(0, 2, 3, 1))
+        return self.fc(h.mean(dim=(1, 2)))
+
+
+def test_grn_normaliser_is_held_constant_and_lrp_z_conserves():
+    model = GRNNet().eval()
+    x = np.random.RandomState(14).randn(2, 2, 6, 6).astype(np.float32)
+    kinds = {n.name: n.kind for n in TORCH.graph(model).nodes}
+    assert kinds["norm"] == "aux" and kinds["mul"] == kinds["mul_1"] == "pass"
+    relevance = _explain(model, x, "lrp_z", target=1, dtype="float64")
+    logits = model.double()(torch.tensor(x, dtype=torch.float64))[:, 1].detach().numpy()
+    np.testing.assert_allclose(relevance.reshape(2, -1).sum(axis=1), logits, rtol=1e-10)
+    np.testing.assert_array_equal(_explain(model.float(), x, "gradient", target=1),
+                                  autograd_gradient(model, x, 1, "float32"))

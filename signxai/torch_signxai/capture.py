@@ -197,9 +197,11 @@ class Capture:
 
     @staticmethod
     def reads_metadata(node):
+        """Shape reads, and norms: a normaliser (ConvNeXtV2's GRN ``x.norm(...)``) is held constant, as LayerNorm's
+        σ (docs/layers.md#clamp): values computed from it alone carry no relevance."""
         if node.op == "call_method":
-            return node.target in SHAPE_METHODS
-        if node.op == "call_function" and node.target in ATEN_SHAPE:
+            return node.target in SHAPE_METHODS or node.target in NORMS
+        if node.op == "call_function" and (node.target in ATEN_SHAPE or node.target in NORMS):
             return True
         return (node.op == "call_function" and node.target is getattr and len(node.args) > 1
                 and node.args[1] in SHAPE_ATTRIBUTES)
@@ -245,7 +247,8 @@ class Capture:
         forward = extra.pop("forward", None) or self.forward(node, parents)
         if kind not in (g.AUX, g.UNSUPPORTED) and tuple_source is None:
             extra["reference"] = self.original(node, parents)
-        name = node.target if node.op == "call_module" else _module_path(node) or node.name
+        name = (node.target if node.op == "call_module"
+                else (_module_path(node) if self.exported else None) or node.name)
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
                       else node.target._schema.name.split("::")[-1] if isinstance(node.target, torch._ops.OpOverload)
                       else getattr(node.target, "__name__", str(node.target)))
@@ -522,6 +525,9 @@ def _fetch_attr(module, target):
     return value
 
 
+# norms held constant (docs/layers.md#clamp)
+NORMS = ("norm", torch.norm, torch.linalg.vector_norm, torch.linalg.norm, torch.ops.aten.linalg_vector_norm.default,
+         torch.ops.aten.norm.ScalarOpt_dim)
 _SOFTMAX_INSIDE = ("a softmax inside the model (attention) has no LRP rule yet; the gradient family works, and a "
                    "softmax at the model's output is refused with its own message")
 # clamp and its spellings (functions and tensor methods)
