@@ -193,6 +193,8 @@ def _classify(op, node, kind):
         if kind == g.ADD and operation == "subtract":
             return g.ADD, {"coefficients": (1.0, -1.0)}
         return kind, ({"affine": affine} if affine is not None else {})
+    if is_op and type(op).__name__ == "Pad" and not _neutral_padding(op, node):
+        return g.UNSUPPORTED, {"reason": "padding with a non-zero constant"}
     if is_op and type(op).__name__ in OPERATIONS:  # ``keras.ops.tanh(x)`` … in a custom layer's call
         bounds = OPERATION_RANGES.get(type(op).__name__)
         return OPERATIONS[type(op).__name__], ({"value_range": bounds} if bounds is not None else {})
@@ -214,6 +216,17 @@ def _classify(op, node, kind):
         bounds = VALUE_RANGES.get(op.activation)
         return activation_kind(op.activation) or g.PASS, ({"value_range": bounds} if bounds is not None else {})
     return kind, {}
+
+
+def _neutral_padding(op, node):
+    """Zero padding, or −inf padding read only by max pooling (keras_hub's 'same' max pooling): a re-indexing."""
+    args = node.arguments.args  # keras.ops.pad(x, pad_width, mode="constant", constant_values=None)
+    value = node.arguments.kwargs.get("constant_values", args[3] if len(args) > 3 else 0)
+    if value in (None, 0, 0.0):
+        return True
+    readers = [n.operation for n in op._outbound_nodes]
+    return value == -math.inf and bool(readers) and all(
+        isinstance(r, (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D)) for r in readers)
 
 
 def _scalar_affine(operation, node):

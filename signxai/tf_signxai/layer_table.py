@@ -68,6 +68,7 @@ OPERATIONS = {"Relu": g.RELU, "Relu6": g.RELU, "LeakyRelu": g.RELU,
               "Softplus": g.ACTIVATION, "Mish": g.ACTIVATION,
               "Reshape": g.REINDEX, "Transpose": g.REINDEX, "ExpandDims": g.REINDEX, "Squeeze": g.REINDEX,
               "GetItem": g.REINDEX, "Concatenate": g.REINDEX, "MaxPool": g.REINDEX, "Cast": g.PASS,
+              "Pad": g.REINDEX,  # (with constant_values 0; capture.py refuses other constants)
               "AveragePool": g.AVGPOOL}
 OPERATION_RANGES = {"Relu": (0.0, math.inf), "Relu6": (0.0, 6.0), "Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0),
                     "Tanh": (-1.0, 1.0)}
