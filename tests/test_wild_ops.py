@@ -217,14 +217,33 @@ class InnerSoftmax(nn.Module):
         return self.fc((weights * self.value(x)).sum(dim=1))
 
 
-def test_a_softmax_inside_is_no_reason_to_refuse_the_gradient_family():
+class ConstantWeights(nn.Module):
+    """InnerSoftmax with its attention weights for one input frozen as a constant."""
+
+    def __init__(self, model, weights):
+        super().__init__()
+        self.value, self.fc = model.value, model.fc
+        self.register_buffer("weights", weights)
+
+    def forward(self, x):
+        return self.fc((self.weights * self.value(x)).sum(dim=1))
+
+
+def test_a_softmax_inside_is_a_gate_and_no_reason_to_refuse_the_gradient_family():
     model = InnerSoftmax().eval()
     x = np.random.RandomState(4).randn(2, 5, 4).astype(np.float32)
     np.testing.assert_array_equal(_explain(model, x, "gradient", target=2),
                                   autograd_gradient(model, x, 2, "float32"))
     assert np.abs(_explain(model, x, "integrated_gradients", target=2, steps=4)).max() > 0
-    with pytest.raises(ValueError, match=r"softmax inside the model \(attention\) has no LRP rule"):
-        _explain(model, x, "lrp_epsilon_0_1", target=2)
+    # attention pooling: LRP holds the weights constant (CP-LRP), so its map is that of the model with the weights of
+    # this input frozen
+    with torch.no_grad():
+        weights = torch.softmax(model.score(torch.tensor(x[:1])), dim=1)
+    frozen = ConstantWeights(model, weights).eval()
+    for method in ("lrp_epsilon_0_1", "lrp_z", "lrp_alpha_1_beta_0"):
+        mine, reference = _explain(model, x[:1], method, target=2), _explain(frozen, x[:1], method, target=2)
+        assert np.abs(reference).max() > 0
+        np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-6 * np.abs(reference).max(), err_msg=method)
     with pytest.raises(ValueError, match="applies a softmax: explanations need logits"):
         _explain(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=-1)), x[:, 0], "gradient")
 
@@ -351,9 +370,12 @@ class SubclassedNet(keras.Model):
 
 
 def test_keras_subclassed_model_runs_every_family_as_its_functional_equal():
-    x = np.random.RandomState(11).randn(2, 6, 6, 1).astype(np.float32)
+    rng = np.random.RandomState(13)  # weights for which every family's map is non-zero (Grad-CAM included)
+    x = rng.randn(2, 6, 6, 1).astype(np.float32)
     model = SubclassedNet()
     model(x)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) if "variance" not in w.path
+                       else rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in model.weights])
     inputs = keras.Input((6, 6, 1))
     functional = keras.Model(inputs, model.fc(model.flat(model.bn(model.conv(inputs)))))
     assert len(model.conv._inbound_nodes) == 1  # (the functional twin above added one node; the explanation adds none)
@@ -364,7 +386,7 @@ def test_keras_subclassed_model_runs_every_family_as_its_functional_equal():
         for dtype in ("float32", "float64"):
             a, b = _explain(model, x, method, dtype=dtype, target=1), _explain(functional, x, method, dtype=dtype,
                                                                                target=1)
-            assert np.abs(b).max() > 0
+            assert np.abs(b).max() > 0, (method, dtype)
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max(), err_msg=(method, dtype))
     assert len(model.conv._inbound_nodes) == nodes_before  # the caller's layers are left as they were
 

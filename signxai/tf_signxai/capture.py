@@ -198,8 +198,10 @@ def _classify(op, node, kind):
     if is_op and type(op).__name__ in OPERATIONS:  # ``keras.ops.tanh(x)`` … in a custom layer's call
         bounds = OPERATION_RANGES.get(type(op).__name__)
         return OPERATIONS[type(op).__name__], ({"value_range": bounds} if bounds is not None else {})
-    if is_op and type(op).__name__ in SOFTMAX_OPERATIONS:
-        return g.UNSUPPORTED, {"reason": "a softmax inside the model (attention) has no LRP rule yet"}
+    if is_op and type(op).__name__ in SOFTMAX_OPERATIONS or isinstance(op, L.Softmax):  # inside: a gate
+        if type(op).__name__ == "LogSoftmax":
+            return g.UNSUPPORTED, {"reason": "a log-softmax inside the model has no rule"}
+        return g.ACTIVATION, {"value_range": (0.0, 1.0)}
     if isinstance(op, L.Subtract) and tensors == 2:
         return g.ADD, {"coefficients": (1.0, -1.0)}
     if kind is None:

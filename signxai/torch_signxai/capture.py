@@ -154,7 +154,8 @@ class Capture:
         self.names = {}
         self.index = {}
         self.constants = {}
-        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        placeholders = [n for n in self.module.graph.nodes  # (``*args``/``**kwargs`` take nothing)
+                        if n.op == "placeholder" and not str(n.target).startswith("*")]
         # the first parameter is the input even with a default; later ones with defaults are optional parameters
         required = [n for i, n in enumerate(placeholders) if i == 0 or not n.args]
         if len(required) != 1:
@@ -315,7 +316,7 @@ class Capture:
             if target in (F.hardsigmoid, torch.ops.aten.hardsigmoid.default):
                 return g.ACTIVATION, {"forward": _hardsigmoid}
             if target in SOFTMAX_FUNCTIONS:
-                return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
+                return _softmax_inside(getattr(target, "__name__", str(target)))
             if target is F.batch_norm:
                 return self.functional_batchnorm(node)
             if target is torch.ops.aten.batch_norm.default:  # (input, weight, bias, mean, var, training, …)
@@ -334,7 +335,7 @@ class Capture:
             what = f"the function {getattr(target, '__name__', target)}"
         else:
             if target in SOFTMAX_METHODS:
-                return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
+                return _softmax_inside(target)
             if target in CLAMPS:
                 return self.clamp(node)
             kind = LAYER_TABLE.method_kind(target)
@@ -528,8 +529,13 @@ def _fetch_attr(module, target):
 # norms held constant (docs/layers.md#clamp)
 NORMS = ("norm", torch.norm, torch.linalg.vector_norm, torch.linalg.norm, torch.ops.aten.linalg_vector_norm.default,
          torch.ops.aten.norm.ScalarOpt_dim)
-_SOFTMAX_INSIDE = ("a softmax inside the model (attention) has no LRP rule yet; the gradient family works, and a "
-                   "softmax at the model's output is refused with its own message")
+def _softmax_inside(name):
+    """A softmax inside the model is an activation whose output lies in [0, 1]: a gate where it scales a signal
+    elementwise (split attention, selective kernels, attention pooling: the attention weights held constant, as in
+    CP-LRP; docs/layers.md#softmax-inside). Log-softmax and softmin inside have no rule."""
+    if "log" in name or "min" in name:
+        return g.UNSUPPORTED, {"reason": f"a {name} inside the model has no rule"}
+    return g.ACTIVATION, {"value_range": (0.0, 1.0)}
 # clamp and its spellings (functions and tensor methods)
 CLAMPS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, "clamp", "clip", "clamp_", "clip_", "clamp_min",
           "clamp_max", "clamp_min_", "clamp_max_", torch.ops.aten.clamp.default, torch.ops.aten.clamp_min.default,
@@ -574,7 +580,7 @@ def _classify_module(module, path):
     if kind is not None:
         return kind, {}
     if isinstance(module, SOFTMAX_LAYERS):
-        return g.UNSUPPORTED, {"reason": _SOFTMAX_INSIDE}
+        return _softmax_inside(type(module).__name__.lower())
     return g.UNSUPPORTED, {"reason": f"{type(module).__name__} modules have no rule"}
 
 

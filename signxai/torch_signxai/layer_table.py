@@ -48,7 +48,7 @@ ATEN_ACTIVATIONS = (aten.elu.default, aten.selu.default, aten.celu.default, aten
                     aten.hardswish.default, aten.log_sigmoid.default, aten.hardsigmoid.default)
 ATEN_AVGPOOL = (aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default,
                 aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default, aten.adaptive_avg_pool3d.default,
-                aten.mean.dim, aten.mean.default)
+                aten.mean.dim, aten.mean.default, aten.sum.dim_IntList)
 ATEN_PASS = (aten.layer_norm.default, aten.group_norm.default, aten._to_copy.default, aten.to.dtype,
              aten.type_as.default, aten.alias.default, aten.lift_fresh_copy.default, aten.detach.default)
 ATEN_IDENTITIES = (aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
@@ -61,7 +61,7 @@ ATEN_REINDEX = (aten.view.default, aten.reshape.default, aten._unsafe_view.defau
                 aten.pad.default, aten.constant_pad_nd.default, aten.upsample_nearest2d.vec, aten.flip.default,
                 aten.roll.default, aten.narrow.default, aten.split.Tensor, aten.split_with_sizes.default,
                 aten.chunk.default, aten.unbind.int, aten.repeat.default, aten.pixel_shuffle.default,
-                aten.channel_shuffle.default, aten.index_select.default)
+                aten.channel_shuffle.default, aten.index_select.default, aten.expand_as.default)
 ATEN_TUPLES = (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default, aten.unbind.int)
 ATEN_SOFTMAX = (aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax.default)
 ATEN_SHAPE = (aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int)
@@ -83,8 +83,9 @@ LAYER_TABLE = LayerTable({
     g.AVGPOOL: KindEntry(layers=(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
                                  nn.AdaptiveAvgPool3d),
                          functions=(F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-                                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean, *ATEN_AVGPOOL),
-                         methods=("mean",)),
+                                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean, torch.sum,
+                                    *ATEN_AVGPOOL),
+                         methods=("mean", "sum")),  # (a sum over an axis: a linear pooling operator, its Z rule)
     # of two input-dependent tensors (with a constant operand: PASS)
     g.ADD: KindEntry(functions=_arithmetic("add", "subtract"), methods=_arithmetic("add", "subtract", methods=True)),
     g.PRODUCT: KindEntry(functions=_arithmetic("multiply"), methods=_arithmetic("multiply", methods=True)),

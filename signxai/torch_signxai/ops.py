@@ -57,7 +57,7 @@ class TensorOps:
 
     @staticmethod
     def multiply_into(t, other):
-        if t.requires_grad:
+        if t.requires_grad or (0 in t.stride() and t.numel() > 1):  # (a broadcast view: elements share memory)
             return t * other
         if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.dtype == t.dtype
                                                and torch.broadcast_shapes(t.shape, other.shape) == t.shape):
