@@ -36,6 +36,13 @@ def _calibrated(model, shape, seed=0):
     return model.eval()
 
 
+def _seeded(build, seed=0):
+    """A model built with the given weights seed (PyTorch's global generator is restored afterwards)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build()
+
+
 def _same_maps(model_a, model_b, x, methods=RULE_BASED + ("gradient",)):
     for method in methods:
         a, b = _explain(model_a, x, method, target=1), _explain(model_b, x, method, target=1)
@@ -68,8 +75,9 @@ class StdConv(nn.Conv2d):
 
 
 def _timm_like():
-    return _calibrated(nn.Sequential(StdConv(3, 6, 3), BatchNormAct(6), nn.Conv2d(6, 4, 3), nn.ReLU(),
-                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), (3, 9, 9))
+    return _calibrated(_seeded(lambda: nn.Sequential(StdConv(3, 6, 3), BatchNormAct(6), nn.Conv2d(6, 4, 3),
+                                                     nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                     nn.Linear(4, 3))), (3, 9, 9))
 
 
 def _plain_equivalent(model):
@@ -104,7 +112,7 @@ def test_a_capture_that_is_not_the_model_is_refused_naming_the_layer():
         def forward(self, x):
             return 2.0 * x
 
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), Double(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    model = _seeded(lambda: nn.Sequential(nn.Conv2d(1, 2, 3), Double(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))).eval()
     x = np.random.RandomState(1).randn(2, 1, 6, 6).astype(np.float32)
     signxai.register_layer(Double, "identity")
     try:
@@ -165,7 +173,7 @@ class Traceable(Untraceable):
 
 
 def test_export_capture_runs_where_fx_cannot_and_equals_the_fx_capture():
-    untraceable = _calibrated(Untraceable(), (3, 6, 6))
+    untraceable = _calibrated(_seeded(Untraceable), (3, 6, 6))
     traceable = Traceable().eval()
     traceable.load_state_dict(untraceable.state_dict())
     x = np.random.RandomState(3).randn(3, 3, 6, 6).astype(np.float32)
@@ -200,7 +208,7 @@ def test_container_outputs_need_an_unambiguous_logits_entry():
     x = np.ones((2, 4), np.float32)
     for method in ("gradient", "lrp_epsilon_0_1"):
         with pytest.raises(ValueError, match=r"output is a tuple with 2 tensors \(\[0, 1\]\) and no 'logits'"):
-            _explain(Pair(), x, method)
+            _explain(_seeded(Pair), x, method)
 
 
 # --- softmax, optional parameters, several inputs ------------------------------------------------------------------
@@ -230,7 +238,7 @@ class ConstantWeights(nn.Module):
 
 
 def test_a_softmax_inside_is_a_gate_and_no_reason_to_refuse_the_gradient_family():
-    model = InnerSoftmax().eval()
+    model = _seeded(InnerSoftmax).eval()
     x = np.random.RandomState(4).randn(2, 5, 4).astype(np.float32)
     np.testing.assert_array_equal(_explain(model, x, "gradient", target=2),
                                   autograd_gradient(model, x, 2, "float32"))
@@ -245,7 +253,7 @@ def test_a_softmax_inside_is_a_gate_and_no_reason_to_refuse_the_gradient_family(
         assert np.abs(reference).max() > 0
         np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-6 * np.abs(reference).max(), err_msg=method)
     with pytest.raises(ValueError, match="applies a softmax: explanations need logits"):
-        _explain(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=-1)), x[:, 0], "gradient")
+        _explain(_seeded(lambda: nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=-1))), x[:, 0], "gradient")
 
 
 def test_keras_softmax_inside_is_no_reason_to_refuse():
@@ -296,7 +304,7 @@ class Wild(nn.Module):
 
 
 def test_clamp_and_addcmul_are_their_plain_forms():
-    wild, plain = Wild().eval(), Wild(plain=True).eval()
+    wild, plain = _seeded(Wild).eval(), Wild(plain=True).eval()
     plain.load_state_dict(wild.state_dict())
     x = np.random.RandomState(6).randn(2, 2, 5, 5).astype(np.float32)
     kinds = [n.kind for n in TORCH.graph(wild).nodes]
@@ -350,7 +358,7 @@ def test_subtraction_of_two_tensors_is_a_weighted_sum_on_both_frameworks():
 
         def forward(self, x):
             return self.c(self.a(x) - self.b(x))
-    model = Difference().eval()
+    model = _seeded(Difference).eval()
     relevance = _explain(model, x, "lrp_z", target=0, dtype="float64")
     logit = model.double()(torch.tensor(x))[0, 0].item()
     assert abs(relevance.sum() - logit) <= 1e-12 * abs(logit)
@@ -438,7 +446,7 @@ def test_grad_cam_default_is_the_last_spatial_block_output_on_a_pre_activation_n
             h = F.relu(self.bn(h + self.conv(h)))
             return self.fc(h.mean(dim=(2, 3)))
 
-    model = _calibrated(PreAct(), (1, 6, 6))
+    model = _calibrated(_seeded(PreAct), (1, 6, 6))
     x = np.random.RandomState(13).randn(2, 1, 6, 6).astype(np.float32)
     default = _explain(model, x, "grad_cam", target=0)
     graph = TORCH.graph(model)
@@ -471,7 +479,7 @@ class GRNNet(nn.Module):
 
 
 def test_grn_normaliser_is_held_constant_and_lrp_z_conserves():
-    model = GRNNet().eval()
+    model = _seeded(GRNNet).eval()
     x = np.random.RandomState(14).randn(2, 2, 6, 6).astype(np.float32)
     kinds = {n.name: n.kind for n in TORCH.graph(model).nodes}
     assert kinds["norm"] == "aux" and kinds["mul"] == kinds["mul_1"] == "pass"

@@ -127,37 +127,44 @@ class Graph:
             index = consumers[0]
 
     def cam_node(self, name=None, shapes=None) -> int:
-        """The node whose output is the Grad-CAM map A: a named layer, else the last convolution with a spatial grid
-        carried forward to the output of its spatial block (docs/methods.md#grad-cam-layer); ``shapes`` (per-sample
-        output shape of every node, channels-last) are needed for the default."""
+        """The node whose output is the Grad-CAM map A: a named layer, else the output of the last spatial block
+        (:meth:`last_spatial_block`; ``shapes``, the per-sample channels-last output shape of every node, are needed
+        for it; without them the last convolution). docs/methods.md#grad-cam-layer."""
         convs = [i for i, n in enumerate(self.nodes) if n.kind == KERNEL and not n.kernel.is_dense]
         if name is None:
             if not convs:
                 raise ValueError("Grad-CAM needs a convolution layer, but the model has none")
-            if shapes is None:
-                return self.fold_activations(convs[-1])
-            # convolutions on a 1×1 grid (squeeze-excitation, heads after global pooling) have no map to show
-            gridded = [i for i in convs if _positions(shapes[i]) > 1] or convs
-            return self.spatial_block_output(self.fold_activations(gridded[-1]), shapes)
+            block = None if shapes is None else self.last_spatial_block(shapes)
+            return self.fold_activations(convs[-1]) if block is None else block
         if name not in self.names:
             raise ValueError(f"Grad-CAM layer {name!r} is not in the model; its convolution layers are: "
                              f"{[self.nodes[i].name for i in convs]}")
         index = self.names[name]
         return self.fold_activations(index) if self.nodes[index].kind == KERNEL else index
 
-    def spatial_block_output(self, index: int, shapes: list) -> int:
-        """From ``index`` forward while exactly one consumer keeps the output shape (normalisations, activations,
-        residual sums, gated products): the output of the last spatial block, before pooling or flattening changes
-        the grid. A squeeze-excitation branch (pooling) is not followed; the gated main path is. On a pre-activation
-        network the last convolution's output is not yet normalised and rectified; its block's output is
-        (pytorch-grad-cam's and the Keras tutorial's choice of layer)."""
-        keeps = (BATCHNORM, RELU, ACTIVATION, ADD, PASS, PRODUCT)
-        while True:
-            same = [c for c in self.consumers(index)
-                    if self.nodes[c].kind in keeps and shapes[c] == shapes[index]]
-            if len(same) != 1:
-                return index
-            index = same[0]
+    def last_spatial_block(self, shapes: list) -> Optional[int]:
+        """The last node (in topological order) that has a convolution among its ancestors and a spatial grid of
+        more than one position, walked back over the re-indexing and pooling nodes that only move or subsample that
+        grid (max pooling, padding, cropping, a layout permutation): the output of the last spatial block before the
+        head pools or flattens it. Where parallel branches merge before the head, this is the merge, so the choice
+        does not depend on how a framework orders the branches. None if no such node exists."""
+        conv_upstream = [False] * len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            conv_upstream[i] = any(conv_upstream[p] or (self.nodes[p].kind == KERNEL and not self.nodes[p].kernel
+                                                        .is_dense) for p in node.parents)
+            if node.kind == KERNEL and not node.kernel.is_dense:
+                conv_upstream[i] = True
+        gridded = [i for i, node in enumerate(self.nodes)
+                   if conv_upstream[i] and node.kind != AUX and _positions(shapes[i]) > 1]
+        if not gridded:
+            return None
+        index = gridded[-1]
+        while self.nodes[index].kind in (REINDEX, AVGPOOL):
+            parents = [p for p in self.nodes[index].parents if self.nodes[p].kind != AUX]
+            if len(parents) != 1 or _positions(shapes[parents[0]]) <= 1 or self.nodes[parents[0]].kind == INPUT:
+                break
+            index = parents[0]
+        return index
 
     def input_layers(self) -> set:
         """Kernel nodes with no kernel node among their ancestors (docs/lrp.md#input-layers)."""
