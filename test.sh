@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the test suite in .venv. `./test.sh --slow` runs only the VGG16-size suites (marker `slow`).
+# Runs the test suite in .venv. `./test.sh --slow` runs only the tests marked `slow`: VGG16-size networks, the full
+# models × methods matrices and the third-party model zoos (timm, transformers, keras_hub).
 set -uo pipefail
 cd "$(dirname "$0")"
 if [ "${1:-}" = "--slow" ]; then
