@@ -8,10 +8,12 @@ from twins import to_channels_last, torch_input
 
 
 def explain_both(twin, method, dtype, **kwargs):
-    """Keras and PyTorch maps of one twin, both channels-last."""
+    """Keras and PyTorch maps of one twin, both channels-last. A keyword array shaped like the twin's input (an IG
+    reference) is given to PyTorch in its channels-first layout."""
     keras_map = signxai.calculate_relevancemap(twin.keras_model, twin.x, method, dtype=dtype, **kwargs)
+    torch_kwargs = {k: torch_input(v) if getattr(v, "shape", None) == twin.x.shape else v for k, v in kwargs.items()}
     torch_map = signxai.calculate_relevancemap(twin.torch_model, torch_input(twin.x), method, dtype=dtype,
-                                               **kwargs)
+                                               **torch_kwargs)
     return keras_map, to_channels_last(torch_map)
 
 

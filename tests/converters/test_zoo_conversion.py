@@ -564,10 +564,19 @@ def explained_cases():
     return cases
 
 
+def _has_max_pooling(module):
+    return any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) for m in module.modules())
+
+
 @pytest.mark.parametrize("direction,name,method", explained_cases())
 def test_method_families_agree_on_converted_pairs(direction, name, method):
     twin = keras_to_torch_twin(name) if direction == "keras" else torch_to_keras_twin(name)
-    agreement = assert_gates(twin, method, **sweep_kwargs(method, twin.x))
+    kwargs = sweep_kwargs(method, twin.x)
+    if method == "integrated_gradients" and _has_max_pooling(twin.torch_model):
+        # from the zero reference every max-pooling window holds equal values and each framework's rounding picks
+        # the winner (docs/equivalence.md#framework-autograd): IG is compared from a non-constant reference
+        kwargs["reference"] = twin.x[::-1].copy()
+    agreement = assert_gates(twin, method, **kwargs)
     assert np.isfinite(agreement.peak) and agreement.peak > 0  # the map is finite and not all zero
     print(f"{twin.name} {method}: peak {agreement.peak:.3g}, float64 {agreement.error64 / agreement.peak:.1e}, "
           f"float32 {agreement.error32 / agreement.peak:.1e} (bound {agreement.bound32 / agreement.peak:.1e}), "
