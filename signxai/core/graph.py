@@ -144,7 +144,7 @@ class Graph:
 
     def last_spatial_block(self, shapes: list) -> Optional[int]:
         """The last node (in topological order) that has a convolution among its ancestors and a spatial grid of
-        more than one position, walked back over the re-indexing and pooling nodes that only move or subsample that
+        more than one position with the input's spatial axes (not a token sequence), walked back over the re-indexing and pooling nodes that only move or subsample that
         grid (max pooling, padding, cropping, a layout permutation): the output of the last spatial block before the
         head pools or flattens it. Where parallel branches merge before the head, this is the merge, so the choice
         does not depend on how a framework orders the branches. None if no such node exists."""
@@ -154,8 +154,10 @@ class Graph:
                                                         .is_dense) for p in node.parents)
             if node.kind == KERNEL and not node.kernel.is_dense:
                 conv_upstream[i] = True
+        rank = len(shapes[0]) if shapes[0] is not None else None  # the input's: its spatial axes and channels
         gridded = [i for i, node in enumerate(self.nodes)
-                   if conv_upstream[i] and node.kind != AUX and _positions(shapes[i]) > 1]
+                   if conv_upstream[i] and node.kind != AUX and shapes[i] is not None and len(shapes[i]) == rank
+                   and _positions(shapes[i]) > 1]
         if not gridded:
             return None
         index = gridded[-1]
