@@ -95,8 +95,10 @@ class Node:
 
 
 def _positions(shape) -> int:
-    """The number of spatial positions of a per-sample channels-last shape (rank 1: none)."""
-    return 1 if shape is None or len(shape) < 2 else int(np.prod(shape[:-1]))
+    """Whether a per-sample shape has a grid of more than one position, as a count that does not depend on where the
+    channel axis is (a converted model may hold channels-last tensors in a channels-first framework): the product
+    of every axis but the largest. 1 for a 1×1 grid in any layout."""
+    return 1 if shape is None or len(shape) < 2 else int(np.prod(sorted(shape)[:-1]))
 
 
 @dataclass
@@ -163,7 +165,8 @@ class Graph:
         index = gridded[-1]
         while self.nodes[index].kind in (REINDEX, AVGPOOL):
             parents = [p for p in self.nodes[index].parents if self.nodes[p].kind != AUX]
-            if len(parents) != 1 or _positions(shapes[parents[0]]) <= 1 or self.nodes[parents[0]].kind == INPUT:
+            if (len(parents) != 1 or _positions(shapes[parents[0]]) <= 1 or self.nodes[parents[0]].kind == INPUT
+                    or shapes[parents[0]][-1:] != shapes[index][-1:]):  # a layout move is not walked back over
                 break
             index = parents[0]
         return index
