@@ -105,20 +105,21 @@ class TorchBackend(Backend):
             return None
         try:
             return self.graph(model)
-        except (TraceError, CaptureError):
+        except (TraceError, CaptureError) as error:
             with self._lock:
-                self._untraceable[model] = True
+                # a copy without traceback or cause: their frames would hold the model (the key) strongly
+                self._untraceable[model] = type(error)(str(error))
             return None
 
     def graph_for(self, model, x):
         """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
         of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
-        if self._try_graph(model) is not None:
-            return self.graph(model)
-        try:
-            self.graph(model)  # the fx capture's own error, unless it is one torch.export may overcome
-        except TraceError:
-            pass
+        graph = self._try_graph(model)
+        if graph is not None:
+            return graph
+        error = self._untraceable[model]
+        if not isinstance(error, TraceError):  # e.g. several required inputs: torch.export cannot help either
+            raise error
         key = (tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""))
 
         def build():
