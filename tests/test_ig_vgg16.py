@@ -29,10 +29,10 @@ def test_vgg16_float64_integrated_gradients_are_each_frameworks_own():
     assert np.array_equal(points.astype(np.float32).astype(np.float64), points)
     gradients = {}
     for name, model, channels_first in (("tf", t.keras_model, False), ("pt", t.torch_model, True)):
-        def layout(a):
+        def layout(a, channels_first=channels_first):
             return torch_input(a) if channels_first else a
 
-        def back(r):
+        def back(r, channels_first=channels_first):
             return to_channels_last(r) if channels_first else r
         # the gradients of all path points in one pass, as integrated_gradients evaluates them with batch_size=STEPS
         batch = back(signxai.calculate_relevancemaps(model, layout(points), "gradient", target=0, dtype="float64"))

@@ -146,10 +146,11 @@ class Graph:
 
     def last_spatial_block(self, shapes: list) -> Optional[int]:
         """The last node (in topological order) that has a convolution among its ancestors and a spatial grid of
-        more than one position with the input's spatial axes (not a token sequence), walked back over the re-indexing and pooling nodes that only move or subsample that
-        grid (max pooling, padding, cropping, a layout permutation): the output of the last spatial block before the
-        head pools or flattens it. Where parallel branches merge before the head, this is the merge, so the choice
-        does not depend on how a framework orders the branches. None if no such node exists."""
+        more than one position with the input's spatial axes (not a token sequence), walked back over the
+        re-indexing and pooling nodes that only move or subsample that grid (max pooling, padding, cropping): the
+        output of the last spatial block before the head pools or flattens it. Where parallel branches merge before
+        the head, this is the merge, so the choice does not depend on how a framework orders the branches. None if
+        no such node exists."""
         conv_upstream = [False] * len(self.nodes)
         for i, node in enumerate(self.nodes):
             conv_upstream[i] = any(conv_upstream[p] or (self.nodes[p].kind == KERNEL and not self.nodes[p].kernel
