@@ -158,9 +158,10 @@ class Graph:
             if node.kind == KERNEL and not node.kernel.is_dense:
                 conv_upstream[i] = True
         rank = len(shapes[0]) if shapes[0] is not None else None  # the input's: its spatial axes and channels
+        native = self._native_layout(shapes)
         gridded = [i for i, node in enumerate(self.nodes)
-                   if conv_upstream[i] and node.kind != AUX and shapes[i] is not None and len(shapes[i]) == rank
-                   and _positions(shapes[i]) > 1]
+                   if conv_upstream[i] and native[i] and node.kind != AUX and shapes[i] is not None
+                   and len(shapes[i]) == rank and _positions(shapes[i]) > 1]
         if not gridded:
             return None
         index = gridded[-1]
@@ -171,6 +172,21 @@ class Graph:
                 break
             index = parents[0]
         return index
+
+    def _native_layout(self, shapes: list) -> list:
+        """Per node: whether its tensor is in the input's layout. A re-indexing that only permutes the axes (a
+        converted model's channels-last LayerNorm region, an exporter's NCHW→NHWC transpose) toggles it."""
+        native = [True] * len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            parents = [p for p in node.parents if self.nodes[p].kind != AUX]
+            if not parents:
+                continue
+            native[i] = native[parents[0]]
+            p = parents[0]
+            if (node.kind == REINDEX and len(parents) == 1 and shapes[i] is not None and shapes[p] is not None
+                    and shapes[i] != shapes[p] and sorted(shapes[i]) == sorted(shapes[p])):
+                native[i] = not native[p]
+        return native
 
     def input_layers(self) -> set:
         """Kernel nodes with no kernel node among their ancestors (docs/lrp.md#input-layers)."""
