@@ -17,7 +17,7 @@ import signxai
 from signxai.core.verify import CaptureMismatch
 from signxai.torch_signxai.backend import BACKEND as TORCH
 from gates import assert_gates, autograd_gradient
-from twins import Twin
+from twins import Twin, set_twin_weights
 
 RULE_BASED = ("lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop", "deconvnet", "grad_cam")
 
@@ -331,15 +331,7 @@ def _poolformer_twin():
 
     torch_model = PoolFormer().eval()
     rng = np.random.RandomState(9)
-    with torch.no_grad():
-        for name in ("conv", "conv2", "fc"):
-            kernel = rng.normal(0, 0.6, keras_model.get_layer(name).kernel.shape).astype(np.float32)
-            bias = rng.normal(0, 0.2, keras_model.get_layer(name).bias.shape).astype(np.float32)
-            keras_model.get_layer(name).set_weights([kernel, bias])
-            module = getattr(torch_model, name)
-            module.weight.copy_(torch.tensor(kernel.T) if name == "fc" else torch.tensor(kernel.transpose(3, 2, 0,
-                                                                                                         1)))
-            module.bias.copy_(torch.tensor(bias))
+    set_twin_weights(keras_model, torch_model, ("conv", "conv2", "fc"), rng, 0.6, 0.2)
     return Twin("poolformer", keras_model, torch_model, rng.uniform(-1, 1, (2, 5, 5, 2)).astype(np.float32), 2)
 
 

@@ -152,3 +152,18 @@ def vgg16_twin():
 
 
 __all__ = ["Twin", "torch_input", "to_channels_last", "fast_twins", "vgg16_twin", "layer_names"]
+
+
+def set_twin_weights(keras_model, torch_model, names, rng, kernel_std, bias_std):
+    """Draw each named layer's kernel and bias from ``rng`` (normal, the given std; kernel then bias, layer by layer)
+    and give them to the Keras layer and the PyTorch module of the same name (Dense or convolution)."""
+    with torch.no_grad():
+        for name in names:
+            layer = keras_model.get_layer(name)
+            kernel = rng.normal(0, kernel_std, layer.kernel.shape).astype(np.float32)
+            bias = rng.normal(0, bias_std, layer.bias.shape).astype(np.float32)
+            layer.set_weights([kernel, bias])
+            module = getattr(torch_model, name)
+            to_torch = dense_kernel_to_torch if kernel.ndim == 2 else conv_kernel_to_torch
+            module.weight.copy_(torch.tensor(np.ascontiguousarray(to_torch(kernel))))
+            module.bias.copy_(torch.tensor(bias))

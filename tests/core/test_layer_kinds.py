@@ -17,7 +17,7 @@ from torch import nn
 import signxai
 from gates import assert_gates, assert_gradient_is_autograd
 from signxai.common.agreement import sweep_kwargs
-from twins import Twin, torch_input
+from twins import Twin, set_twin_weights, torch_input
 
 METHODS = ("gradient", "gradient_x_sign", "guided_backprop", "deconvnet", "integrated_gradients", "smoothgrad",
            "vargrad", "grad_cam", "guided_grad_cam", "lrp_z", "lrp_epsilon_0_1", "lrpsign_epsilon_0_25_std_x",
@@ -375,14 +375,7 @@ def activation_twin(activation, functional):
     outputs = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
     keras_model, torch_model = keras.Model(inputs, outputs), _ActivationNet(activation, functional).eval()
     rng = np.random.RandomState(7)
-    with torch.no_grad():
-        for name in ("conv", "conv2", "fc"):
-            kernel = rng.normal(0, 0.7, keras_model.get_layer(name).kernel.shape).astype(np.float32)
-            bias = rng.normal(0, 0.3, keras_model.get_layer(name).bias.shape).astype(np.float32)
-            keras_model.get_layer(name).set_weights([kernel, bias])
-            module = getattr(torch_model, name)
-            module.weight.copy_(torch.tensor(kernel.T) if name == "fc" else _conv(kernel))
-            module.bias.copy_(torch.tensor(bias))
+    set_twin_weights(keras_model, torch_model, ("conv", "conv2", "fc"), rng, 0.7, 0.3)
     x = rng.uniform(-2, 2, (2, 7, 7, 2)).astype(np.float32)
     return Twin(f"activation_{activation}", keras_model, torch_model, x, 2)
 
@@ -444,15 +437,7 @@ def _custom_twin():
     keras_model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h)))
     torch_model = _CustomNet().eval()
     rng = np.random.RandomState(8)
-    with torch.no_grad():
-        for name in ("conv", "gate", "fc"):
-            layer = keras_model.get_layer(name)
-            kernel = rng.normal(0, 0.7, layer.kernel.shape).astype(np.float32)
-            bias = rng.normal(0, 0.3, layer.bias.shape).astype(np.float32)
-            layer.set_weights([kernel, bias])
-            module = getattr(torch_model, name)
-            module.weight.copy_(torch.tensor(kernel.T) if name == "fc" else _conv(kernel))
-            module.bias.copy_(torch.tensor(bias))
+    set_twin_weights(keras_model, torch_model, ("conv", "gate", "fc"), rng, 0.7, 0.3)
     return Twin("custom", keras_model, torch_model, rng.uniform(-1, 1, (2, 6, 6, 2)).astype(np.float32), 2)
 
 
