@@ -28,6 +28,9 @@ GRADIENT = "gradient"
 # The framework's own plain gradient, the denominator of every ratio: PyTorch autograd on the module; TensorFlow
 # a GradientTape inside a tf.function (its fastest form) and, for reference, the eager tape.
 FRAMEWORK_GRADIENTS = {"pytorch": ("torch:autograd",), "tensorflow": ("tf:tape_function", "tf:tape_eager")}
+# The framework's own plain forward (no tape): what the verified capture (SPEC §9 gate 4, D21) adds to every
+# rule-based call, so ``1 + forward/gradient`` is the floor of any rule-based method's ratio (docs/performance.md).
+FRAMEWORK_FORWARDS = {"pytorch": ("torch:forward",), "tensorflow": ("tf:forward_function",)}
 SINGLE_OP_LRP = ("lrp_z", "lrp_epsilon_0_1", "lrp_epsilon_0_25_std_x", "lrpsign_epsilon_0_25_std_x")
 MULTI_RULE_LRP = ("lrp_alpha_1_beta_0", "lrp_sequential_composite_a", "lrp_sequential_composite_b")
 LRP = SINGLE_OP_LRP + MULTI_RULE_LRP
@@ -39,7 +42,7 @@ CAPTUM = ("captum:lrp", "captum:integrated_gradients", "captum:smoothgrad", "cap
 # 50 samples per explanation; measured at batch 1 only (a batch of 8 would be 400 gradients per call).
 FIFTY_SAMPLES = FIFTY_SAMPLES_SIGNXAI + ("captum:integrated_gradients", "captum:smoothgrad")
 # Measured at batch 1 only: the 50-sample methods, and what no target needs (context for the table).
-BATCH1_ONLY = FIFTY_SAMPLES + OTHER_SIGNXAI + ("tf:tape_eager", "captum:guided_backprop")
+BATCH1_ONLY = FIFTY_SAMPLES + ("grad_cam", "tf:tape_eager", "captum:guided_backprop")
 YARDSTICK_BATCH = 50  # the framework's plain gradient of 50 samples as one batch: the yardstick of IG/SmoothGrad(50)
 EPSILON = 0.1  # ε of lrp_epsilon_0_1 and of the ε layers of the composites
 # Methods of the peak-RSS target (one process per framework, float32 and float64).
@@ -52,7 +55,8 @@ EAGER = tuple(f"eager:{m}" for m in (GRADIENT, "lrp_epsilon_0_1", "lrp_alpha_1_b
 
 
 def methods_for(framework: str) -> tuple:
-    return FRAMEWORK_GRADIENTS[framework] + SIGNXAI + (ZENNIT + CAPTUM if framework == "pytorch" else EAGER)
+    return (FRAMEWORK_GRADIENTS[framework] + FRAMEWORK_FORWARDS[framework] + SIGNXAI
+            + (ZENNIT + CAPTUM if framework == "pytorch" else EAGER))
 
 
 def signxai_name(method: str) -> str | None:
@@ -71,7 +75,8 @@ def cases(framework: str, batches: dict, only=None) -> list[dict]:
     """Every (model, batch, method) one framework measures, in order; ``only`` filters method names (the
     framework's plain gradients are always kept: they are the denominators)."""
     out = []
-    keep = set(FRAMEWORK_GRADIENTS[framework]) | set(only or methods_for(framework))
+    keep = set(FRAMEWORK_GRADIENTS[framework]) | set(FRAMEWORK_FORWARDS[framework]) | set(
+        only or methods_for(framework))
     for model, sizes in batches.items():
         for batch in sizes:
             for method in methods_for(framework):
@@ -96,8 +101,10 @@ def make_call(framework, method, model, x, targets):
     if tool == "eager":
         return _eager_call(name, model, x, targets)
     if tool == "torch":
-        return _torch_gradient_call(model, x, targets)
+        return _torch_forward_call(model, x) if name == "forward" else _torch_gradient_call(model, x, targets)
     if tool == "tf":
+        if name == "forward_function":
+            return _tf_forward_call(model, x)
         return _tf_gradient_call(model, x, targets, compiled=(name == "tape_function"))
     if tool == "zennit":
         return _zennit_call(name, model, x, targets)
@@ -130,6 +137,26 @@ def _torch_gradient_call(model, x, targets):
         (grad,) = torch.autograd.grad(model(xt)[rows, classes].sum(), xt)
         return grad.numpy()
     return call
+
+
+def _torch_forward_call(model, x):
+    """The module's own logits (eval mode, no autograd), NumPy in and out."""
+    import torch
+
+    model.eval()
+
+    def call():
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+    return call
+
+
+def _tf_forward_call(model, x):
+    """``model(x, training=False)`` inside a tf.function, NumPy in and out."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda xt: model(xt, training=False), reduce_retracing=True)
+    return lambda: fn(tf.constant(x)).numpy()
 
 
 def _tf_gradient_call(model, x, targets, compiled):
