@@ -256,7 +256,7 @@ def plot_frequency_relevance(frequencies, relevance, *, channels: Any = "sum", c
         else:
             axis.plot(frequencies, values, color="0.2", linewidth=1.0)
         axis.axhline(0, color="0.5", linewidth=0.5)
-        axis.set_ylabel(name)
+        axis.set_ylabel("relevance" if len(series) == 1 else name)
     axes[-1].set_xlabel("frequency")
     if title is not None:
         axes[0].set_title(title)
