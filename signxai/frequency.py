@@ -37,6 +37,7 @@ WINDOWS = ("hann", "rectangle", "halfsine")
 _WINDOW_ALIASES = {"hann": "hann", "hanning": "hann", "rectangle": "rectangle", "rectangular": "rectangle",
                    "boxcar": "rectangle", "halfsine": "halfsine", "sine": "halfsine"}
 PADDINGS = ("center", "none")
+_CHUNK_BYTES = 256 * 2**20  # working memory of time_frequency_relevance beyond its result
 
 
 # ------------------------------------------------------------------------------------------------- conversions
@@ -132,21 +133,29 @@ def time_frequency_relevance(x, relevance, *, window: int = 128, hop: int | None
                          f"tiles the series ((T - window) divisible by hop), or a smaller hop")
     s = _normalised_relevance(signal, rel, epsilon) / coverage
     leading = signal.shape[:-1]
-    padded_signal = np.zeros((*leading, max(padded_length, tail)))
-    padded_signal[..., pad:tail] = signal
-    padded_s = np.zeros_like(padded_signal)
-    padded_s[..., pad:tail] = s
+    signal, s = signal.reshape(-1, n_steps), s.reshape(-1, n_steps)
     starts = np.arange(frames) * hop
     index = starts[:, None] + np.arange(length)[None, :]  # (frames, window)
-    signal_frames = padded_signal[..., index] * weights  # (..., frames, window)
-    s_frames = padded_s[..., index]
-    if real:
-        spectrum = np.fft.rfft(signal_frames, axis=-1) * np.conj(np.fft.rfft(s_frames, axis=-1))
-        result = _conjugate_weights(length) * spectrum.real / length
-        frequencies = np.fft.rfftfreq(length, d=1.0 / sampling_rate)
-    else:
-        result = (np.fft.fft(signal_frames, axis=-1) * np.conj(np.fft.fft(s_frames, axis=-1))).real / length
-        frequencies = np.fft.fftfreq(length, d=1.0 / sampling_rate)
+    n_bins = length // 2 + 1 if real else length
+    result = np.empty((len(signal), frames, n_bins))
+    # series by series in chunks: the framed copies and their spectra stay within _CHUNK_BYTES
+    chunk = max(1, _CHUNK_BYTES // (frames * length * 64))
+    for begin in range(0, len(signal), chunk):
+        part = slice(begin, begin + chunk)
+        padded_signal = np.zeros((len(signal[part]), max(padded_length, tail)))
+        padded_signal[:, pad:tail] = signal[part]
+        padded_s = np.zeros_like(padded_signal)
+        padded_s[:, pad:tail] = s[part]
+        signal_frames = padded_signal[:, index] * weights  # (chunk, frames, window)
+        s_frames = padded_s[:, index]
+        if real:
+            spectrum = np.fft.rfft(signal_frames, axis=-1) * np.conj(np.fft.rfft(s_frames, axis=-1))
+            result[part] = _conjugate_weights(length) * spectrum.real / length
+        else:
+            result[part] = (np.fft.fft(signal_frames, axis=-1) * np.conj(np.fft.fft(s_frames, axis=-1))).real / length
+    result = result.reshape(*leading, frames, n_bins)
+    frequencies = np.fft.rfftfreq(length, d=1.0 / sampling_rate) if real else np.fft.fftfreq(length,
+                                                                                           d=1.0 / sampling_rate)
     times = (starts - pad + length // 2) / sampling_rate
     return times, frequencies, np.moveaxis(result, (-2, -1), (axis, axis + 1))
 

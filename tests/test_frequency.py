@@ -179,6 +179,15 @@ def test_layouts_batches_and_channels_are_independent_series():
     np.testing.assert_array_equal(np.moveaxis(tf_last, -1, 1), tf_first)
 
 
+def test_chunked_framing_equals_one_pass(monkeypatch):
+    import signxai.frequency as frequency
+
+    x, R = series(40, seed=16, channels=(5, 3))
+    whole = time_frequency_relevance(x, R, window=8, hop=2, time_axis=-1)[2]
+    monkeypatch.setattr(frequency, "_CHUNK_BYTES", 1)  # one series per chunk
+    np.testing.assert_array_equal(time_frequency_relevance(x, R, window=8, hop=2, time_axis=-1)[2], whole)
+
+
 def test_inputs_are_not_modified_and_tensors_are_accepted():
     import torch
 
@@ -410,6 +419,19 @@ def test_keras_and_pytorch_twins_give_equal_frequency_maps(ecg_twin, method):
     _, one = calculate_frequency_relevancemap(ecg_twin.torch_model, torch_input(ecg_twin.x)[0], method,
                                               dtype="float64", sampling_rate=500.0)
     np.testing.assert_allclose(one.T, freq["pt", "float64"][0], rtol=0, atol=1e-12 * np.abs(one).max())
+
+
+def test_dense_models_on_raw_series_convert_along_their_only_sample_axis():
+    """A model that takes samples (T,) — Keras Dense, PyTorch Linear — converts (N, T) maps along the last axis."""
+    from twins import spec_twin, torch_input
+
+    twin = spec_twin("dense_series", {"input_shape": [24], "layers": [{"kind": "dense", "units": 6,
+                                                                       "activation": "relu"},
+                                                                      {"kind": "dense", "units": 3}]})
+    frequencies, keras_map = calculate_frequency_relevancemap(twin.keras_model, twin.x, "lrp_z", dtype="float64")
+    _, torch_map = calculate_frequency_relevancemap(twin.torch_model, torch_input(twin.x), "lrp_z", dtype="float64")
+    assert keras_map.shape == torch_map.shape == (2, 13) and len(frequencies) == 13
+    np.testing.assert_allclose(keras_map, torch_map, rtol=0, atol=1e-9 * np.abs(keras_map).max())
 
 
 def test_image_models_need_an_explicit_time_axis():
