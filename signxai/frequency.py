@@ -82,7 +82,7 @@ def time_frequency_relevance(x, relevance, *, window: int = 128, hop: int | None
 
     ``x``, ``relevance`` and ``time_axis`` as in :func:`frequency_relevance`. Frames of ``window`` samples start every
     ``hop`` samples (default ``window // 2``, at least 1) and are weighted by ``window_fn``: ``"hann"`` (periodic
-    Hann, default), ``"rectangle"``, ``"halfsine"`` (the paper's), or an array of ``window`` non-negative weights.
+    Hann, default), ``"rectangle"``, ``"halfsine"`` (authors' code), or an array of ``window`` non-negative weights.
     ``padding="center"`` (default) pads the series with zeros — ``window // 2`` before it, and after it up to the end of
     the last frame — so frame ``m`` is centred on sample ``m·hop``, for ``m = 0 … ⌈(T − 1)/hop⌉``;
     ``padding="none"`` frames the series as it is, ``1 + (T − window) // hop`` frames. Every sample must get a
