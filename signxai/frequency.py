@@ -193,14 +193,16 @@ def calculate_frequency_relevancemap(model, x, method, *, time_axis: int | None 
 
     The time axis follows the model's framework unless ``time_axis`` is given (docs/frequency.md#layouts): the first
     sample axis for Keras (channels-last ``(N, T, C)``, ``(T, C)``, ``(N, T)``), the last axis for PyTorch
-    (channels-first ``(N, C, T)``, ``(C, T)``, ``(N, T)``). ``kwargs`` (``target``, ``dtype``, ``batched``, method
+    (channels-first ``(N, C, T)``, ``(C, T)`` when the model begins with a ``Conv1d``; ``(N, T)``, ``(T,)``). A
+    PyTorch input of three axes whose model has no leading convolution (an LSTM may take ``(N, T, C)``) needs
+    ``time_axis``. ``kwargs`` (``target``, ``dtype``, ``batched``, method
     parameters) go to ``calculate_relevancemap``. Returns ``(frequencies, R_freq)``.
     """
     from signxai.api import calculate_relevancemap
 
-    relevance = calculate_relevancemap(model, x, method, **kwargs)
     signal = _to_numpy(x)
     axis = _model_time_axis(model, signal) if time_axis is None else time_axis
+    relevance = calculate_relevancemap(model, x, method, **kwargs)
     return frequency_relevance(signal, relevance, time_axis=axis, epsilon=epsilon, real=real,
                                sampling_rate=sampling_rate)
 
@@ -214,16 +216,16 @@ def calculate_time_frequency_relevancemap(model, x, method, *, window: int = 128
     the time axis as in :func:`calculate_frequency_relevancemap`. Returns ``(times, frequencies, R_tf)``."""
     from signxai.api import calculate_relevancemap
 
-    relevance = calculate_relevancemap(model, x, method, **kwargs)
     signal = _to_numpy(x)
     axis = _model_time_axis(model, signal) if time_axis is None else time_axis
+    relevance = calculate_relevancemap(model, x, method, **kwargs)
     return time_frequency_relevance(signal, relevance, window=window, hop=hop, window_fn=window_fn, padding=padding,
                                     time_axis=axis, epsilon=epsilon, real=real, sampling_rate=sampling_rate)
 
 
 def _model_time_axis(model, signal: np.ndarray) -> int:
-    """docs/frequency.md#layouts: Keras samples are ``(T, C)`` or ``(T,)`` (time first), PyTorch samples ``(C, T)`` or
-    ``(T,)`` (time last)."""
+    """docs/frequency.md#layouts: Keras samples are ``(T, C)`` or ``(T,)`` (time first); PyTorch samples are ``(C, T)``
+    after a leading ``Conv1d`` and ``(T,)`` otherwise (time last); other PyTorch inputs need an explicit axis."""
     from signxai.api import _backend_for
 
     backend = _backend_for(model)
@@ -233,6 +235,10 @@ def _model_time_axis(model, signal: np.ndarray) -> int:
         raise ValueError(f"the model takes samples with {rank} axes, not time series (T,) or (T, C) / (C, T); give "
                          f"time_axis= to convert along one axis of its input")
     if is_torch:
+        if rank is None and signal.ndim > 2:
+            raise ValueError(f"x has shape {signal.shape} and the PyTorch model has no leading convolution, so its "
+                             f"time axis is not known (a recurrent or attention model may take (N, T, C), a "
+                             f"convolution (N, C, T)); give time_axis=")
         return -1
     if rank is None:  # a Keras model whose input rank is unknown: the canonical layout (T, C)
         return _default_time_axis(signal.ndim)

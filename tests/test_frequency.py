@@ -434,11 +434,22 @@ def test_dense_models_on_raw_series_convert_along_their_only_sample_axis():
     np.testing.assert_allclose(keras_map, torch_map, rtol=0, atol=1e-9 * np.abs(keras_map).max())
 
 
-def test_image_models_need_an_explicit_time_axis():
+def test_image_models_and_unknown_pytorch_layouts_need_an_explicit_time_axis():
+    import torch
+
+    import signxai
     from twins import reference_twin
     twin = reference_twin("cnn2d")
     with pytest.raises(ValueError, match="samples with 3 axes, not time series"):
         calculate_frequency_relevancemap(twin.keras_model, twin.x, "gradient")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(24, 3))  # takes (N, 8, 3): which axis is time?
+    x = np.random.RandomState(17).normal(size=(2, 8, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"no leading convolution, so its time axis is not known.*give time_axis="):
+        calculate_frequency_relevancemap(model, x, "gradient")
+    frequencies, R_freq = calculate_frequency_relevancemap(model, x, "gradient_x_input", time_axis=1, epsilon=0.0)
+    R = signxai.calculate_relevancemap(model, x, "gradient_x_input").astype(np.float64)
+    assert R_freq.shape == (2, 5, 3)
+    np.testing.assert_allclose(R_freq.sum(axis=1), R.sum(axis=1), rtol=1e-10)  # the same float32 map, converted
 
 
 # --------------------------------------------------------------------------------------------------- plots
