@@ -15,7 +15,9 @@ It writes
   encodings of the shipped experiment CNNs, input×gradient and LRP-ε lose faithfulness where the background is 0 and
   their |R| then follows |x|, while the SIGN-μ variants do not; numbers from :func:`signxai.evaluate.evaluate_model`
   with the defaults of ``signxai evaluate`` (100 held-out digits, seed 0, PyTorch), maps of one digit beside them;
-* ``eeg.png`` — LRP-ε-SIGN on a held-out window of the EEG spike-detection demo.
+* ``eeg.png`` — LRP-ε-SIGN on a held-out window of the EEG spike-detection demo;
+* ``frequency.png`` — DFT-LRP (``signxai.frequency``, docs/frequency.md): the LRP-ε map of an EEG demo window carried
+  into the frequency and the time-frequency domain.
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -218,6 +220,45 @@ def eeg_window():
     fig.savefig(OUT / "eeg.png", **PNG)
 
 
+def frequency_window(method="lrp_epsilon_0_1", window=16, hop=4):
+    from signxai.demo import load_demo
+    from signxai.frequency import (calculate_frequency_relevancemap, calculate_time_frequency_relevancemap,
+                                   plot_frequency_relevance, plot_time_frequency_relevance)
+
+    demo = load_demo("eeg", "torch")
+    index = int(np.flatnonzero(demo.y == 1)[0])
+    signal = demo.x[index]
+    x = channels_first(signal, batch=False)  # (C, T): the PyTorch twin's layout
+    R = channels_last(signxai.calculate_relevancemap(demo.torch_model, x, method), batch=False)
+    frequencies, R_freq = calculate_frequency_relevancemap(demo.torch_model, x, method)
+    times, tf_frequencies, R_tf = calculate_time_frequency_relevancemap(demo.torch_model, x, method, window=window,
+                                                                        hop=hop)
+    fig = Figure(figsize=(6.5, 6.2), layout="constrained")
+    top, middle, bottom = fig.subplots(3, 1, height_ratios=[1.1, 1.0, 1.3])
+    peak = np.abs(R).max()
+    offsets = -4.0 * np.arange(signal.shape[1])
+    t = np.arange(len(signal))
+    for c in range(signal.shape[1]):
+        top.plot(t, signal[:, c] + offsets[c], color="0.35", linewidth=0.8)
+        top.scatter(t, signal[:, c] + offsets[c], c=R[:, c], cmap="seismic", vmin=-peak, vmax=peak, s=8, zorder=3)
+    top.set_yticks(offsets, [f"ch {c}" for c in range(signal.shape[1])])
+    top.set_xlim(-0.5, len(signal) - 0.5)
+    top.set_title(f"EEG demo, a window with a spike: {method} (red: evidence for 'spike')", fontsize=8)
+    plot_frequency_relevance(frequencies, R_freq, channel_axis=0, ax=middle)  # summed over the 4 channels
+    middle.set_title(f"frequency relevance (DFT-LRP, summed over channels; Σ = {R_freq.sum():.3f}, "
+                     f"Σ time map = {R.sum():.3f})", fontsize=8)
+    middle.set_xlabel("frequency (cycles per sample)")
+    plot_time_frequency_relevance(times, tf_frequencies, R_tf, channel_axis=0, ax=bottom)
+    bottom.set_title(f"time-frequency relevance (Hann window {window}, hop {hop}, summed over channels)", fontsize=8)
+    bottom.set_xlabel("time step (frame centre)")
+    bottom.set_ylabel("frequency (cycles per sample)")
+    for ax in (top, middle, bottom):
+        ax.tick_params(labelsize=7)
+        ax.xaxis.label.set_size(7)
+        ax.yaxis.label.set_size(7)
+    fig.savefig(OUT / "frequency.png", **PNG)
+
+
 def main() -> int:
     from signxai.demo import load_demo
     from signxai.loading import import_keras
@@ -229,6 +270,7 @@ def main() -> int:
     keras_vs_pytorch(demo)
     sign_vs_input_bias()
     eeg_window()
+    frequency_window()
     for path in sorted(OUT.glob("*.png")):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     return 0
