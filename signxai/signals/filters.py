@@ -2,13 +2,22 @@
 
 All filters run forward and backward (``scipy.signal.sosfiltfilt`` / ``filtfilt``), so they shift no wave in time;
 they act along ``axis`` (default 0, the time axis of a ``(T, leads)`` record) and return a new float64 array: the
-input is never modified. SciPy is imported when a filter is called.
+input is never modified. SciPy (``pip install 'signxai[ecg]'``) is imported when a filter is called.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from signxai.loading import InputError
+
+
+def _scipy_signal():
+    """``scipy.signal``, or an :class:`InputError` naming the extra that installs SciPy."""
+    try:
+        import scipy.signal
+    except ImportError as error:
+        raise InputError("the ECG filters need SciPy: pip install 'signxai[ecg]'") from error
+    return scipy.signal
 
 
 def _prepare(x, fs, axis):
@@ -32,8 +41,7 @@ def _check_frequency(name, value, fs):
 
 
 def _sosfiltfilt(sos, x, axis):
-    from scipy.signal import sosfiltfilt
-
+    sosfiltfilt = _scipy_signal().sosfiltfilt
     # scipy's default padlen for sosfiltfilt; a shorter signal would fail there with a less helpful message
     padlen = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))
     if x.shape[axis] <= padlen:
@@ -44,8 +52,7 @@ def _sosfiltfilt(sos, x, axis):
 
 def highpass(x, fs: float, cutoff: float = 0.5, order: int = 2, axis: int = 0) -> np.ndarray:
     """Butterworth high-pass of ``order`` at ``cutoff`` Hz, zero-phase."""
-    from scipy.signal import butter
-
+    butter = _scipy_signal().butter
     x, fs, axis = _prepare(x, fs, axis)
     _check_frequency("cutoff", cutoff, fs)
     return _sosfiltfilt(butter(order, cutoff, btype="highpass", fs=fs, output="sos"), x, axis)
@@ -53,8 +60,7 @@ def highpass(x, fs: float, cutoff: float = 0.5, order: int = 2, axis: int = 0) -
 
 def lowpass(x, fs: float, cutoff: float = 40.0, order: int = 4, axis: int = 0) -> np.ndarray:
     """Butterworth low-pass of ``order`` at ``cutoff`` Hz, zero-phase."""
-    from scipy.signal import butter
-
+    butter = _scipy_signal().butter
     x, fs, axis = _prepare(x, fs, axis)
     _check_frequency("cutoff", cutoff, fs)
     return _sosfiltfilt(butter(order, cutoff, btype="lowpass", fs=fs, output="sos"), x, axis)
@@ -68,8 +74,7 @@ def remove_baseline_wander(x, fs: float, cutoff: float = 0.5, order: int = 2, ax
 
 def bandpass(x, fs: float, low: float = 0.5, high: float = 40.0, order: int = 4, axis: int = 0) -> np.ndarray:
     """Butterworth band-pass from ``low`` to ``high`` Hz of ``order`` (per edge), zero-phase."""
-    from scipy.signal import butter
-
+    butter = _scipy_signal().butter
     x, fs, axis = _prepare(x, fs, axis)
     _check_frequency("low", low, fs)
     _check_frequency("high", high, fs)
@@ -81,8 +86,7 @@ def bandpass(x, fs: float, low: float = 0.5, high: float = 40.0, order: int = 4,
 def notch(x, fs: float, freq: float = 50.0, quality: float = 30.0, axis: int = 0) -> np.ndarray:
     """Power-line notch at ``freq`` Hz (50 Hz in Europe, 60 Hz in the Americas) with quality factor ``quality``
     (bandwidth ``freq / quality``), a second-order IIR notch (``scipy.signal.iirnotch``) run zero-phase."""
-    from scipy.signal import filtfilt, iirnotch
-
+    filtfilt, iirnotch = _scipy_signal().filtfilt, _scipy_signal().iirnotch
     x, fs, axis = _prepare(x, fs, axis)
     _check_frequency("freq", freq, fs)
     if not quality > 0:

@@ -79,3 +79,11 @@ def test_integer_input_and_lowpass():
 def test_bad_parameters(call, message):
     with pytest.raises(InputError, match=message):
         call()
+
+
+def test_without_scipy_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.signal", None)
+    with pytest.raises(InputError, match=r"pip install 'signxai\[ecg\]'"):
+        bandpass(np.zeros(1000), FS)
