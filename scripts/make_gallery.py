@@ -1,6 +1,7 @@
 """Draw the gallery of ``docs/gallery/``: small PNGs of what signxai computes, from the trained models it ships.
 
-Run from the repository root (about a minute on 2 cores; no download, no training)::
+Run from the repository root (about a minute on 2 cores; no download; only the ECG demo CNN is trained, seeded, in
+about 10 s)::
 
     .venv/bin/python scripts/make_gallery.py
 
@@ -15,7 +16,9 @@ It writes
   encodings of the shipped experiment CNNs, input×gradient and LRP-ε lose faithfulness where the background is 0 and
   their |R| then follows |x|, while the SIGN-μ variants do not; numbers from :func:`signxai.evaluate.evaluate_model`
   with the defaults of ``signxai evaluate`` (100 held-out digits, seed 0, PyTorch), maps of one digit beside them;
-* ``eeg.png`` — LRP-ε-SIGN on a held-out window of the EEG spike-detection demo.
+* ``eeg.png`` — LRP-ε-SIGN on a held-out window of the EEG spike-detection demo;
+* ``ecg_12lead.png`` — LRP-ε on a held-out synthetic 12-lead record with planted ST elevation (V1–V4), the clinical 4×3
+  layout of :func:`signxai.signals.plot_ecg`; the CNN of ``signxai.signals.demo`` is trained first (docs/ecg.md#demo).
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -218,6 +221,23 @@ def eeg_window():
     fig.savefig(OUT / "eeg.png", **PNG)
 
 
+def ecg_12lead():
+    import tempfile
+
+    from signxai.loading import load_model
+    from signxai.signals import STANDARD_LEADS, plot_ecg
+    from signxai.signals.demo import FS, demo_records, train_demo_models
+
+    with tempfile.TemporaryDirectory() as folder:
+        train_demo_models(folder, verbose=False)
+        model = load_model(Path(folder) / "ecg_cnn.pt").model
+    x, _, _ = demo_records(1)  # an ST-elevation record
+    R = signxai.calculate_relevancemap(model, channels_first(x), "lrp_epsilon_0_1")[0]
+    fig = plot_ecg(x[0], R, FS, STANDARD_LEADS, layout="4x3", relevance_layout="channels_first", figsize=(13, 5.6),
+                   title="ECG demo: synthetic ST elevation in V1–V4, LRP-ε (red: evidence for 'ST elevation')")
+    fig.savefig(OUT / "ecg_12lead.png", **PNG)
+
+
 def main() -> int:
     from signxai.demo import load_demo
     from signxai.loading import import_keras
@@ -229,6 +249,7 @@ def main() -> int:
     keras_vs_pytorch(demo)
     sign_vs_input_bias()
     eeg_window()
+    ecg_12lead()
     for path in sorted(OUT.glob("*.png")):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     return 0
