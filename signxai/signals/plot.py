@@ -18,16 +18,19 @@ from signxai.signals.io import STANDARD_LEADS, Record, as_time_by_leads, check_l
 
 LAYOUT_4X3 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 """Rows of the clinical 4×3 layout; column ``c`` shows the time window ``[c, c + 1) × 2.5 s``."""
+GREY = "#b4b4b4"
+"""The colour of zero relevance (and of the trace under the markers)."""
 
 
 def relevance_colormap(signed: bool):
-    """The default colours: signed relevance blue (negative) – black (0) – red (positive); non-negative relevance
-    black (0) – red (largest). A trace without relevance stays black. The colormap is built, not registered."""
+    """The default colours: signed relevance blue (negative) – grey (0) – red (positive); non-negative relevance
+    grey (0) – red (largest). A trace without relevance stays grey (visible on white, distinct from every relevant
+    colour). The colormap is built, not registered. Pass ``cmap=`` for others (e.g. signxai2's blue–black–red)."""
     from matplotlib.colors import LinearSegmentedColormap
 
     if signed:
-        return LinearSegmentedColormap.from_list("signxai_blue_black_red", ["#1f4bff", "#000000", "#ff1f1f"])
-    return LinearSegmentedColormap.from_list("signxai_black_red", ["#000000", "#ff1f1f"])
+        return LinearSegmentedColormap.from_list("signxai_blue_grey_red", ["#1f4bff", GREY, "#ff1f1f"])
+    return LinearSegmentedColormap.from_list("signxai_grey_red", [GREY, "#ff1f1f"])
 
 
 def segment_values(relevance_1d: np.ndarray) -> np.ndarray:
@@ -41,7 +44,7 @@ def plot_ecg(signal, relevance=None, fs: float | None = None, leads=None, *, lay
              relevance_layout: str = "auto", signal_layout: str = "auto", normalize: str | None = "global",
              signed: bool | None = None, cmap=None, style: str = "line", colorbar: bool = True,
              column_seconds: float = 2.5, rhythm_lead: str | None = None, title: str | None = None,
-             save=None, figsize=None, linewidth: float = 1.2, marker_size: float = 30.0, dpi: int = 100):
+             save=None, figsize=None, linewidth: float = 1.8, marker_size: float = 30.0, dpi: int = 100):
     """Plot a multi-lead record with its relevance map drawn on the signal; returns the ``Figure``.
 
     Args:
@@ -60,7 +63,7 @@ def plot_ecg(signal, relevance=None, fs: float | None = None, leads=None, *, lay
         signed: whether the colours are symmetric around 0 (default: the map has negative values).
         cmap: a matplotlib colormap or name (default :func:`relevance_colormap`).
         style: ``"line"`` (segments coloured by relevance) or ``"markers"`` (grey trace with coloured markers whose
-            area grows with |R|).
+            area grows with |R|, as signxai2's bubbles).
         column_seconds: the time span of a 4×3 column (2.5 s; shorter records use a quarter of their length).
         rhythm_lead: with ``"4x3"``, a lead drawn over the whole record below the grid (e.g. ``"II"``).
         save: a path to write the figure to (format from its suffix).
@@ -131,7 +134,7 @@ def plot_ecg(signal, relevance=None, fs: float | None = None, leads=None, *, lay
         elif style == "line":
             _draw_line(ax, t, v, shown[window, lead], colours, norm, linewidth)
         else:
-            ax.plot(t, v, color="0.6", linewidth=linewidth * 0.7)
+            ax.plot(t, v, color=GREY, linewidth=linewidth * 0.7)
             values = shown[window, lead]
             scale = np.abs(values) / (norm.vmax or 1.0)
             ax.scatter(t, v, c=values, cmap=colours, norm=norm, s=marker_size * scale, linewidths=0)

@@ -55,13 +55,13 @@ def test_line_segments_carry_the_globally_normalised_relevance(ecg):
         assert len(segments) == T - 1
         colours = _drawn_colours(figure, collection)
         np.testing.assert_allclose(colours, cmap((expected + 1) / 2), atol=1e-6)
-    # the maximum is pure red, the minimum pure blue (the colormap's ends), zero relevance black
+    # the maximum is pure red, the minimum pure blue (the colormap's ends), zero relevance grey
     v8 = panels[7].collections[0]
     assert np.abs(relevance).max() == 30.0 and v8.get_array()[500] == 1.0
     assert np.allclose(_drawn_colours(figure, v8)[500], cmap(1.0))
     assert np.allclose(cmap(1.0)[:3], (1, 31 / 255, 31 / 255)) and np.allclose(cmap(0.0)[:3], (31 / 255, 75 / 255, 1))
     assert np.allclose(_drawn_colours(figure, panels[2].collections[0])[300], cmap(0.0))
-    assert np.allclose(cmap(0.5)[:3], 0.0, atol=0.005)  # 0 is black (up to the 256-entry lookup table)
+    assert np.allclose(cmap(0.5)[:3], 180 / 255, atol=0.005)  # 0 is grey (up to the 256-entry lookup table)
     assert len(figure.axes) == 13  # 12 leads + the colour bar
     assert figure.axes[-1].get_ylabel() == "relevance (normalised globally)"
 
