@@ -86,3 +86,27 @@ def test_demo_trains_and_explains_the_planted_evidence(tmp_path):
     assert len(list(tmp_path.glob("cnn_rec*_*.png"))) == 16
     rows = (tmp_path / "per_lead.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 4 * 2 * 12
+
+
+def test_demo_command_rejects_bad_arguments_before_training(tmp_path, capsys):
+    from signxai.signals.demo import main
+
+    assert main([str(tmp_path / "out"), "--records", "0"]) == 2
+    assert "--records must be at least 1" in capsys.readouterr().err
+    assert main([str(tmp_path / "out"), "--methods", "lrp_zz"]) == 2
+    assert "lrp_zz" in capsys.readouterr().err
+    assert main([str(tmp_path / "out"), "--models", str(tmp_path)]) == 2
+    assert "holds no ecg_demo.json" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "models").exists()  # nothing was trained
+
+
+def test_importing_signals_loads_no_framework_scipy_or_wfdb():
+    import subprocess
+    import sys
+
+    code = ("import sys, signxai.signals, signxai.signals.demo, signxai.signals.synthetic; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'scipy', 'wfdb', 'matplotlib.pyplot') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
