@@ -60,7 +60,7 @@ def as_time_by_leads_map(relevance, layout: str = "auto", signal_shape=None) -> 
     return np.array(out, dtype=np.float64)
 
 
-def normalize_relevance(relevance, mode: str = "global", signed: bool | None = None) -> np.ndarray:
+def normalize_relevance(relevance, mode: str | None = "global", signed: bool | None = None) -> np.ndarray:
     """Scale a ``(T, leads)`` map for display. docs/ecg.md#normalisation
 
     ``mode="global"`` divides by the largest ``|R|`` of the whole map (leads stay comparable); ``mode="lead"``
@@ -125,7 +125,7 @@ def per_window(relevance, window: float, fs: float | None = None, step: float | 
                          f"step={step} {unit}")
     starts = np.arange(0, t, stride)
     stops = np.minimum(starts + size, t)
-    stats = {"sum": [], "mean_abs": [], "positive": [], "negative": []}
+    stats: dict[str, list] = {"sum": [], "mean_abs": [], "positive": [], "negative": []}
     for a, b in zip(starts, stops):
         part = r[a:b]
         values = {"sum": part.sum(axis=0), "mean_abs": np.abs(part).mean(axis=0),

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -145,7 +145,7 @@ def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_
     x_train, y_train, _ = make_dataset(n_train, TRAIN_SEED, DURATION, FS)
     x_test, y_test, _ = make_dataset(n_test, TEST_SEED, DURATION, FS)
     data_seconds = time.perf_counter() - start
-    meta = {"fs": FS, "duration_s": DURATION, "leads": list(_leads()), "class_names": list(CLASS_NAMES),
+    meta: dict[str, Any] = {"fs": FS, "duration_s": DURATION, "leads": list(_leads()), "class_names": list(CLASS_NAMES),
             "train_seed": TRAIN_SEED, "test_seed": TEST_SEED, "n_train": n_train, "n_test": n_test,
             "data_seconds": round(data_seconds, 2), "torch_threads": torch.get_num_threads(), "models": {}}
     for name in architectures:
@@ -228,7 +228,8 @@ def run_demo(outdir, models_dir=None, records: int = 2, methods=DEFAULT_METHODS,
     outdir.mkdir(parents=True, exist_ok=True)
     x, y, peaks = demo_records(records)
     time_axis = np.arange(x.shape[1]) / fs
-    rows, summary = [], {"models": {}, "records": [int(label) for label in y]}
+    rows: list[dict] = []
+    summary: dict[str, Any] = {"models": {}, "records": [int(label) for label in y]}
     planted = [st_mask(time_axis, peaks[i]) for i in range(len(x)) if y[i] == 1]
     if planted:  # the shares of |R| that a map spread evenly over the record would give
         summary["chance_share_in_V1_V4"] = len(ST_LEADS) / len(leads)
@@ -237,8 +238,9 @@ def run_demo(outdir, models_dir=None, records: int = 2, methods=DEFAULT_METHODS,
     torch.set_num_threads(1)  # interleaved with TensorFlow, torch's worker threads make calls 10-30x slower
     try:
         for name, info in meta["models"].items():
-            loaded = {fw: load_model(models_dir / f"ecg_{name}.{'pt' if fw == 'torch' else 'keras'}").model
-                      for fw in ("torch", "keras") if fw in frameworks}
+            suffixes = {"torch": "pt", "keras": "keras"}
+            loaded: dict[str, Any] = {fw: load_model(models_dir / f"ecg_{name}.{suffixes[fw]}").model
+                                      for fw in ("torch", "keras") if fw in frameworks}
             predictions = _logits_torch(loaded["torch"], channels_first(x)).argmax(1) if "torch" in loaded else \
                 np.asarray(loaded["keras"](x, training=False)).argmax(1)
             allowed = info.get("methods")

@@ -166,7 +166,7 @@ def _draw_line(ax, t, v, values, cmap, norm, linewidth):
     from matplotlib.collections import LineCollection
 
     points = np.column_stack([t, v])
-    segments = np.stack([points[:-1], points[1:]], axis=1)
+    segments = list(np.stack([points[:-1], points[1:]], axis=1))
     collection = LineCollection(segments, cmap=cmap, norm=norm, linewidths=linewidth)
     collection.set_array(segment_values(values))
     ax.add_collection(collection)

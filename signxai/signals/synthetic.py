@@ -69,11 +69,11 @@ def simulate_ecg(rng: np.random.Generator, duration: float = 10.0, fs: float = 1
     n = int(round(duration * fs))
     t = np.arange(n) / fs
     rate = rng.uniform(55, 95) / 60.0  # beats per second
-    peaks, time = [], rng.uniform(0.25, 1.0 / rate + 0.25)
+    beats, time = [], rng.uniform(0.25, 1.0 / rate + 0.25)
     while time < duration + 0.5:
-        peaks.append(time)
+        beats.append(time)
         time += (1.0 / rate) * (1 + 0.03 * rng.standard_normal())
-    peaks = np.array(peaks)
+    peaks = np.array(beats)
     rotation = _rotation(np.radians(rng.uniform(-20, 20)))
     dipole = np.zeros((n, 3))
     for offset, width, amplitude, direction in _WAVES.values():
