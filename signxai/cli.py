@@ -222,14 +222,18 @@ def _explain_record(args, params) -> int:
     shape = loaded.input_shape
     if shape is not None and len(shape) != 2:
         raise CLIError(f"the model takes inputs of shape {shape} per sample, not a record (time x leads)")
+    channels_first = loaded.channels_first
+    if shape is not None and None not in shape and x.shape[0] != x.shape[1]:
+        # a fully declared shape (ONNX) tells the layout: (leads, T) is a model exported from PyTorch
+        channels_first = tuple(shape) == (x.shape[1], x.shape[0]) or channels_first and tuple(shape) != x.shape
     if shape is not None:
-        leads, steps = (shape[0], shape[1]) if loaded.channels_first else (shape[1], shape[0])
+        leads, steps = (shape[0], shape[1]) if channels_first else (shape[1], shape[0])
         if leads is not None and leads != x.shape[1]:
             raise CLIError(f"the model takes {leads} leads; the record {args.record.name} has {x.shape[1]}")
         if steps is not None and steps != x.shape[0]:
             raise CLIError(f"the model takes {steps} time steps; the record {args.record.name} has {x.shape[0]} "
                            f"({record.duration:g} s at {record.fs:g} Hz): crop or resample it")
-    inputs = x.T[None] if loaded.channels_first else x[None]
+    inputs = x.T[None] if channels_first else x[None]
     from signxai import calculate_relevancemap
 
     try:
@@ -241,7 +245,7 @@ def _explain_record(args, params) -> int:
         np.save(args.out, relevance)
     elif args.out is not None:
         plot_ecg(record, relevance, layout=args.layout, normalize=args.normalize,
-                 relevance_layout="channels_first" if loaded.channels_first else "channels_last",
+                 relevance_layout="channels_first" if channels_first else "channels_last",
                  title=f"{args.method}: {record.name}", save=args.out)
     print(f"{args.method}: relevance map {relevance.shape} {relevance.dtype} of record {record.name} "
           f"({x.shape[1]} leads, {record.duration:g} s at {record.fs:g} Hz), sum {relevance.sum():.6g}, "

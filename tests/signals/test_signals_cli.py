@@ -91,3 +91,20 @@ def test_record_errors_are_one_line_with_status_2(files, capsys, args, message):
 def test_the_ecg_demo_is_a_subcommand(capsys):
     assert main(["ecg-demo", "--help"]) == 0
     assert "--models DIR" in capsys.readouterr().out
+
+
+def test_record_with_an_onnx_model_exported_from_pytorch(files, tmp_path, capsys):
+    """An ONNX model declares (12, 200): the record goes in channels-first, as it was exported."""
+    import warnings
+
+    pytest.importorskip("onnx2torch")
+    folder, x = files
+    model = torch.load(folder / "ecg.pt", weights_only=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter needs no onnxscript
+        torch.onnx.export(model, (torch.zeros(1, 12, 200),), str(tmp_path / "ecg.onnx"), dynamo=False)
+    out = tmp_path / "onnx.npy"
+    assert main(["explain", "--model", str(tmp_path / "ecg.onnx"), "--record", str(folder / "rec.npy"), "--fs", "100",
+                 "--method", "gradient", "--out", str(out)]) == 0
+    expected = calculate_relevancemap(model, x.T[None].copy(), "gradient")
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
