@@ -85,6 +85,10 @@ def plot_ecg(signal, relevance=None, fs: float | None = None, leads=None, *, lay
         raise InputError(f"layout must be '12x1' or '4x3', not {layout!r}")
     if style not in ("line", "markers"):
         raise InputError(f"style must be 'line' or 'markers', not {style!r}")
+    if rhythm_lead is not None and layout != "4x3":
+        raise InputError("rhythm_lead belongs to the 4x3 layout (the 12x1 layout shows every lead in full)")
+    if not column_seconds > 0:
+        raise InputError(f"column_seconds must be positive, not {column_seconds}")
     shown = None
     if relevance is not None:
         r = as_time_by_leads_map(relevance, relevance_layout, x.shape)

@@ -148,6 +148,8 @@ def test_plain_record_and_saving(ecg, tmp_path):
     (dict(fs=None), "needs the sampling rate"),
     (dict(relevance=np.zeros((T, 11))), "fits neither"),
     (dict(layout="4x3", rhythm_lead="V7"), "rhythm_lead 'V7'"),
+    (dict(rhythm_lead="II"), "belongs to the 4x3 layout"),
+    (dict(layout="4x3", column_seconds=0), "column_seconds must be positive"),
 ])
 def test_bad_arguments(ecg, kwargs, message):
     signal, relevance = ecg
