@@ -1,6 +1,7 @@
 """Draw the gallery of ``docs/gallery/``: small PNGs of what signxai computes, from the trained models it ships.
 
-Run from the repository root (about a minute on 2 cores; no download, no training)::
+Run from the repository root (about a minute on 2 cores; no download; only the ECG demo CNN is trained, seeded, in
+about 10 s)::
 
     .venv/bin/python scripts/make_gallery.py
 
@@ -18,6 +19,8 @@ It writes
 * ``eeg.png`` — LRP-ε-SIGN on a held-out window of the EEG spike-detection demo;
 * ``frequency.png`` — DFT-LRP (``signxai.frequency``, docs/frequency.md): the LRP-ε map of an EEG demo window carried
   into the frequency and the time-frequency domain.
+* ``ecg_12lead.png`` — LRP-ε on a held-out synthetic 12-lead record with planted ST elevation (V1–V4), the clinical 4×3
+  layout of :func:`signxai.signals.plot_ecg`; the CNN of ``signxai.signals.demo`` is trained first (docs/ecg.md#demo).
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -259,6 +262,23 @@ def frequency_window(method="lrp_epsilon_0_1", window=16, hop=4):
     fig.savefig(OUT / "frequency.png", **PNG)
 
 
+def ecg_12lead():
+    import tempfile
+
+    from signxai.loading import load_model
+    from signxai.signals import STANDARD_LEADS, plot_ecg
+    from signxai.signals.demo import FS, demo_records, train_demo_models
+
+    with tempfile.TemporaryDirectory() as folder:
+        train_demo_models(folder, verbose=False)
+        model = load_model(Path(folder) / "ecg_cnn.pt").model
+    x, _, _ = demo_records(1)  # an ST-elevation record
+    R = signxai.calculate_relevancemap(model, channels_first(x), "lrp_epsilon_0_1")[0]
+    fig = plot_ecg(x[0], R, FS, STANDARD_LEADS, layout="4x3", relevance_layout="channels_first", figsize=(13, 5.6),
+                   title="ECG demo: synthetic ST elevation in V1–V4, LRP-ε (red: evidence for 'ST elevation')")
+    fig.savefig(OUT / "ecg_12lead.png", **PNG)
+
+
 def main() -> int:
     from signxai.demo import load_demo
     from signxai.loading import import_keras
@@ -271,6 +291,7 @@ def main() -> int:
     sign_vs_input_bias()
     eeg_window()
     frequency_window()
+    ecg_12lead()
     for path in sorted(OUT.glob("*.png")):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     return 0

@@ -2,6 +2,8 @@
 
     signxai methods
     signxai explain --model net.keras --input photo.jpg --method lrp_epsilon_0_1 --out relevance.png
+    signxai explain --model ecg.keras --record patient01.hea --method lrpsign_epsilon_0_1 --out ecg.png
+    signxai ecg-demo results/ecg
     signxai compare --methods 'lrp_epsilon*' --out-dir results
     signxai compare --keras-model net.keras --torch-model net.pt --input photo.jpg
 
@@ -92,7 +94,13 @@ def _parser():
                          help=".keras/.h5 (Keras), .pt/.pth (a whole pickled torch.nn.Module, loaded with "
                               "torch.load(weights_only=False): only load files you trust; the module's class must "
                               "be importable) or .onnx (run as PyTorch via onnx2torch)")
-    explain.add_argument("--input", required=True, type=Path, help="an image file or a .npy array")
+    source = explain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="an image file or a .npy array")
+    source.add_argument("--record", type=Path,
+                        help="a multi-lead record (docs/ecg.md#command-line): a WFDB header (.hea; needs "
+                             "signxai[ecg]), a .npy array (T, leads) or (leads, T), or a .csv table with one column "
+                             "per lead; it is given to the model in its layout ((1, T, leads) Keras, (1, leads, T) "
+                             "PyTorch), and a .png --out is the 12-lead plot with the relevance drawn on the signal")
     explain.add_argument("--method", required=True, help="a method name (see `signxai methods`)")
     explain.add_argument("--target", type=int, help="the class to explain (default: the predicted class)")
     explain.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -104,6 +112,13 @@ def _parser():
     explain.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                          help="resize an image input to this size instead of the model's input size")
     explain.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    explain.add_argument("--fs", type=float, metavar="HZ",
+                         help="--record: the sampling rate of a .npy or .csv record (WFDB headers store it)")
+    explain.add_argument("--layout", choices=("4x3", "12x1"), default="12x1",
+                         help="--record: the plot's layout (12x1: one row per lead; 4x3: the clinical grid, 2.5 s "
+                              "per column)")
+    explain.add_argument("--normalize", choices=("global", "lead"), default="global",
+                         help="--record: one colour scale for all leads (global) or one per lead")
     explain.set_defaults(command=_explain)
 
     compare = commands.add_parser(
@@ -146,6 +161,9 @@ def _parser():
 
     from signxai.evaluate import add_parser as add_evaluate
     add_evaluate(commands)
+
+    from signxai.signals.demo import add_parser as add_ecg_demo
+    add_ecg_demo(commands)
     return parser
 
 
@@ -171,6 +189,8 @@ def _explain(args) -> int:
     if args.out is not None and args.out.suffix not in (".png", ".npy"):
         raise CLIError(f"--out must end in .png or .npy, not {args.out.name!r}")
     params = dict(parse_param(text) for text in args.param)
+    if args.record is not None:
+        return _explain_record(args, params)
     loaded = load_model(_existing(args.model))
     is_image = _existing(args.input).suffix != ".npy"
     x = load_image(args.input, loaded, args.caffe, args.size) if is_image else np.load(args.input)
@@ -186,6 +206,49 @@ def _explain(args) -> int:
     elif args.out is not None:
         _save_heatmap(_canonical_sample(relevance, loaded), args.out, args.cmap)
     print(f"{args.method}: relevance map {relevance.shape} {relevance.dtype}, sum {relevance.sum():.6g}, "
+          f"max|R| {np.abs(relevance).max():.6g}" + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
+def _explain_record(args, params) -> int:
+    """``explain --record``: a multi-lead record in, its relevance map (.npy, the model's layout) or the 12-lead plot
+    (.png) out (docs/ecg.md#command-line)."""
+    from signxai.signals.io import load_record
+    from signxai.signals.plot import plot_ecg
+
+    record = load_record(args.record, fs=args.fs)
+    loaded = load_model(_existing(args.model))
+    x = record.signal.astype(np.float32)
+    shape = loaded.input_shape
+    if shape is not None and len(shape) != 2:
+        raise CLIError(f"the model takes inputs of shape {shape} per sample, not a record (time x leads)")
+    channels_first = loaded.channels_first
+    if shape is not None and None not in shape and x.shape[0] != x.shape[1]:
+        # a fully declared shape (ONNX) tells the layout: (leads, T) is a model exported from PyTorch
+        channels_first = tuple(shape) == (x.shape[1], x.shape[0]) or channels_first and tuple(shape) != x.shape
+    if shape is not None:
+        leads, steps = (shape[0], shape[1]) if channels_first else (shape[1], shape[0])
+        if leads is not None and leads != x.shape[1]:
+            raise CLIError(f"the model takes {leads} leads; the record {args.record.name} has {x.shape[1]}")
+        if steps is not None and steps != x.shape[0]:
+            raise CLIError(f"the model takes {steps} time steps; the record {args.record.name} has {x.shape[0]} "
+                           f"({record.duration:g} s at {record.fs:g} Hz): crop or resample it")
+    inputs = x.T[None] if channels_first else x[None]
+    from signxai import calculate_relevancemap
+
+    try:
+        relevance = calculate_relevancemap(loaded.model, inputs, args.method, target=args.target, dtype=args.dtype,
+                                           **params)
+    except RuntimeError as error:  # PyTorch's report of a wrong input shape
+        raise CLIError(f"the model cannot take an input of shape {inputs.shape}: {one_line(error)}") from error
+    if args.out is not None and args.out.suffix == ".npy":
+        np.save(args.out, relevance)
+    elif args.out is not None:
+        plot_ecg(record, relevance, layout=args.layout, normalize=args.normalize,
+                 relevance_layout="channels_first" if channels_first else "channels_last",
+                 title=f"{args.method}: {record.name}", save=args.out)
+    print(f"{args.method}: relevance map {relevance.shape} {relevance.dtype} of record {record.name} "
+          f"({x.shape[1]} leads, {record.duration:g} s at {record.fs:g} Hz), sum {relevance.sum():.6g}, "
           f"max|R| {np.abs(relevance).max():.6g}" + (f" -> {args.out}" if args.out else ""))
     return 0
 
