@@ -35,6 +35,9 @@ def propagate(ops: TensorOps, graph: Graph, values: list, start: int, signal: Te
         if index not in pending:
             continue
         node = graph.nodes[index]
+        if not node.parents:  # a held-fixed input of a multi-input model absorbs its share (docs/api.md#multi-input)
+            del pending[index]
+            continue
         inputs = [values[p] for p in node.parents]
         shares = mapping(ops, index, node, inputs, values[index], pending.pop(index))
         for parent, share in zip(node.parents, shares):
