@@ -136,6 +136,8 @@ class KerasBackend(Backend):
     def input_names(self, model):
         """The names of the model's inputs in its input order: the keys of a model built on a dict of inputs, else
         its Input layers' names (docs/api.md#multi-input)."""
+        if not model.built:
+            return ["input"]  # the single-input checks say what is wrong
         try:
             view = self.view(model)
         except CaptureError:
