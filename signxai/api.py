@@ -254,9 +254,14 @@ def _explain_inputs(backend, model, x, names, resolved, target, batched, dtype, 
     for p in positions:
         fixed = [a if a.dtype == np.int64 else a.astype(dtype) for j, a in enumerate(arrays) if j != p]
         bound = Bound(work_model, p, names, fixed)
-        with backend.computation():
-            result = explain(backend, bound, arrays[p].astype(dtype), resolved, Targets(target, unbatched=not
-                             is_batched), batch_size=batch_size)
+        try:
+            with backend.computation():
+                result = explain(backend, bound, arrays[p].astype(dtype), resolved,
+                                 Targets(target, unbatched=not is_batched), batch_size=batch_size)
+        except ValueError as error:
+            if type(error) is not ValueError or len(positions) == 1:
+                raise
+            raise ValueError(f"input {names[p]!r}: {error} (explain fewer inputs with inputs=)") from error
         maps[p] = result if is_batched else result[0]
     if single:
         return maps[positions[0]]
