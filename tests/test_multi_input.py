@@ -351,3 +351,89 @@ def test_explain_dataset_refuses_multi_input_with_the_way_round(twin, tmp_path):
                                              r"'demographics'\].*calculate_relevancemaps\(model, \[X1"):
             explain_dataset(model, source, "gradient", tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()
+
+
+# --- held-fixed operands of sums and products are constants in both frameworks -------------------------------------
+
+class Gated(nn.Module):
+    """Three inputs: a sum of two branches gated by a sigmoid of the third (a product)."""
+
+    def __init__(self):
+        super().__init__()
+        self.da, self.db, self.dc, self.dh = nn.Linear(4, 6), nn.Linear(5, 6), nn.Linear(2, 6), nn.Linear(6, K)
+
+    def forward(self, a, b, c):
+        return self.dh(F.relu(self.da(a) + self.db(b)) * torch.sigmoid(self.dc(c)))
+
+
+@pytest.fixture(scope="session")
+def gated():
+    ia, ib, ic = keras.Input((4,), name="a"), keras.Input((5,), name="b"), keras.Input((2,), name="c")
+    summed = L.ReLU()(L.Add()([L.Dense(6, name="da")(ia), L.Dense(6, name="db")(ib)]))
+    h = L.Multiply()([summed, L.Dense(6, activation="sigmoid", name="dc")(ic)])
+    km, tm = keras.Model([ia, ib, ic], L.Dense(K, name="dh")(h)), Gated().eval()
+    set_twin_weights(km, tm, ["da", "db", "dc", "dh"], np.random.RandomState(3), 0.8, 0.1)
+    rng = np.random.RandomState(4)
+    return km, tm, [rng.normal(size=(3, n)).astype(np.float32) for n in (4, 5, 2)]
+
+
+@pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop",
+                                    "deconvnet", "smoothgrad"])
+def test_sums_and_products_with_held_fixed_operands_agree(gated, method):
+    """Explaining b holds a and c fixed: the sum a+b is a constant shift, the product by sigmoid(c) a constant
+    scaling (PASS, as ``x + c``/``x·c``); explaining c, the product's other operand is the constant. Keras and
+    PyTorch capture them alike (gates 1-2)."""
+    km, tm, x = gated
+    for i in range(3):
+        maps = {(fw, dtype): signxai.calculate_relevancemap(model, x, method, inputs=i, dtype=dtype)
+                for fw, model in (("tf", km), ("pt", tm)) for dtype in ("float32", "float64")}
+        agreement = check_agreement(maps["tf", "float32"], maps["pt", "float32"], maps["tf", "float64"],
+                                    maps["pt", "float64"])
+        assert agreement.passed, f"{method}, input {i}: {agreement.violations}"
+        assert np.abs(maps["tf", "float64"]).max() > 0
+
+
+def test_lrp_passes_a_constant_shift_to_the_explained_branch(gated):
+    """LRP-z of b with a, c fixed: h = W_h(relu(W_a a + W_b b) ⊙ s) with s = sigmoid(W_c c) a constant; the sum
+    with the constant W_a a and the scaling by s pass relevance through, so R_b is the z-rule of the Dense b on
+    R = relu(z)·s·W_hᵀ-share, computed here by hand (float64)."""
+    km, tm, (a, b, c) = gated
+    target = 0
+    w = {n: (m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for n, m in
+         (("a", tm.da), ("b", tm.db), ("c", tm.dc), ("h", tm.dh))}
+    a, b, c = (v.astype(np.float64) for v in (a, b, c))
+    za, zb = a @ w["a"][0].T + w["a"][1], b @ w["b"][0].T + w["b"][1]
+    s = 1 / (1 + np.exp(-(c @ w["c"][0].T + w["c"][1])))
+    hidden = np.maximum(za + zb, 0) * s
+    out = hidden @ w["h"][0].T + w["h"][1]
+    # head: R_hidden = hidden_j W_hj / z_out · z_out (LRP-z with the bias in the denominator)
+    r_hidden = hidden * w["h"][0][target] / out[:, target:target + 1] * out[:, target:target + 1]
+    # the product and the ReLU pass R through; the sum with the constant za passes it all to zb; Dense b: z-rule
+    r_b = (b[:, None, :] * w["b"][0][None]) / zb[:, :, None] * r_hidden[:, :, None]
+    reference = r_b.sum(axis=1)
+    for model in (km, tm):
+        mine = signxai.calculate_relevancemap(model, [a, b, c], "lrp_z", inputs="b", target=target, dtype="float64")
+        np.testing.assert_allclose(mine, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_an_embedding_input_held_fixed_stays_integer(twin):
+    class Embedded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(5, 4), nn.Linear(T * C + 4, K)
+
+        def forward(self, signal, category):
+            return self.fc(torch.cat([signal.flatten(1), self.emb(category)], 1))
+    torch.manual_seed(0)
+    model = Embedded().eval()
+    _, _, signal, _ = twin
+    category = np.array([0, 3, 1, 4])
+    s = torch.tensor(pt(signal), dtype=torch.float64, requires_grad=True)
+    reference_model = Embedded().double().eval()
+    reference_model.load_state_dict(model.state_dict())
+    (reference,) = torch.autograd.grad(reference_model(s, torch.tensor(category))[:, 2].sum(), s)
+    mine = signxai.calculate_relevancemap(model, [pt(signal), category], "gradient", inputs=0, target=2,
+                                          dtype="float64")
+    np.testing.assert_allclose(mine, reference.numpy(), rtol=0, atol=1e-12)
+    lrp = signxai.calculate_relevancemap(model, [pt(signal), torch.tensor(category)], "lrp_z", inputs=0, target=2)
+    np.testing.assert_allclose(lrp, mine * pt(signal), rtol=0, atol=1e-5 * np.abs(lrp).max())  # one Dense layer

@@ -31,11 +31,12 @@ def propagate(ops: TensorOps, graph: Graph, values: list, start: int, signal: Te
     ``mapping(ops, index, node, inputs, output, R)`` returns one tensor per parent of the node.
     """
     pending = {start: signal}
+    held_fixed = graph.held_fixed()
     for index in range(start, 0, -1):
         if index not in pending:
             continue
         node = graph.nodes[index]
-        if not node.parents:  # a held-fixed input of a multi-input model absorbs its share (docs/api.md#multi-input)
+        if index in held_fixed:  # computed from held-fixed inputs alone: absorbs its share (docs/api.md#multi-input)
             del pending[index]
             continue
         inputs = [values[p] for p in node.parents]

@@ -97,6 +97,11 @@ def _float64_copy(model):
 
 
 def _float64_inputs(model):
+    struct = getattr(model, "_inputs_struct", None)
+    if len(model.inputs) > 1 and isinstance(struct, dict):  # built on a dict of Inputs (docs/api.md#multi-input)
+        keys = keras.tree.flatten({k: k for k in struct})
+        return keras.tree.pack_sequence_as(struct, [keras.Input(shape=t.shape[1:], dtype="float64", name=str(k))
+                                                    for t, k in zip(model.inputs, keys)])
     inputs = [keras.Input(shape=t.shape[1:], dtype="float64") for t in model.inputs]
     return inputs[0] if len(inputs) == 1 else inputs
 

@@ -134,7 +134,8 @@ class Capture:
         if table_kind == g.BATCHNORM:
             kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
         else:
-            kind, extra = _classify(op, node, table_kind)
+            held = sum(self.nodes[p].kind == g.AUX for p in parents)  # held-fixed operands: constants
+            kind, extra = _classify(op, node, table_kind, held)
         if kind == g.UNSUPPORTED and "reason" not in extra and _is_custom(op):
             inner = _layer_graph(op, node)  # a user's or keras_hub's layer: descend into its call
             if not isinstance(inner, Exception):
@@ -196,13 +197,17 @@ def _no_rule(op):
     return "no LRP rule for this layer type"
 
 
-def _classify(op, node, kind):
+def _classify(op, node, kind, held=0):
     """The node kind of a non-kernel layer (``kind``: its kind in the layer table, or None) and extra Node fields
-    (value bounds, scalar affine form, sum coefficients): the table, refined by the special cases."""
+    (value bounds, scalar affine form, sum coefficients): the table, refined by the special cases. ``held``: how many
+    operands are held-fixed inputs of a multi-input model (docs/api.md#multi-input), constants as in PyTorch's
+    capture: a sum or product with one input-dependent operand is a constant shift or scaling."""
     custom = registered(op)  # signxai.register_layer: before the built-in table
     if custom is not None:
         return custom
-    tensors = len(node.input_tensors)
+    tensors = len(node.input_tensors) - held
+    if held and tensors == 1 and (kind in (g.ADD, g.PRODUCT) or isinstance(op, (L.Subtract, L.Average))):
+        return g.PASS, {}
     is_op = type(op).__module__.startswith("keras.src.ops")
     operation = ARITHMETIC.get(type(op).__name__) if is_op else None
     if operation is not None:  # ``x + y``, ``x * 3.0`` …
