@@ -437,3 +437,29 @@ def test_an_embedding_input_held_fixed_stays_integer(twin):
     np.testing.assert_allclose(mine, reference.numpy(), rtol=0, atol=1e-12)
     lrp = signxai.calculate_relevancemap(model, [pt(signal), torch.tensor(category)], "lrp_z", inputs=0, target=2)
     np.testing.assert_allclose(lrp, mine * pt(signal), rtol=0, atol=1e-5 * np.abs(lrp).max())  # one Dense layer
+
+
+def test_an_untraceable_multi_input_model_runs_the_gradient_family_and_is_traced_once(twin, monkeypatch):
+    class Branching(TwinNet):
+        def forward(self, signal, demographics):
+            if demographics.sum() > 0:  # control flow on a value: torch.fx cannot trace it
+                demographics = demographics * 2
+            return super().forward(signal, demographics)
+    _, tm, signal, demographics = twin
+    model = Branching().eval()
+    model.load_state_dict(tm.state_dict())
+    x = [pt(signal), demographics]
+    np.testing.assert_array_equal(signxai.calculate_relevancemap(model, x, "gradient", inputs=0),
+                                  signxai.calculate_relevancemap(model, x, "gradient", inputs=0))
+    captures = []
+    original = type(TORCH_BACKEND).capture_bound
+    monkeypatch.setattr(type(TORCH_BACKEND), "capture_bound",
+                        lambda self, bound: captures.append(1) or original(self, bound))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="could not be captured with torch.fx .*control flow"):
+            signxai.calculate_relevancemap(model, x, "lrp_z", inputs=0)
+    assert len(captures) == 1
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

@@ -117,7 +117,11 @@ class Backend:
 
     def graph(self, model) -> Graph:
         if isinstance(model, Bound):
-            return self._per_model(self._bound_graphs, model, "graph", lambda: self.capture_bound(model))
+            graph = self._per_model(self._bound_graphs, model, "graph", lambda: _captured_or_error(
+                self.capture_bound, model))
+            if isinstance(graph, Exception):  # remembered: a model that cannot be captured is not traced again
+                raise type(graph)(str(graph))
+            return graph
         return self._cached(self._graphs, model, self.capture)
 
     # --- bound multi-input views (docs/api.md#multi-input) ---------------------------------------------------------
@@ -397,6 +401,17 @@ class Backend:
     def chunk_size(self, model, x: np.ndarray, budget: int) -> int:
         """Samples per gradient pass so that the pass's activations stay within ``budget`` bytes (at least 1)."""
         return max(1, int(budget // self.activation_bytes(model, x)))
+
+
+def _captured_or_error(capture, model):
+    """``capture(model)``, or a copy of its ValueError without traceback (whose frames would hold the model)."""
+    try:
+        return capture(model)
+    except ValueError as error:
+        try:
+            return type(error)(str(error))
+        except Exception:
+            raise error from None
 
 
 def freeze(value: Any) -> Optional[tuple]:
