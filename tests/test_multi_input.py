@@ -341,6 +341,17 @@ def test_the_callers_model_and_arrays_are_not_modified(twin):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     np.testing.assert_array_equal(s, pt(signal))
     np.testing.assert_array_equal(d, demographics)
+    km = keras_twin()
+    weights = [w.copy() for w in km.get_weights()]
+    nodes = {layer.name: len(layer._inbound_nodes) for layer in km.layers}
+    s, d = signal.copy(), demographics.copy()
+    for method in ("gradient", "lrp_z", "smoothgrad", "grad_cam_timeseries"):
+        signxai.calculate_relevancemap(km, [s, d], method, inputs=0, dtype="float64" if method == "lrp_z" else
+                                       "float32")
+    assert all(np.array_equal(a, b) for a, b in zip(weights, km.get_weights()))
+    assert nodes == {layer.name: len(layer._inbound_nodes) for layer in km.layers}
+    np.testing.assert_array_equal(s, signal)
+    np.testing.assert_array_equal(d, demographics)
 
 
 def test_explain_dataset_refuses_multi_input_with_the_way_round(twin, tmp_path):
