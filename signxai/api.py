@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
 from signxai.core.explain import explain
+from signxai.core.inputs import Bound
 from signxai.core.targets import Targets
 from signxai.methods import resolve_method
 
@@ -99,7 +101,7 @@ def _is_batched(backend, model, x, batched):
     return bool(batched)
 
 
-def calculate_relevancemap(model, x, method, *, target=None, batched=None, **params):
+def calculate_relevancemap(model, x, method, *, target=None, batched=None, inputs=None, **params):
     """The relevance map of ``method`` for input ``x``: a NumPy array with exactly the shape and layout of ``x``.
 
     ``model`` is a Keras 3 ``keras.Model`` or a ``torch.nn.Module`` that outputs logits. ``target`` is None /
@@ -108,6 +110,11 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
     only) sets how many points one framework pass evaluates; by default as many as fit a 1 GiB activation budget
     (``signxai.core.explain.MEMORY_BUDGET``), measured per sample on the model's first pass. Further parameters as
     in docs/methods.md#parameters.
+
+    A model with several inputs (docs/api.md#multi-input) takes ``x`` as a list/tuple (the inputs in order) or a dict
+    (by input name); ``inputs=`` selects the explained input(s) by position or name (default: every input), each
+    explained with the others held fixed at their values per sample. One explained input gives one array; several
+    give a list (a dict when ``x`` is a dict) of maps.
     """
     kwargs = _merge_aliases(dict(params, target=target, batched=batched))
     target, batched = kwargs.pop("target"), kwargs.pop("batched")
@@ -119,6 +126,11 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
     resolved = resolve_method(method, **kwargs)
     batch_size = _batch_size(method, kwargs, resolved, batch_size)
     backend = _backend_for(model)
+    names = backend.input_names(model)
+    if len(names) > 1 or isinstance(x, Mapping):
+        return _explain_inputs(backend, model, x, names, resolved, target, batched, dtype, batch_size, inputs)
+    if inputs is not None and not (inputs in (0, [0]) or (names and inputs in (names[0], [names[0]]))):
+        raise ValueError(f"inputs={inputs!r}: the model has one input; leave inputs= out")
     array = _to_numpy(x, backend)
     backend.check(model)
     is_batched = _is_batched(backend, model, array, batched)
@@ -132,6 +144,130 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, **par
     with backend.computation():
         result = explain(backend, work_model, batch, resolved, targets, batch_size=batch_size)
     return result if is_batched else result[0]
+
+
+def _input_arrays(x, names):
+    """The arrays of a multi-input ``x`` (a list/tuple in input order or a dict by name) in the model's input
+    order."""
+    hint = f"give x as a list of {len(names)} arrays in this order, or a dict with these keys"
+    if isinstance(x, Mapping):
+        unknown = [k for k in x if k not in names]
+        missing = [n for n in names if n not in x]
+        if unknown or missing:
+            raise ValueError(f"x is a dict with keys {list(x)}, but the model's inputs are {names}"
+                             + (f"; unknown: {unknown}" if unknown else "") + (f"; missing: {missing}" if missing
+                                                                               else ""))
+        return [x[n] for n in names]
+    if isinstance(x, (list, tuple)):
+        if len(x) != len(names):
+            raise ValueError(f"x is a {type(x).__name__} of {len(x)} arrays, but the model takes {len(names)} "
+                             f"inputs {names}; {hint}")
+        return list(x)
+    raise ValueError(f"the model takes {len(names)} inputs {names}, but x is one array; {hint} "
+                     f"(docs/api.md#multi-input)")
+
+
+def _fixed_array(value, backend, dtype):
+    """A held-fixed input as a fresh array: integer and boolean inputs (indices) as int64, others in ``dtype``."""
+    if hasattr(value, "detach"):  # torch tensor
+        integral = not value.is_floating_point()
+        value = value.detach().cpu() if integral else value
+    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf tensor
+        integral = bool(getattr(value.dtype, "is_integer", False) or getattr(value.dtype, "is_bool", False))
+    else:
+        probe = np.asarray(value)
+        integral = np.issubdtype(probe.dtype, np.integer) or probe.dtype == np.bool_
+    if integral:
+        return np.array(value.numpy() if not isinstance(value, np.ndarray) and hasattr(value, "numpy") else value,
+                        dtype=np.int64, copy=True)
+    return _to_numpy(value, backend).astype(dtype)
+
+
+def _selected_inputs(inputs, names):
+    """``inputs=`` as positions, and whether one input (not a list) was selected."""
+    def position(item):
+        if isinstance(item, str):
+            if item not in names:
+                raise ValueError(f"inputs={item!r} is not an input of the model; its inputs are {names}")
+            return names.index(item)
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral) or not (
+                -len(names) <= item < len(names)):
+            raise ValueError(f"inputs={item!r}: give an input position 0..{len(names) - 1} or a name of {names}")
+        return int(item) % len(names)
+    if inputs is None:
+        return list(range(len(names))), False
+    if isinstance(inputs, (list, tuple)):
+        if not inputs:
+            raise ValueError("inputs= is empty: name at least one input to explain (default: every input)")
+        positions = [position(i) for i in inputs]
+        if len(set(positions)) != len(positions):
+            raise ValueError(f"inputs={inputs!r} names an input twice")
+        return positions, False
+    return [position(inputs)], True
+
+
+def _inputs_batched(backend, model, arrays, names, batched):
+    """Whether the multi-input ``arrays`` carry a batch axis: from the model's declared input ranks (Keras), else
+    ``batched`` (default True: PyTorch declares no ranks)."""
+    ranks = backend.input_ranks(model)
+    inferred = set()
+    for name, array, rank in zip(names, arrays, ranks):
+        if rank is None:
+            continue
+        if array.ndim not in (rank, rank + 1):
+            raise ValueError(f"input {name!r} has {array.ndim} axes, but the model takes samples with {rank} axes "
+                             f"there: give one sample of rank {rank} or a batch of rank {rank + 1}")
+        inferred.add(array.ndim == rank + 1)
+    if len(inferred) > 1:
+        raise ValueError(f"some inputs have a batch axis and others do not (shapes "
+                         f"{[tuple(a.shape) for a in arrays]}); give every input batched or every input unbatched")
+    if batched is not None and not isinstance(batched, (bool, np.bool_)):
+        raise ValueError(f"batched must be True, False or None, got {batched!r}")
+    if inferred and batched is not None and bool(batched) not in inferred:
+        raise ValueError(f"batched={batched} contradicts the model's input ranks for shapes "
+                         f"{[tuple(a.shape) for a in arrays]}")
+    result = inferred.pop() if inferred else (True if batched is None else bool(batched))
+    if result and any(a.ndim == 0 for a in arrays):
+        raise ValueError("an input is a scalar with 0 axes: batched inputs need a batch axis")
+    return result
+
+
+def _explain_inputs(backend, model, x, names, resolved, target, batched, dtype, batch_size, inputs):
+    """One map per explained input of a multi-input model, the other inputs held fixed (docs/api.md#multi-input)."""
+    if len(names) <= 1:
+        raise ValueError(f"x is a dict, but the model takes one input {names}: give the array itself")
+    raw = _input_arrays(x, names)
+    positions, single = _selected_inputs(inputs, names)
+    arrays = [_to_numpy(v, backend) if i in positions else _fixed_array(v, backend, dtype) for i, v in enumerate(raw)]
+    backend.check_multi(model)
+    is_batched = _inputs_batched(backend, model, arrays, names, batched)
+    if not is_batched:
+        arrays = [a[None] for a in arrays]
+    sizes = [len(a) for a in arrays]
+    if len(set(sizes)) > 1:
+        raise ValueError(f"the inputs have different batch sizes {dict(zip(names, sizes))}: every input needs one "
+                         f"row per sample")
+    if sizes[0] == 0:
+        raise ValueError("x is an empty batch; give at least one sample")
+    work_model = backend.model_for(model, dtype)
+    maps = {}
+    for p in positions:
+        fixed = [a if a.dtype == np.int64 else a.astype(dtype) for j, a in enumerate(arrays) if j != p]
+        bound = Bound(work_model, p, names, fixed)
+        try:
+            with backend.computation():
+                result = explain(backend, bound, arrays[p].astype(dtype), resolved,
+                                 Targets(target, unbatched=not is_batched), batch_size=batch_size)
+        except ValueError as error:
+            if type(error) is not ValueError or len(positions) == 1:
+                raise
+            raise ValueError(f"input {names[p]!r}: {error} (explain fewer inputs with inputs=)") from error
+        maps[p] = result if is_batched else result[0]
+    if single:
+        return maps[positions[0]]
+    if isinstance(x, Mapping):
+        return {names[p]: maps[p] for p in positions}
+    return [maps[p] for p in positions]
 
 
 def _batch_size(name, kwargs, resolved, value):

@@ -16,6 +16,7 @@ import numpy as np
 
 from signxai.core.engine import propagate, record
 from signxai.core.graph import Graph
+from signxai.core.inputs import Bound, holding, rows
 from signxai.core.ops import Tape, Tensor, TensorOps
 from signxai.core.targets import Targets
 from signxai.core.verify import differs, first_differing_node, mismatch_error
@@ -59,6 +60,7 @@ class Backend:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._bound_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {view key: graph}
         self._checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # models that passed ``check``
         self._float64: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: compiled pass}
@@ -75,7 +77,10 @@ class Backend:
 
     def _per_model(self, store, model, key, build, limit: int | None = None):
         """``store[model][key]``, built once (under the lock) by ``build()``; with ``limit``, only the ``limit``
-        most recently used keys of a model are kept (the least recently used entry is dropped first)."""
+        most recently used keys of a model are kept (the least recently used entry is dropped first). A bound view
+        (docs/api.md#multi-input) is stored under its model, its key extended by the view's key."""
+        if isinstance(model, Bound):
+            model, key = model.model, (model.key, key)
         with self._lock:
             table = store.get(model)
             if table is None:
@@ -105,8 +110,47 @@ class Backend:
         """The context every framework computation runs in."""
         return contextlib.nullcontext()
 
+    def capture_bound(self, model: Bound) -> Graph:
+        """The graph of a bound view: node 0 the explained input, the fixed inputs AUX nodes that read
+        :func:`signxai.core.inputs.fixed_value` (docs/api.md#multi-input)."""
+        raise NotImplementedError
+
     def graph(self, model) -> Graph:
+        if isinstance(model, Bound):
+            graph = self._per_model(self._bound_graphs, model, "graph", lambda: _captured_or_error(
+                self.capture_bound, model))
+            if isinstance(graph, Exception):  # remembered: a model that cannot be captured is not traced again
+                raise type(graph)(str(graph))
+            return graph
         return self._cached(self._graphs, model, self.capture)
+
+    # --- bound multi-input views (docs/api.md#multi-input) ---------------------------------------------------------
+    def fixed_tensors(self, model, index=None) -> list:
+        """The fixed inputs of a bound view (rows ``index``, default all) as tensors; none for a model."""
+        if not isinstance(model, Bound):
+            return []
+        return [self.to_tensor(model.model, f if index is None else f[index]) for f in model.fixed]
+
+    def holding(self, model, index=None) -> ContextManager:
+        """The context in which an eager computation of a bound view sees its fixed inputs (rows ``index``)."""
+        return holding(self.fixed_tensors(model, index)) if isinstance(model, Bound) else contextlib.nullcontext()
+
+    @staticmethod
+    def bind_body(model, make_body: MakeBody) -> MakeBody:
+        """For a bound view: ``make_body`` whose body takes the fixed tensors after ``x`` and holds them while it
+        runs; the body sees the view without values (a cached compiled pass must not keep one call's arrays)."""
+        if not isinstance(model, Bound):
+            return make_body
+        count, canonical = len(model.fixed), model.canonical()
+
+        def make(ref):
+            body = make_body(lambda: canonical)
+
+            def bound(x, *args):
+                with holding(args[:count]):
+                    return body(x, *args[count:])
+            return bound
+        return make
 
     def graph_for(self, model, x) -> Graph:
         """The captured graph to explain ``x`` (a batch) with; a backend may capture per sample shape."""
@@ -163,7 +207,7 @@ class Backend:
         """The function that runs pass ``name`` on batches shaped like ``x``. Eager backends run the body itself
         and never evaluate ``key``; a compiling backend caches one compiled function per model, ``name``, ``key``
         (None: run eagerly), sample shape and dtype."""
-        return make_body(weakref.ref(model))
+        return self.bind_body(model, make_body)(weakref.ref(model))
 
     def requested(self, model, x: np.ndarray, targets: Targets) -> Any:
         """What a pass receives about the targets: here the :class:`Targets` itself, resolved by :meth:`choose`."""
@@ -187,7 +231,8 @@ class Backend:
         chose in ``targets`` and returns its other outputs as NumPy arrays."""
         targets = Targets.of(targets)
         function = self.pass_function(model, x, name, key, make_body)
-        *outputs, chosen = function(self.to_tensor(model, x), self.requested(model, x, targets))
+        *outputs, chosen = function(self.to_tensor(model, x), *self.fixed_tensors(model),
+                                    self.requested(model, x, targets))
         targets.set(self.to_numpy(chosen))
         return [self.to_numpy(output) for output in outputs]
 
@@ -207,7 +252,7 @@ class Backend:
                     return self.forward(ref(), x)
             return logits
         function = self.pass_function(model, x, "logits", (), make_body, takes_targets=False)
-        return self.to_numpy(function(self.to_tensor(model, x)))
+        return self.to_numpy(function(self.to_tensor(model, x), *self.fixed_tensors(model)))
 
     def gradients(self, model, x: np.ndarray, targets) -> np.ndarray:
         """``∂y_c/∂x`` per sample (docs/methods.md#gradient-family)."""
@@ -284,7 +329,7 @@ class Backend:
         key = (id(graph), tuple(x.shape[1:]), str(x.dtype))
 
         def build():
-            with self.computation(), self.no_grad():
+            with self.computation(), self.no_grad(), self.holding(model, slice(0, 1)):
                 values = record(graph, self.to_tensor(model, x[:1]))
             shapes = [tuple(v.shape[1:]) if hasattr(v, "shape") else None for v in values]
             if self.channels_first:
@@ -300,7 +345,7 @@ class Backend:
         bad = np.flatnonzero(differs(captured, real, x.dtype))
         if len(bad) == 0:
             return
-        node = self.first_differing_node(model, x[bad[:1]])
+        node = self.first_differing_node(rows(model, bad[:1]), x[bad[:1]])
         raise mismatch_error(self.model_name(model), bad.tolist(), node, np.asarray(captured)[bad[0]],
                              np.asarray(real)[bad[0]])
 
@@ -311,7 +356,7 @@ class Backend:
     def first_differing_node(self, model, x: np.ndarray):
         """The first captured node whose replay differs from the framework's own layer on the same inputs."""
         graph = self.graph_for(model, x)
-        with self.computation(), self.reference_mode(model), self.no_grad():
+        with self.computation(), self.reference_mode(model), self.no_grad(), self.holding(model):
             values = record(graph, self.to_tensor(model, x))
             return first_differing_node(graph, values, self.to_numpy, x.dtype)
 
@@ -345,15 +390,28 @@ class Backend:
         one sample (measured once per model and sample shape)."""
         key = (tuple(x.shape[1:]), str(x.dtype))
         with self._lock:
-            cached = self._activation_bytes.get(model, {}).get(key)
+            owner, stored = (model.model, (model.key, key)) if isinstance(model, Bound) else (model, key)
+            cached = self._activation_bytes.get(owner, {}).get(stored)
         if cached is None:
-            cached = max(1, int(self.activation_bytes_per_sample(model, x[:1])))
+            with self.holding(model, slice(0, 1)):
+                cached = max(1, int(self.activation_bytes_per_sample(rows(model, slice(0, 1)), x[:1])))
             self._per_model(self._activation_bytes, model, key, lambda: cached)
         return cached
 
     def chunk_size(self, model, x: np.ndarray, budget: int) -> int:
         """Samples per gradient pass so that the pass's activations stay within ``budget`` bytes (at least 1)."""
         return max(1, int(budget // self.activation_bytes(model, x)))
+
+
+def _captured_or_error(capture, model):
+    """``capture(model)``, or a copy of its ValueError without traceback (whose frames would hold the model)."""
+    try:
+        return capture(model)
+    except ValueError as error:
+        try:
+            return type(error)(str(error))
+        except Exception:
+            raise error from None
 
 
 def freeze(value: Any) -> Optional[tuple]:

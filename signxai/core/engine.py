@@ -31,10 +31,14 @@ def propagate(ops: TensorOps, graph: Graph, values: list, start: int, signal: Te
     ``mapping(ops, index, node, inputs, output, R)`` returns one tensor per parent of the node.
     """
     pending = {start: signal}
+    held_fixed = graph.held_fixed()
     for index in range(start, 0, -1):
         if index not in pending:
             continue
         node = graph.nodes[index]
+        if index in held_fixed:  # computed from held-fixed inputs alone: absorbs its share (docs/api.md#multi-input)
+            del pending[index]
+            continue
         inputs = [values[p] for p in node.parents]
         shares = mapping(ops, index, node, inputs, values[index], pending.pop(index))
         for parent, share in zip(node.parents, shares):

@@ -21,6 +21,7 @@ import numpy as np
 from signxai.core import numerics
 from signxai.core.layout import from_canonical, to_canonical
 from signxai.core.composite import LRP, lrp_key
+from signxai.core.inputs import rows
 from signxai.core.rules import GuidedBackprop
 from signxai.methods import families as f
 
@@ -96,15 +97,17 @@ def _apply_product(result, x, method):
 def _evaluate_points(run: _Run, base, points, targets):
     """The maps of the method ``base`` (with its own product) at many points (N, m, ...) with per-sample targets, in
     float64, evaluated in passes of at most ``batch_size`` points (default: as many as fit :data:`MEMORY_BUDGET`),
-    split into equal chunks."""
+    split into equal chunks. The fixed inputs of a multi-input model follow their sample: each point is evaluated
+    with its own sample's fixed inputs (docs/api.md#multi-input)."""
     n, m = points.shape[:2]
     flat = points.reshape((n * m,) + points.shape[2:])
     flat_targets = np.repeat(np.asarray(targets), m)
-    size = run.batch_size or run.backend.chunk_size(run.model, flat, MEMORY_BUDGET)
+    sample_of = np.repeat(np.arange(n), m)  # the sample each point belongs to
+    size = run.batch_size or run.backend.chunk_size(rows(run.model, sample_of[:1]), flat[:1], MEMORY_BUDGET)
     bounds = np.linspace(0, len(flat), -(-len(flat) // size) + 1).round().astype(int)
-    inner = replace(run, nested=True)
     maps = np.empty(flat.shape, dtype=np.float64)  # float32 maps convert exactly
     for begin, end in zip(bounds[:-1], bounds[1:]):
+        inner = replace(run, model=rows(run.model, sample_of[begin:end]), nested=True)
         maps[begin:end] = _evaluate(inner, flat[begin:end], base, flat_targets[begin:end])
     return maps.reshape(points.shape)
 
@@ -183,7 +186,7 @@ def _warn_if_vanished(backend, model, x, targets, method, result):
     empty = [i for i in range(len(x)) if not np.any(result[i])]
     if not empty or (method.params.get("alpha") == 0 and method.params.get("beta") == 0):
         return  # nothing vanished, or a rule that weights everything by zero on purpose
-    gradient = backend.gradients(model, x[empty], targets[empty])
+    gradient = backend.gradients(rows(model, empty), x[empty], targets[empty])
     vanished = [i for i, g in zip(empty, gradient) if np.any(g)]
     if not vanished:
         return
@@ -193,7 +196,8 @@ def _warn_if_vanished(backend, model, x, targets, method, result):
         nonlocal tracker
         tracker = _VanishingTracker(LRP(method, graph))
         return tracker
-    backend.graph_backward(model, x[vanished[:1]], targets[vanished[:1]], factory, lrp_head=True)
+    backend.graph_backward(rows(model, vanished[:1]), x[vanished[:1]], targets[vanished[:1]], factory,
+                           lrp_head=True)
     where = (f" at layer {tracker.culprit.describe()}" if tracker is not None and tracker.culprit is not None
              else "")
     warnings.warn(f"{method.name}: the relevance map of sample(s) {vanished} is all zeros although the gradient is "

@@ -111,6 +111,16 @@ class Graph:
         if self.output < 0:
             self.output = len(self.nodes) - 1
 
+    def held_fixed(self) -> set:
+        """The nodes computed from held-fixed inputs alone: the parentless input nodes after node 0 of a bound
+        multi-input view and every node whose parents are all such nodes (docs/api.md#multi-input); empty for a
+        one-input model. They are constants of the explained input and receive no relevance."""
+        fixed: set = set()
+        for index, node in enumerate(self.nodes[1:], 1):
+            if all(p in fixed for p in node.parents):  # (parentless: a held-fixed input itself)
+                fixed.add(index)
+        return fixed
+
     def consumers(self, index: int) -> list:
         return [i for i, node in enumerate(self.nodes) if index in node.parents]
 

@@ -113,6 +113,7 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
 
     model_spec = ModelSpec(model_or_factory)
     model, info = model_spec.build()
+    _refuse_multi_input(model, source)
     fingerprint = _job.model_fingerprint(model)
     source = open_source(source, info, column=column, shape=shape, image_size=image_size, caffe=caffe,
                          on_error=on_error)
@@ -166,6 +167,19 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
                          n_chunks=job.n_chunks, computed_chunks=len(pending), resumed_chunks=resumed,
                          computed_samples=sum(b - a for a, b in map(job.bounds, pending)), errors=errors,
                          seconds=seconds)
+
+
+def _refuse_multi_input(model, source) -> None:
+    """Datasets of several model inputs are not stored yet (docs/api.md#multi-input): a clear error, with the way
+    round it, instead of a source read as one input."""
+    from signxai.api import _backend_for
+    names = _backend_for(model).input_names(model)
+    arrays = isinstance(source, (list, tuple)) and len(source) > 1 and all(hasattr(s, "shape") for s in source)
+    if len(names) > 1 or isinstance(source, dict) or (arrays and len({tuple(s.shape) for s in source}) > 1):
+        what = f"the model takes {len(names)} inputs {names}" if len(names) > 1 else "the source holds several inputs"
+        raise ValueError(f"explain_dataset explains single-input models: {what}. For a multi-input model call "
+                         f"signxai.calculate_relevancemaps(model, [X1[a:b], X2[a:b]], method) chunk by chunk "
+                         f"(docs/api.md#multi-input)")
 
 
 def _choose_format(out: Path, format):

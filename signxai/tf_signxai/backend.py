@@ -15,6 +15,7 @@ import keras
 
 from signxai.core.backend import Backend
 from signxai.core.engine import record
+from signxai.core.inputs import Bound, current_fixed, unbound
 from signxai.core.targets import Targets
 from signxai.tf_signxai.capture import Capture, CaptureError, functional, functional_view, is_graph_model
 from signxai.tf_signxai.layer_table import SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS
@@ -28,16 +29,17 @@ def _is_softmax_layer(layer):
     return isinstance(layer, SOFTMAX_LAYERS) or getattr(layer, "activation", None) in SOFTMAX_FUNCTIONS
 
 
-def check_model(model, view=None):
+def check_model(model, view=None, multi=False):
     """Built, one input and one (N, K) output, no softmax at the output (docs/api.md#model-requirements). ``view`` is
     the model's Functional graph (the model itself, or the view of a subclassed model; None where a subclassed model's
-    graph cannot be captured: then only the gradient family runs, on the model itself)."""
+    graph cannot be captured: then only the gradient family runs, on the model itself). ``multi``: several inputs are
+    allowed (docs/api.md#multi-input)."""
     if not model.built:
         raise ValueError(f"the Keras model {model.name!r} has not been built: give it a keras.Input or call it "
                          f"once on data before explaining it")
     if view is None:
         return
-    if len(view.inputs) != 1 or len(view.outputs) != 1:
+    if (len(view.inputs) != 1 and not multi) or len(view.outputs) != 1:
         raise ValueError(f"the model has {len(view.inputs)} inputs and {len(view.outputs)} outputs; "
                          f"signxai explains single-input, single-output models")
     if len(view.outputs[0].shape) != 2:
@@ -95,6 +97,11 @@ def _float64_copy(model):
 
 
 def _float64_inputs(model):
+    struct = getattr(model, "_inputs_struct", None)
+    if len(model.inputs) > 1 and isinstance(struct, dict):  # built on a dict of Inputs (docs/api.md#multi-input)
+        keys = keras.tree.flatten({k: k for k in struct})
+        return keras.tree.pack_sequence_as(struct, [keras.Input(shape=t.shape[1:], dtype="float64", name=str(k))
+                                                    for t, k in zip(model.inputs, keys)])
     inputs = [keras.Input(shape=t.shape[1:], dtype="float64") for t in model.inputs]
     return inputs[0] if len(inputs) == 1 else inputs
 
@@ -127,8 +134,39 @@ class KerasBackend(Backend):
         are cached)."""
         self._cached(self._checked, model, lambda m: check_model(m, self._try_view(m)) or True)
 
+    def check_multi(self, model):
+        """The checks of :meth:`check` for a model with several inputs (docs/api.md#multi-input)."""
+        check_model(model, self.view(model), multi=True)
+
+    def input_names(self, model):
+        """The names of the model's inputs in its input order: the keys of a model built on a dict of inputs, else
+        its Input layers' names (docs/api.md#multi-input)."""
+        if not model.built:
+            return ["input"]  # the single-input checks say what is wrong
+        try:
+            view = self.view(model)
+        except CaptureError:
+            shapes = getattr(model, "_build_shapes_dict", None) or {}
+            if len(shapes) > 1:
+                raise ValueError(f"the subclassed Keras model {model.name!r} takes {len(shapes)} inputs; multi-input "
+                                 f"explanations need its layer graph: build it as a Functional model "
+                                 f"(docs/api.md#multi-input)") from None
+            return list(shapes) or ["input"]
+        struct = getattr(view, "_inputs_struct", None)
+        if isinstance(struct, dict):
+            return [str(k) for k in keras.tree.flatten({k: k for k in struct})]
+        return [t._keras_history.operation.name for t in view.inputs]
+
+    def input_ranks(self, model):
+        """Per input (in input order), the rank of one sample as the model declares it."""
+        return [len(t.shape) - 1 for t in self.view(model).inputs]
+
+    def capture_bound(self, model):
+        return Capture(self.view(model.model), explained=model.position).graph
+
     def view(self, model):
         """The model's Functional graph (:func:`functional_view`); raises the capture's error where there is none."""
+        model = unbound(model)
         if is_graph_model(model):
             return model  # (not cached: a weak cache must not hold its own key)
         view = self._cached(self._views, model, _view_or_error)
@@ -188,6 +226,11 @@ class KerasBackend(Backend):
         return t.numpy()
 
     def forward(self, model, x):
+        if isinstance(model, Bound):  # the other inputs held fixed (docs/api.md#multi-input)
+            base = model.model
+            inputs = keras.tree.pack_sequence_as(self.view(base)._inputs_struct,
+                                                 model.arguments(x, current_fixed()))
+            return base(inputs, training=False)
         return model(x, training=False)
 
     def tape(self):
@@ -216,11 +259,14 @@ class KerasBackend(Backend):
     def pass_function(self, model, x, name, key, make_body, takes_targets=True):
         key = key() if callable(key) else key
         ref = weakref.ref(model)
+        make_body = self.bind_body(model, make_body)  # a bound view's body takes its fixed inputs after x
         if key is None or not COMPILE_PASSES:
             return make_body(ref)
         sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
-        signature = [tf.TensorSpec((None,) + sample, dtype)] + ([tf.TensorSpec((None,), tf.int64)]
-                                                               if takes_targets else [])
+        fixed = [tf.TensorSpec((None,) + f.shape[1:], tf.as_dtype(f.dtype)) for f in model.fixed] if isinstance(
+            model, Bound) else []
+        signature = [tf.TensorSpec((None,) + sample, dtype)] + fixed + ([tf.TensorSpec((None,), tf.int64)]
+                                                                        if takes_targets else [])
         # each function is traced once; wrapping the body in its own partial gives it its own retracing counter
         # (TensorFlow keys the counter by code object, and every pass shares make_body's code), so a session of
         # many methods does not log "triggered tf.function retracing" warnings for traces that are not retraces
@@ -247,7 +293,7 @@ class KerasBackend(Backend):
         return tf.where(requested < 0, argmax, requested)
 
     def model_name(self, model):
-        return f"the Keras model {model.name!r}"
+        return f"the Keras model {unbound(model).name!r}"
 
     def num_classes(self, model):
         view = self._try_view(model)

@@ -2,6 +2,7 @@
 (docs/layers.md), each layer classified by the layer table of ``layer_table.py``."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from keras import layers as L
 
 from signxai._keras_torch import replay_keras_graph
 from signxai.core import graph as g
+from signxai.core.inputs import fixed_value
 from signxai.core.layers import arithmetic_kind, registered, scalar_affine
 from signxai.core.rules import identity
 from signxai.tf_signxai.layer_table import (ARITHMETIC, LAYER_TABLE, OPERATION_RANGES, OPERATIONS, SCALED_SUMS,
@@ -72,11 +74,25 @@ def activation_kind(fn):
 class Capture:
     """Builds a :class:`signxai.core.graph.Graph` by walking the Keras graph, inlining nested models."""
 
-    def __init__(self, model):
+    def __init__(self, model, explained=None):
         self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
         self.names = {}
-        outputs = self.inline(model, [0])
+        outputs = self.inline(model, [0] if explained is None else self.fixed_inputs(model, explained))
         self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
+
+    def fixed_inputs(self, model, explained):
+        """A bound multi-input view (docs/api.md#multi-input): the graph's input nodes in the model's input order,
+        node 0 for input ``explained``, AUX nodes reading the pass's fixed values for the others."""
+        indices, j = [], 0
+        for i, tensor in enumerate(functional(model).inputs):
+            if i == explained:
+                indices.append(0)
+                continue
+            name = tensor._keras_history.operation.name
+            self.nodes.append(g.Node(name, g.AUX, (), functools.partial(fixed_value, j), "fixed input"))
+            indices.append(len(self.nodes) - 1)
+            j += 1
+        return indices
 
     def add(self, node, layer_name=None):
         self.nodes.append(node)
@@ -98,6 +114,8 @@ class Capture:
 
     def layer_node(self, op, node, parents):
         name, type_name = op.name, type(op).__name__
+        if parents and all(self.nodes[p].kind == g.AUX for p in parents):  # computed from fixed inputs alone
+            return self.add(g.Node(name, g.AUX, tuple(parents), _layer_forward(op, node), type_name), name)
         table_kind = LAYER_TABLE.layer_kind(op)
         if table_kind == g.KERNEL:
             if isinstance(op, SEPARABLE):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
@@ -116,7 +134,8 @@ class Capture:
         if table_kind == g.BATCHNORM:
             kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
         else:
-            kind, extra = _classify(op, node, table_kind)
+            held = sum(self.nodes[p].kind == g.AUX for p in parents)  # held-fixed operands: constants
+            kind, extra = _classify(op, node, table_kind, held)
         if kind == g.UNSUPPORTED and "reason" not in extra and _is_custom(op):
             inner = _layer_graph(op, node)  # a user's or keras_hub's layer: descend into its call
             if not isinstance(inner, Exception):
@@ -178,13 +197,17 @@ def _no_rule(op):
     return "no LRP rule for this layer type"
 
 
-def _classify(op, node, kind):
+def _classify(op, node, kind, held=0):
     """The node kind of a non-kernel layer (``kind``: its kind in the layer table, or None) and extra Node fields
-    (value bounds, scalar affine form, sum coefficients): the table, refined by the special cases."""
+    (value bounds, scalar affine form, sum coefficients): the table, refined by the special cases. ``held``: how many
+    operands are held-fixed inputs of a multi-input model (docs/api.md#multi-input), constants as in PyTorch's
+    capture: a sum or product with one input-dependent operand is a constant shift or scaling."""
     custom = registered(op)  # signxai.register_layer: before the built-in table
     if custom is not None:
         return custom
-    tensors = len(node.input_tensors)
+    tensors = len(node.input_tensors) - held
+    if held and tensors == 1 and (kind in (g.ADD, g.PRODUCT) or isinstance(op, (L.Subtract, L.Average))):
+        return g.PASS, {}
     is_op = type(op).__module__.startswith("keras.src.ops")
     operation = ARITHMETIC.get(type(op).__name__) if is_op else None
     if operation is not None:  # ``x + y``, ``x * 3.0`` …

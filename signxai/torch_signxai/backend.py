@@ -19,6 +19,7 @@ from torch import nn
 
 from signxai.core import graph as g
 from signxai.core.backend import Backend
+from signxai.core.inputs import Bound, current_fixed, unbound
 from signxai.core.outputs import select_output
 from signxai.torch_signxai.capture import (Capture, CaptureError, TraceError, _softmax_error,  # noqa: F401
                                           required_inputs, trace)
@@ -94,6 +95,35 @@ class TorchBackend(Backend):
             _refuse_softmax_output(model, self._eval_mode)
         return True
 
+    def input_names(self, model):
+        """The names of the model's inputs: its forward's required parameters (docs/api.md#multi-input)."""
+        return required_inputs(model)
+
+    def input_ranks(self, model):
+        """Per input, the rank of one sample where the model declares it: PyTorch modules declare none."""
+        return [None] * len(self.input_names(model))
+
+    def check_multi(self, model):
+        """The checks of :meth:`check` that apply to a model with several inputs (its softmax output is found by
+        module; its graph is captured per explained input)."""
+        for path, module in model.named_modules():
+            if isinstance(module, BATCHNORM) and not module.track_running_stats:
+                raise ValueError(f"BatchNorm module {path!r} has track_running_stats=False: it has no running "
+                                 f"statistics, so its inference-mode output is undefined")
+        _refuse_softmax_output(model, self._eval_mode)
+
+    def capture_bound(self, model):
+        """The torch.fx capture of a multi-input model with input ``model.position`` explained (no torch.export
+        fallback: docs/api.md#multi-input)."""
+        try:
+            return Capture(model.model, self._eval_mode, explained=model.position).graph
+        except CaptureError:
+            raise
+        except Exception as error:
+            raise CaptureError(f"the torch.fx capture of the multi-input model failed ({type(error).__name__}: "
+                               f"{error}); the rule-based methods need it, the gradient family runs on the model "
+                               f"itself") from error
+
     def computation(self):
         """Autograd stays available even when the caller is inside ``torch.inference_mode()``."""
         return torch.inference_mode(False)
@@ -114,6 +144,8 @@ class TorchBackend(Backend):
     def graph_for(self, model, x):
         """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
         of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
+        if isinstance(model, Bound):
+            return self.graph(model)
         graph = self._try_graph(model)
         if graph is not None:
             return graph
@@ -170,7 +202,8 @@ class TorchBackend(Backend):
         the backward pass's gradient buffers and convolution workspaces are of the same order (measured on VGG16:
         a chunk's peak is about 2.2× its saved tensors in float64)."""
         x = self.to_tensor(model, sample).contiguous().requires_grad_(True)  # user forwards may call .view()
-        weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        base = unbound(model)
+        weights = {t.untyped_storage().data_ptr() for t in [*base.parameters(), *base.buffers()]}
         saved = {}
 
         def pack(t):
@@ -184,7 +217,7 @@ class TorchBackend(Backend):
 
     # --- tensor primitives (passes run eagerly; targets are resolved from each pass's own logits) ---------------
     def _device(self, model):
-        parameter = next(iter(model.parameters()), None)
+        parameter = next(iter(unbound(model).parameters()), None)
         return parameter.device if parameter is not None else torch.device("cpu")
 
     def to_tensor(self, model, x):
@@ -196,14 +229,18 @@ class TorchBackend(Backend):
     def forward(self, model, x):
         """The model itself in eval mode (every module's flag restored afterwards), its logits selected from a
         ``ModelOutput``, tuple or dict (docs/api.md#model-outputs); never a replay of the captured graph (D21)."""
+        if isinstance(model, Bound):  # the other inputs held fixed (docs/api.md#multi-input)
+            base = model.model
+            with self._eval_mode(base):
+                return select_output(base(*model.arguments(x, current_fixed())), _is_tensor)
         with self._eval_mode(model):
             return select_output(model(x), _is_tensor)
 
     def model_name(self, model):
-        return f"the PyTorch model {type(model).__name__}"
+        return f"the PyTorch model {type(unbound(model)).__name__}"
 
     def reference_mode(self, model):
-        return self._eval_mode(model)
+        return self._eval_mode(unbound(model))
 
     def tape(self):
         return Tape()
@@ -229,7 +266,7 @@ class TorchBackend(Backend):
     def layer_name(self, model, layer):
         if layer is None or isinstance(layer, str):
             return layer
-        name = next((name for name, m in model.named_modules() if m is layer), None)
+        name = next((name for name, m in unbound(model).named_modules() if m is layer), None)
         if name is None:
             raise ValueError("the Grad-CAM layer module is not part of the model")
         return name

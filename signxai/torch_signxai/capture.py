@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import math
 import operator
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from signxai.core import graph as g
+from signxai.core.inputs import fixed_value
 from signxai.core.outputs import select_output
 from signxai.core.layers import arithmetic_kind, is_registered, registered, scalar_affine
 from signxai.core.rules import identity
@@ -142,7 +144,7 @@ def _kernel_from_function(function, args, kwargs):
 class Capture:
     """Turns an fx graph into a :class:`signxai.core.graph.Graph` over the input-dependent values."""
 
-    def __init__(self, model, inference=None, example=None):
+    def __init__(self, model, inference=None, example=None, explained=None):
         # traced in inference mode: Python branches on ``self.training`` inside traced-into modules take their
         # inference form (the caller's flags are restored afterwards); with ``example`` (an input tensor), by
         # non-strict torch.export on that input (docs/layers.md#export-capture), else by torch.fx
@@ -158,6 +160,8 @@ class Capture:
                         if n.op == "placeholder" and not str(n.target).startswith("*")]
         # the first parameter is the input even with a default; later ones with defaults are optional parameters
         required = [n for i, n in enumerate(placeholders) if i == 0 or not n.args]
+        if explained is not None:  # a bound multi-input view (docs/api.md#multi-input): the others are held fixed
+            required = self.fixed_inputs(required, explained)
         if len(required) != 1:
             raise CaptureError(f"the model's forward takes {len(required)} required inputs "
                                f"({[n.target for n in required]}); the rule-based methods explain single-input "
@@ -185,6 +189,18 @@ class Capture:
         if not isinstance(output, fx.Node) or output not in self.index:
             raise CaptureError("the model must return a single tensor that depends on its input")
         self.graph = g.Graph(self.nodes, output=self.index[output], names=self.names)
+
+    def fixed_inputs(self, required, explained):
+        """The required inputs other than ``explained`` (a position) as AUX nodes that read the pass's fixed values
+        (:func:`signxai.core.inputs.fixed_value`): they and what is computed from them alone carry no relevance."""
+        if explained >= len(required):
+            raise CaptureError(f"the model's forward takes {len(required)} required inputs; input {explained} "
+                               f"does not exist")
+        others = [n for i, n in enumerate(required) if i != explained]
+        for j, node in enumerate(others):
+            self.nodes.append(g.Node(str(node.target), g.AUX, (), functools.partial(fixed_value, j), "fixed input"))
+            self.index[node] = len(self.nodes) - 1
+        return [required[explained]]
 
     def dependent(self, arg):
         return isinstance(arg, fx.Node) and arg in self.index
