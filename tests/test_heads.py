@@ -355,7 +355,7 @@ def test_lrp_refuses_a_nonlinear_callable(multiclass, f):
 
 def test_callable_target_errors(multiclass):
     for model, x in both(multiclass):
-        ones = (lambda y: tf.ones(len(x))) if isinstance(model, keras.Model) else (lambda y: torch.ones(len(x)))
+        ones = (lambda y: tf.ones(3)) if isinstance(model, keras.Model) else (lambda y: torch.ones(3))
         for method in ("gradient", "lrp_z", "integrated_gradients"):
             with pytest.raises(ValueError, match=r"returned shape \(3, 1\).*shape \(3,\)"):
                 explain(model, x, method, target=lambda y: y[:, :1])
@@ -426,3 +426,32 @@ def test_batch_functions_accept_the_new_targets(sequence, binary):
                      1e-6)
     keras_map, torch_map = explain_both(binary, "gradient", "float64", target="negative")
     assert_close(keras_map, torch_map, 1e-9)
+
+
+# --- explain_dataset ---------------------------------------------------------------------------------------------
+
+def test_explain_dataset_single_output_heads(binary, regression, sequence, multiclass, tmp_path):
+    """A single-logit head with target='negative' and an (N,) output are stored with logits of width 1; per-timestep
+    outputs and callable targets are refused with the alternative named."""
+    from signxai.dataset import load_results
+
+    for name, twin in (("binary", binary), ("regression", regression)):
+        for model, x in both(twin):
+            out = tmp_path / f"{name}_{type(model).__name__}"
+            signxai.explain_dataset(model, x, ["gradient", "lrp_epsilon_0_1"], out, target="negative", batch_size=2,
+                                    format="npy", progress=False)
+            stored = load_results(out)
+            for method in ("gradient", "lrp_epsilon_0_1"):
+                expected = np.concatenate([signxai.calculate_relevancemaps(model, x[i:i + 2], method,
+                                                                           target="negative") for i in (0, 2)])
+                assert np.asarray(stored.maps[method]).tobytes() == expected.tobytes()
+            assert np.asarray(stored.logits).shape == (len(x), 1) and not np.asarray(stored.targets).any()
+            assert stored.attrs["signxai"]["target"] == "negative"
+    model, x = both(multiclass)[0]
+    with pytest.raises(ValueError, match="single-logit binary head.*4 outputs"):
+        signxai.explain_dataset(model, x, "gradient", tmp_path / "m", target="negative", format="npy", progress=False)
+    with pytest.raises(ValueError, match="a callable target cannot be stored"):
+        signxai.explain_dataset(model, x, "gradient", tmp_path / "c", target=difference, format="npy", progress=False)
+    model, x = both(sequence)[1]
+    with pytest.raises(ValueError, match=r"per-timestep.*target=\(t, k\)"):
+        signxai.explain_dataset(model, x, "gradient", tmp_path / "s", format="npy", progress=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 

@@ -1,4 +1,5 @@
-"""Helpers kept from signxai 1.x: image loading with VGG preprocessing, heatmap normalisation, softmax and sigmoid removal."""
+"""Helpers kept from signxai 1.x: image loading with VGG preprocessing, heatmap normalisation, softmax removal;
+and sigmoid removal (docs/api.md#targets)."""
 from __future__ import annotations
 
 import numpy as np
