@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Mapping
@@ -177,14 +178,15 @@ class Backend:
         pass's own forward (no separate logits pass). Here resolved on the host (argmax: ``np.argmax``, lowest
         index on ties)."""
         if not requested.resolved:
-            requested.resolve(self.logits_to_numpy(outputs), self.differentiate_target)
+            requested.resolve(self.logits_to_numpy(outputs), functools.partial(self.differentiate_target,
+                                                                                like=outputs))
         n = len(requested)
         weights = requested.weights(n, int(np.prod(tuple(outputs.shape[1:])))).reshape(tuple(outputs.shape))
         return self.array_tensor(weights, outputs), self.classes_tensor(requested.values, outputs)
 
-    def differentiate_target(self, function: Callable[..., Any], outputs: np.ndarray) -> tuple:
+    def differentiate_target(self, function: Callable[..., Any], outputs: np.ndarray, like: Any = None) -> tuple:
         """``(f(y), ∂Σ_n f(y)_n/∂y)`` as NumPy arrays for a callable target, by the framework's autodiff on a tensor
-        of ``outputs`` (the derivative None where ``f`` does not use ``y``)."""
+        of ``outputs`` placed like the tensor ``like`` (the derivative None where ``f`` does not use ``y``)."""
         raise NotImplementedError
 
     def logits_to_numpy(self, logits: Tensor) -> np.ndarray:
@@ -358,7 +360,8 @@ class Backend:
             if shape is not None:
                 targets.requested(len(x), shape)
             else:
-                targets.resolve(self.logits(model, x), self.differentiate_target)
+                targets.resolve(self.logits(model, x), functools.partial(
+                    self.differentiate_target, like=self.to_tensor(model, x[:1])))
         return targets
 
     # --- chunking ------------------------------------------------------------------------------------------------

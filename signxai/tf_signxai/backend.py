@@ -291,7 +291,7 @@ class KerasBackend(Backend):
         weights = tf.one_hot(chosen, _width(flat), dtype=outputs.dtype) * tf.cast(signs, outputs.dtype)[:, None]
         return tf.reshape(weights, shape), chosen
 
-    def differentiate_target(self, function, outputs):
+    def differentiate_target(self, function, outputs, like=None):
         y = tf.constant(outputs)
         with tf.GradientTape() as tape:
             tape.watch(y)

@@ -250,8 +250,8 @@ class TorchBackend(Backend):
     def array_tensor(self, array, like):
         return torch.as_tensor(array, dtype=like.dtype, device=like.device)
 
-    def differentiate_target(self, function, outputs):
-        y = torch.tensor(outputs, requires_grad=True)
+    def differentiate_target(self, function, outputs, like=None):
+        y = torch.tensor(outputs, device=None if like is None else like.device, requires_grad=True)
         with torch.enable_grad():
             values = function(y)
         if not isinstance(values, torch.Tensor):
