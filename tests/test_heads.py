@@ -455,3 +455,38 @@ def test_explain_dataset_single_output_heads(binary, regression, sequence, multi
     model, x = both(sequence)[1]
     with pytest.raises(ValueError, match=r"per-timestep.*target=\(t, k\)"):
         signxai.explain_dataset(model, x, "gradient", tmp_path / "s", format="npy", progress=False)
+
+
+# --- the whole catalog (slow tier) -------------------------------------------------------------------------------
+
+def _catalog():
+    return sorted(signxai.list_methods())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", _catalog())
+def test_every_catalog_name_on_the_negative_class(binary, method):
+    """Every catalog name explains −z of the binary twin identically in both frameworks (gates 1 and 2); every LRP
+    name gives exactly the negated map of the logit."""
+    kwargs = _applicable(method, binary)
+    assert_gates(binary, method, target="negative", **kwargs)
+    if "lrp" in method:
+        for model, x in both(binary):
+            np.testing.assert_array_equal(explain(model, x, method, target="negative", **kwargs),
+                                          -explain(model, x, method, target=0, **kwargs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", _catalog())
+def test_every_catalog_name_on_per_timestep_and_callable_targets(sequence, multiclass, method):
+    assert_gates(sequence, method, target=np.array([[0, 1], [9, 0], [5, 2]]), **_applicable(method, sequence))
+    assert_gates(multiclass, method, target=difference, **_applicable(method, multiclass))
+
+
+def _applicable(method, twin):
+    from signxai.common.agreement import not_applicable
+
+    reason = not_applicable(method, twin.keras_model)
+    if reason is not None:
+        pytest.skip(reason)
+    return kwargs_for(method, twin.x)
