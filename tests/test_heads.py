@@ -64,7 +64,9 @@ def keras_head(units, squeeze=False, activation=None, separate=False):
     h = keras.layers.Conv1D(5, 3, padding="same", activation="relu", name="conv_b")(h)
     h = keras.layers.GlobalAveragePooling1D()(h)
     y = keras.layers.Dense(units, activation=None if separate else activation, name="fc")(h)
-    if separate:
+    if separate == "op":
+        y = keras.ops.sigmoid(y)
+    elif separate:
         y = keras.layers.Activation(activation, name="probability")(y)
     return keras.Model(inputs, keras.ops.squeeze(y, axis=-1) if squeeze else y)
 
@@ -142,6 +144,7 @@ def multilabel():
     source = head_twin(4, seed=3)
     models = {"keras fused": keras_head(4, activation="sigmoid"),
               "keras layer": keras_head(4, activation="sigmoid", separate=True),
+              "keras op": keras_head(4, activation="sigmoid", separate="op"),
               "torch module": TorchHead(4, sigmoid="module").eval(),
               "torch functional": TorchHead(4, sigmoid="functional").eval()}
     for name, model in models.items():
@@ -367,7 +370,7 @@ def test_callable_target_errors(multiclass):
 
 # --- multi-label sigmoid heads: refused like softmax (D22) -----------------------------------------------------
 
-@pytest.mark.parametrize("name", ["keras fused", "keras layer", "torch module", "torch functional"])
+@pytest.mark.parametrize("name", ["keras fused", "keras layer", "keras op", "torch module", "torch functional"])
 def test_sigmoid_output_is_refused_with_the_fix(multilabel, name):
     source, models = multilabel
     model = models[name]
@@ -395,6 +398,8 @@ def test_remove_sigmoid_refuses_what_it_cannot_strip(multilabel):
     source, models = multilabel
     with pytest.raises(ValueError, match=r"applied by a function in forward\(\)"):
         torch_remove_sigmoid(models["torch functional"])
+    with pytest.raises(ValueError, match="is a keras.ops call"):
+        keras_remove_sigmoid(models["keras op"])
     with pytest.raises(ValueError, match="not produced by a sigmoid"):
         keras_remove_sigmoid(source.keras_model)
     with pytest.raises(ValueError, match="not produced by a sigmoid"):
