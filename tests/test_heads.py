@@ -495,3 +495,22 @@ def _applicable(method, twin):
     if reason is not None:
         pytest.skip(reason)
     return kwargs_for(method, twin.x)
+
+
+# --- the command line ----------------------------------------------------------------------------------------------
+
+def test_command_line_targets(binary, sequence, tmp_path):
+    """``signxai explain --target negative`` and ``--target 4,2`` give the API's maps."""
+    from signxai.cli import main
+
+    for name, twin, given, target in (("binary", binary, "negative", "negative"),
+                                      ("sequence", sequence, "4,2", (4, 2))):
+        model_file, x_file, out = tmp_path / f"{name}.keras", tmp_path / f"{name}.npy", tmp_path / f"{name}_map.npy"
+        twin.keras_model.save(model_file)
+        np.save(x_file, twin.x)
+        assert main(["explain", "--model", str(model_file), "--input", str(x_file), "--method", "lrp_epsilon_0_1",
+                     "--target", given, "--out", str(out)]) == 0
+        np.testing.assert_allclose(np.load(out), explain(twin.keras_model, twin.x, "lrp_epsilon_0_1", target=target),
+                                   rtol=1e-6, atol=1e-7)
+    assert main(["explain", "--model", str(tmp_path / "binary.keras"), "--input", str(tmp_path / "binary.npy"),
+                 "--method", "gradient", "--target", "first"]) == 2
