@@ -105,7 +105,9 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, input
     """The relevance map of ``method`` for input ``x``: a NumPy array with exactly the shape and layout of ``x``.
 
     ``model`` is a Keras 3 ``keras.Model`` or a ``torch.nn.Module`` that outputs logits. ``target`` is None /
-    ``'max_activation'`` (argmax per sample), a class index, or one index per sample. ``dtype='float64'`` computes
+    ``'max_activation'`` (argmax per sample), a class index, or one index per sample; ``'negative'`` for a
+    single-logit head, a ``(t, k)`` position (or one per sample) for per-timestep outputs, or a callable
+    ``f(outputs) -> (N,)`` (docs/api.md#targets). ``dtype='float64'`` computes
     the whole explanation in float64 on a private copy of the model. ``batch_size=`` (IG, SmoothGrad, VarGrad
     only) sets how many points one framework pass evaluates; by default as many as fit a 1 GiB activation budget
     (``signxai.core.explain.MEMORY_BUDGET``), measured per sample on the model's first pass. Further parameters as

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from signxai._keras_torch import channels_first, channels_last
-from signxai.cli_args import parse_param, select_methods
+from signxai.cli_args import parse_param, parse_target, select_methods
 from signxai.loading import (KERAS_SUFFIXES, TORCH_SUFFIXES, InputError, ModelInfo, import_keras, load_image,
                              load_keras_batch, load_model, one_line)
 from signxai.methods import CATALOG, method_families, parse_method
@@ -102,7 +102,8 @@ def _parser():
                              "per lead; it is given to the model in its layout ((1, T, leads) Keras, (1, leads, T) "
                              "PyTorch), and a .png --out is the 12-lead plot with the relevance drawn on the signal")
     explain.add_argument("--method", required=True, help="a method name (see `signxai methods`)")
-    explain.add_argument("--target", type=int, help="the class to explain (default: the predicted class)")
+    explain.add_argument("--target", help="the class to explain (default: the predicted class); 'negative' for a "
+                                          "single-logit head, t,k for per-timestep outputs (docs/api.md#targets)")
     explain.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                          help="a method parameter, e.g. mu=0.5 or low=-1 (repeatable)")
     explain.add_argument("--out", type=Path, help=".npy: the raw map (the input's layout); .png: a heatmap")
@@ -197,8 +198,8 @@ def _explain(args) -> int:
     from signxai import calculate_relevancemap
 
     try:
-        relevance = calculate_relevancemap(loaded.model, x, args.method, target=args.target, dtype=args.dtype,
-                                           **params)
+        target = None if args.target is None else parse_target(args.target)
+        relevance = calculate_relevancemap(loaded.model, x, args.method, target=target, dtype=args.dtype, **params)
     except RuntimeError as error:  # PyTorch's report of a wrong input shape
         raise CLIError(f"the model cannot take an input of shape {x.shape}: {one_line(error)}") from error
     if args.out is not None and args.out.suffix == ".npy":

@@ -40,3 +40,17 @@ def parse_param(text) -> tuple[str, object]:
         except ValueError:
             pass
     return key, value
+
+
+def parse_target(text):
+    """``--target``: a class index (``3``), ``negative`` (the negative class of a single-logit head) or
+    ``max_activation``, or a position such as ``4,2`` (per-timestep outputs; docs/api.md#targets)."""
+    text = text.strip()
+    if text in ("negative", "max_activation"):
+        return text
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise InputError(f"--target must be a class index, 'negative', 'max_activation' or a position such as 4,2; "
+                         f"got {text!r}") from None
+    return parts[0] if len(parts) == 1 else parts

@@ -34,7 +34,8 @@ def add_parser(commands) -> None:
                         help="method names: a comma-separated list and/or globs such as 'lrp_epsilon*'")
     parser.add_argument("--out", required=True, type=Path, help="the store: a folder (e.g. maps.zarr)")
     parser.add_argument("--format", choices=("zarr", "npy"), help="zarr (default) or npy (one .npy per array)")
-    parser.add_argument("--target", type=int, help="the class to explain (default: each sample's predicted class)")
+    parser.add_argument("--target", help="the class to explain (default: each sample's predicted class); "
+                                         "'negative' for a single-logit head (docs/api.md#targets)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a parameter for every method, e.g. mu=0.5 (repeatable)")
     parser.add_argument("--batch-size", type=int, default=32, help="samples per chunk (default 32)")
@@ -56,11 +57,12 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from signxai.cli_args import parse_param, select_methods
+    from signxai.cli_args import parse_param, parse_target, select_methods
     from signxai.loading import InputError
 
     methods = select_methods(args.methods)  # unknown names fail before the slow imports
     params = dict(parse_param(text) for text in args.param)
+    args.target = None if args.target is None else parse_target(args.target)
     source = args.input[0] if len(args.input) == 1 else [Path(p) for p in args.input]
     for path in ([source] if not isinstance(source, list) else source):
         if not Path(path).exists() and not any(c in str(path) for c in "*?["):

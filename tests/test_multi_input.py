@@ -474,3 +474,32 @@ def test_an_untraceable_multi_input_model_runs_the_gradient_family_and_is_traced
     del model
     gc.collect()
     assert ref() is None
+
+
+# --- multi-input models with the other target kinds (docs/api.md#targets) -------------------------------------------
+
+@pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1", "smoothgrad"])
+def test_a_callable_target_on_a_multi_input_model(twin, method):
+    """A linear callable target (class 2 minus class 0) through the bound views of both frameworks: the maps agree
+    between the frameworks and equal the difference of the two class maps (LRP and gradients are linear in the
+    head's coefficients; SmoothGrad too, its noise being seeded)."""
+
+    def keras_target(y):
+        return y[:, 2] - y[:, 0]
+
+    def torch_target(y):
+        return y[:, 2] - y[:, 0]
+
+    km, tm, signal, demographics = twin
+    for i in (0, 1):
+        tf_map = signxai.calculate_relevancemap(km, [signal, demographics], method, dtype="float64", inputs=i,
+                                                target=keras_target)
+        pt_map = signxai.calculate_relevancemap(tm, [pt(signal), demographics], method, dtype="float64", inputs=i,
+                                                target=torch_target)
+        pt_map = pt_map.transpose(0, 2, 1) if pt_map.ndim == 3 else pt_map
+        peak = np.abs(tf_map).max()
+        assert peak > 0
+        np.testing.assert_allclose(tf_map, pt_map, rtol=0, atol=1e-9 * peak)
+        classes = [signxai.calculate_relevancemap(km, [signal, demographics], method, dtype="float64", inputs=i,
+                                                  target=c) for c in (2, 0)]
+        np.testing.assert_allclose(tf_map, classes[0] - classes[1], rtol=0, atol=1e-9 * peak)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -183,21 +182,34 @@ def test_torch_multiple_outputs(method):
         explain(rm.TupleOutput(), vectors(), method)
 
 
-def test_keras_output_not_n_by_k():
+def test_keras_output_shapes_are_heads():
+    """(N, T, K) outputs need a (t, k) target; an (N,) output is explained as the single output
+    (docs/api.md#targets)."""
     sequence = keras.Sequential([keras.Input((3, 5)), L.Dense(K)])
     inp = keras.Input((5,))
     flat = keras.Model(inp, keras.ops.sum(L.Dense(K)(inp), axis=1))
-    with pytest.raises(ValueError, match=r"\(None, 3, 4\).*\(N, K\)"):
-        explain(sequence, np.zeros((2, 3, 5), np.float32))
-    with pytest.raises(ValueError, match=r"\(None,\).*\(N, K\)"):
-        explain(flat, vectors())
+    x = np.random.RandomState(3).normal(size=(2, 3, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"shape \(3, 4\) per sample \(\(N, T, K\).*give target=\(t, k\)"):
+        explain(sequence, x)
+    np.testing.assert_allclose(explain(sequence, x, target=(1, 2)), keras_gradient(
+        keras.Sequential([sequence, L.Reshape((3 * K,))]), x, 1 * K + 2), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(explain(flat, vectors()), keras_gradient(
+        keras.Sequential([flat, L.Reshape((1,))]), vectors(), 0), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("model, shape", [(rm.Rank3Output(), "(3, 2, 4)"), (rm.Rank1Output(), "(3,)")])
 @pytest.mark.parametrize("method", ["gradient", "lrp_epsilon_0_1"])
-def test_torch_output_not_n_by_k(model, shape, method):
-    with pytest.raises(ValueError, match=re.escape(shape) + r".*\(N, K\)"):
-        explain(model, vectors(), method)
+def test_torch_output_shapes_are_heads(method):
+    with pytest.raises(ValueError, match=r"shape \(2, 4\) per sample \(\(N, T, K\).*give target=\(t, k\)"):
+        explain(rm.Rank3Output(), vectors(), method)
+    model = rm.Rank3Output()
+    expected = torch_gradient(lambda x: model(x).reshape(-1, 2 * K), vectors(), 1 * K + 2)
+    if method == "gradient":
+        np.testing.assert_allclose(explain(model, vectors(), target=(1, 2)), expected, rtol=1e-6, atol=1e-7)
+        flat = rm.Rank1Output()
+        np.testing.assert_allclose(explain(flat, vectors()), torch_gradient(lambda x: flat(x)[:, None], vectors(), 0),
+                                   rtol=1e-6, atol=1e-7)
+    else:
+        assert explain(model, vectors(), method, target=(1, 2)).shape == vectors().shape
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Mapping
@@ -37,12 +38,14 @@ class Backend:
     **Tensor primitives**: ``ops`` (a :class:`signxai.core.ops.TensorOps` for the rules), ``to_tensor(model, x)``
     and ``to_numpy(t)`` (NumPy in and out), ``forward(model, x)`` (the logits), ``tape()`` (a
     :class:`signxai.core.ops.Tape`), ``no_grad()``, ``record_for_backward(graph, x, lrp_head, forward)``,
-    ``one_hot(classes, logits, dtype)``, ``reduce_sum(t)`` and ``layer_name(model, layer)``.
+    ``one_hot(classes, logits, dtype)``, ``reduce_sum(t)``, ``layer_name(model, layer)``, ``array_tensor(array, like)``
+    and ``differentiate_target(f, outputs)`` (a callable target's derivative).
 
     **Execution and targets**: ``pass_function(model, x, name, key, make_body, takes_targets)`` gives the function
     that runs a pass (here: the body itself, run eagerly; TensorFlow compiles it); ``requested(model, x, targets)``
-    is what the pass receives about the targets and ``choose(logits, requested)`` the classes it picks from its own
-    logits (here: resolved on the host from those logits, with ``logits_to_numpy`` and ``classes_tensor``).
+    is what the pass receives about the targets and ``select(outputs, requested)`` the coefficients ``C`` of the
+    explained quantity ``q = Σ C ⊙ y`` it takes from its own outputs (here: resolved on the host from those outputs,
+    with ``logits_to_numpy``, ``classes_tensor`` and ``array_tensor``).
 
     Every cache is keyed by the model object itself (never by ``id()``) in a weak dictionary: whatever is cached
     for a model — its captured graph, its float64 copy (and, through the copy, the copy's own caches), its compiled
@@ -203,22 +206,32 @@ class Backend:
 
     # --- execution and targets ---------------------------------------------------------------------------------
     def pass_function(self, model, x: np.ndarray, name: str, key: PassKey, make_body: MakeBody,
-                      takes_targets: bool = True) -> Callable[..., Any]:
+                      takes_targets: bool = True, requested: Any = None) -> Callable[..., Any]:
         """The function that runs pass ``name`` on batches shaped like ``x``. Eager backends run the body itself
         and never evaluate ``key``; a compiling backend caches one compiled function per model, ``name``, ``key``
-        (None: run eagerly), sample shape and dtype."""
+        (None: run eagerly), sample shape, dtype and kind of target (the structure of ``requested``)."""
         return self.bind_body(model, make_body)(weakref.ref(model))
 
     def requested(self, model, x: np.ndarray, targets: Targets) -> Any:
-        """What a pass receives about the targets: here the :class:`Targets` itself, resolved by :meth:`choose`."""
+        """What a pass receives about the targets: here the :class:`Targets` itself, resolved by :meth:`select`."""
         return targets
 
-    def choose(self, logits: Tensor, requested: Any) -> Tensor:
-        """The class per sample, from the logits of the pass's own forward (no separate logits pass,
-        docs/api.md#targets): here resolved on the host (argmax: ``np.argmax``, lowest index on ties)."""
-        if requested.values is None:
-            requested.resolve(self.logits_to_numpy(logits))
-        return self.classes_tensor(requested.values, logits)
+    def select(self, outputs: Tensor, requested: Any) -> tuple:
+        """``(C, chosen)``: the coefficients ``C`` shaped like the pass's own ``outputs`` (one-hot rows, signed, or a
+        callable target's derivative; docs/api.md#targets) and the index chosen per sample, from the outputs of the
+        pass's own forward (no separate logits pass). Here resolved on the host (argmax: ``np.argmax``, lowest
+        index on ties)."""
+        if not requested.resolved:
+            requested.resolve(self.logits_to_numpy(outputs), functools.partial(self.differentiate_target,
+                                                                                like=outputs))
+        n = len(requested)
+        weights = requested.weights(n, int(np.prod(tuple(outputs.shape[1:])))).reshape(tuple(outputs.shape))
+        return self.array_tensor(weights, outputs), self.classes_tensor(requested.values, outputs)
+
+    def differentiate_target(self, function: Callable[..., Any], outputs: np.ndarray, like: Any = None) -> tuple:
+        """``(f(y), ∂Σ_n f(y)_n/∂y)`` as NumPy arrays for a callable target, by the framework's autodiff on a tensor
+        of ``outputs`` placed like the tensor ``like`` (the derivative None where ``f`` does not use ``y``)."""
+        raise NotImplementedError
 
     def logits_to_numpy(self, logits: Tensor) -> np.ndarray:
         raise NotImplementedError
@@ -226,20 +239,25 @@ class Backend:
     def classes_tensor(self, classes: np.ndarray, like: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def array_tensor(self, array: np.ndarray, like: Tensor) -> Tensor:
+        """A NumPy array as a tensor with the dtype and device of ``like``."""
+        raise NotImplementedError
+
     def run_pass(self, model, x: np.ndarray, targets, name: str, key: PassKey, make_body: MakeBody) -> list:
         """Runs ``make_body(model_ref)(x, requested)`` through :meth:`pass_function`, records the classes the pass
         chose in ``targets`` and returns its other outputs as NumPy arrays."""
         targets = Targets.of(targets)
-        function = self.pass_function(model, x, name, key, make_body)
-        *outputs, chosen = function(self.to_tensor(model, x), *self.fixed_tensors(model),
-                                    self.requested(model, x, targets))
+        requested = self.requested(model, x, targets)
+        function = self.pass_function(model, x, name, key, make_body, requested=requested)
+        *outputs, chosen = function(self.to_tensor(model, x), *self.fixed_tensors(model), requested)
         targets.set(self.to_numpy(chosen))
         return [self.to_numpy(output) for output in outputs]
 
-    def _selected(self, logits: Tensor, requested: Any) -> tuple:
-        """``(Σ_n y_n,c_n, chosen)``: the sum of each sample's target logit, and the classes ``c``."""
-        chosen = self.choose(logits, requested)
-        return self.reduce_sum(logits * self.one_hot(chosen, logits, logits.dtype)), chosen
+    def _selected(self, outputs: Tensor, requested: Any) -> tuple:
+        """``(q, chosen)``: the explained quantity ``q = Σ_n Σ C_n ⊙ y_n`` (for a class: the sum of each sample's
+        target logit) and the indices chosen."""
+        weights, chosen = self.select(outputs, requested)
+        return self.reduce_sum(outputs * weights), chosen
 
     # --- the passes ----------------------------------------------------------------------------------------------
     def logits(self, model, x: np.ndarray) -> np.ndarray:
@@ -268,7 +286,8 @@ class Backend:
     def graph_backward(self, model, x: np.ndarray, targets, mapping_factory, lrp_head: bool,
                        key: PassKey = None) -> np.ndarray:
         """A signal sent from the output through the captured graph with the per-node mapping
-        ``mapping_factory(graph)`` (docs/lrp.md#engine): the LRP head ``z_c·e_c`` if ``lrp_head``, else ``1·e_c``.
+        ``mapping_factory(graph)`` (docs/lrp.md#engine): the LRP head ``C ⊙ z`` if ``lrp_head``, else ``C``, with ``C``
+        the target's coefficients (``e_c`` for a class, docs/api.md#targets).
 
         ``key`` identifies the mapping by value (e.g. the parsed method), or is a function returning such a key
         (evaluated only by backends that compile: the others never pay for it); None runs uncached."""
@@ -289,17 +308,19 @@ class Backend:
                 mapping = mapping_factory(graph) if graph.is_supported(graph.output) else None
                 ops, values = self.record_for_backward(graph, x, lrp_head, getattr(mapping, "forward", None))
                 y = values[graph.output]
-                chosen = self.choose(y, requested)
+                weights, chosen = self.select(y, requested)  # C = ∂q/∂y (docs/api.md#targets)
                 graph.check_supported(graph.output)  # before any relevance is computed
                 mapping = mapping_factory(graph) if mapping is None else mapping
                 start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
-                onehot = self.one_hot(chosen, y, values[start].dtype)
-                signal = values[start] * onehot if lrp_head else onehot
+                signal = values[start] * weights if lrp_head else weights  # the head: C ⊙ z, or C
                 with self.no_grad():
                     relevance = propagate(ops, graph, values, start, signal, mapping)
                 return relevance, y, chosen
             return backward
+        targets = Targets.of(targets)
         relevance, captured = self.run_pass(model, x, targets, "graph_backward", pass_key, make_body)
+        if lrp_head:
+            targets.check_linear(x.dtype)  # a callable target's LRP head C ⊙ z needs a linear f
         self.verify_capture(model, x, captured)
         return relevance
 
@@ -368,21 +389,24 @@ class Backend:
         return type(model).__name__
 
     # --- targets -----------------------------------------------------------------------------------------------
-    def num_classes(self, model) -> Optional[int]:
-        """The number of logits, when the model declares it without a forward pass (else None)."""
+    def output_shape(self, model) -> Optional[tuple]:
+        """The per-sample shape of the model's output, when the model declares it without a forward pass (else
+        None)."""
         return None
 
-    def resolved_targets(self, model, x: np.ndarray, targets) -> np.ndarray:
-        """Per-sample classes for ``x``; a logits pass runs only for the argmax (or where the number of classes is
-        not declared). For the methods whose own passes run on other points than ``x`` (IG, SmoothGrad, VarGrad)."""
+    def resolved_targets(self, model, x: np.ndarray, targets) -> Targets:
+        """The targets of ``x`` resolved; a logits pass runs only for the argmax, a callable target, or where the
+        output shape is not declared. For the methods whose own passes run on other points than ``x`` (IG,
+        SmoothGrad, VarGrad: the targets are fixed at ``x``, D4)."""
         targets = Targets.of(targets)
-        if targets.values is None:
-            k = None if targets.is_argmax else self.num_classes(model)
-            if k is not None:
-                targets.requested(len(x), k)
+        if not targets.resolved:
+            shape = None if targets.is_argmax or targets.is_callable else self.output_shape(model)
+            if shape is not None:
+                targets.requested(len(x), shape)
             else:
-                targets.resolve(self.logits(model, x))
-        return targets.values
+                targets.resolve(self.logits(model, x), functools.partial(
+                    self.differentiate_target, like=self.to_tensor(model, x[:1])))
+        return targets
 
     # --- chunking ------------------------------------------------------------------------------------------------
     def activation_bytes(self, model, x: np.ndarray) -> int:

@@ -23,6 +23,7 @@ from signxai.core.layout import from_canonical, to_canonical
 from signxai.core.composite import LRP, lrp_key
 from signxai.core.inputs import rows
 from signxai.core.rules import GuidedBackprop
+from signxai.core.targets import Targets
 from signxai.methods import families as f
 
 # IG/SmoothGrad/VarGrad evaluate their points in chunks whose gradient passes need at most this many bytes
@@ -101,7 +102,7 @@ def _evaluate_points(run: _Run, base, points, targets):
     with its own sample's fixed inputs (docs/api.md#multi-input)."""
     n, m = points.shape[:2]
     flat = points.reshape((n * m,) + points.shape[2:])
-    flat_targets = np.repeat(np.asarray(targets), m)
+    flat_targets = Targets.of(targets).repeat(m)  # D4: each sample's targets at each of its points
     sample_of = np.repeat(np.arange(n), m)  # the sample each point belongs to
     size = run.batch_size or run.backend.chunk_size(rows(run.model, sample_of[:1]), flat[:1], MEMORY_BUDGET)
     bounds = np.linspace(0, len(flat), -(-len(flat) // size) + 1).round().astype(int)

@@ -80,7 +80,10 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
     * ``methods``: a method name, a list of names, or a dict name → parameters; ``**params`` apply to every method.
     * ``out``: the store (Zarr by default; ``format="npy"``: one ``.npy`` per array). A store of the same job is
       resumed: finished chunks are skipped. A store of another job is an error; nothing is overwritten.
-    * ``target``: None (the predicted class of each sample), a class index, or one index per sample.
+    * ``target``: None (the predicted class of each sample), a class index, one index per sample, or
+      ``"negative"`` (the negative class of a single-logit head, docs/api.md#targets). Models with one output per
+      sample, ``(N,)`` or ``(N, 1)``, store it as ``logits`` of width 1; per-timestep outputs and callable targets
+      are refused (call ``calculate_relevancemaps`` chunk by chunk).
     * ``batch_size``: samples per chunk (one ``calculate_relevancemaps`` call per method and chunk); memory is
       bounded by it whatever the dataset size.
     * ``engine``: ``"local"`` (this process) or ``"ray"`` (Ray Data, ``num_actors`` actors each building the model

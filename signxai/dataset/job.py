@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from signxai.core.targets import NEGATIVE
+
 # Model loading (files, objects, factories) lives in signxai.loading (ModelSpec is also importable from here)
 from signxai.loading import ModelSpec
 from signxai.loading import framework_of as _framework
@@ -149,8 +151,13 @@ def model_logits(model, x: np.ndarray) -> np.ndarray:
         raise TypeError(f"model of type {type(model).__name__} is neither a keras.Model nor a torch.nn.Module")
     with BACKEND.computation():
         logits = np.asarray(BACKEND.logits(model, x))
+    if logits.ndim == 1:  # a regression output (N,): its single output (docs/api.md#targets)
+        logits = logits[:, None]
     if logits.ndim != 2:
-        raise ValueError(f"the model output has shape {logits.shape}; it must be (N, K) logits")
+        raise ValueError(f"the model output has shape {logits.shape}: explain_dataset stores (N, K) logits (or the "
+                         f"single output of (N,) / (N, 1) heads) and one class per sample. Explain per-timestep "
+                         f"outputs with calculate_relevancemaps(model, X, method, target=(t, k)) chunk by chunk "
+                         f"(docs/api.md#targets)")
     return logits
 
 
@@ -165,7 +172,7 @@ class Job:
     out: Path
     format: str
     methods: list
-    target: object  # None, an int, or an int64 array of length n
+    target: object  # None, an int, 'negative', or an int64 array of length n
     dtype: str
     batch_size: int
     n_classes: int
@@ -189,6 +196,12 @@ def normalize_target(target, n: int):
     """None (the predicted class), one class index, or one index per sample (int64 array of length n)."""
     if target is None or (isinstance(target, str) and target == "max_activation"):
         return None
+    if isinstance(target, str) and target == NEGATIVE:
+        return NEGATIVE  # the negative class of a single-logit head (docs/api.md#targets)
+    if callable(target) and not hasattr(target, "dtype"):
+        raise ValueError("explain_dataset takes None, a class index, one index per sample or 'negative': a callable "
+                         "target cannot be stored or compared when a job is resumed; call calculate_relevancemaps "
+                         "with it chunk by chunk (docs/api.md#targets)")
     if isinstance(target, (bool, np.bool_)):
         raise ValueError(f"target must be None, a class index or one index per sample, got {target!r}")
     if hasattr(target, "detach"):
@@ -208,6 +221,11 @@ def normalize_target(target, n: int):
 def check_target(target, n_classes: int) -> None:
     if target is None:
         return
+    if isinstance(target, str):  # NEGATIVE
+        if n_classes != 1:
+            raise ValueError(f"target='negative' explains the negative class of a single-logit binary head, but "
+                             f"the model has {n_classes} outputs: give a class index in 0 … {n_classes - 1}")
+        return
     values = np.atleast_1d(target)
     bad = values[(values < 0) | (values >= n_classes)]
     if len(bad):
@@ -217,7 +235,7 @@ def check_target(target, n_classes: int) -> None:
 def target_description(target):
     if target is None:
         return "predicted"
-    if isinstance(target, int):
+    if isinstance(target, (int, str)):
         return target
     return {"per_sample": len(target), "blake2b": hashlib.blake2b(target.tobytes(), digest_size=16).hexdigest()}
 
@@ -229,7 +247,8 @@ def layout(job: Job) -> dict:
     arrays["logits"] = ((job.n, job.n_classes), "float32", float("nan"),
                         {"description": "the model's logits"})
     arrays["predictions"] = ((job.n,), "int64", -1, {"description": "argmax of the logits (-1: not computed)"})
-    arrays["targets"] = ((job.n,), "int64", -1, {"description": "the class each map explains (-1: not computed)"})
+    arrays["targets"] = ((job.n,), "int64", -1, {"description": "the class each map explains (-1: not computed; "
+                                                                "with target='negative': output 0, negated)"})
     arrays["valid"] = ((job.n,), "bool", False,
                        {"description": "True where the sample was explained (False: skipped or not yet computed)"})
     return arrays
@@ -291,16 +310,17 @@ def explain_chunk(model, x, ok, job: Job, start: int) -> dict:
     batch = x if ok.all() else x[ok]
     logits = model_logits(model, batch)
     predictions = logits.argmax(axis=1).astype(np.int64)  # ties: the lowest index, as calculate_relevancemaps
-    if job.target is None:
-        targets = predictions
+    explained = targets = predictions
+    if isinstance(job.target, str):  # NEGATIVE: the single output, negated (stored as output 0)
+        explained, targets = job.target, np.zeros(len(batch), np.int64)
     elif isinstance(job.target, int):
-        targets = np.full(len(batch), job.target, np.int64)
-    else:
-        targets = job.target[start:start + n][ok]
+        explained = targets = np.full(len(batch), job.target, np.int64)
+    elif job.target is not None:
+        explained = targets = job.target[start:start + n][ok]
     arrays["logits"][ok] = logits
     arrays["predictions"][ok] = predictions
     arrays["targets"][ok] = targets
     for method in job.methods:
-        arrays[f"maps/{method.name}"][ok] = calculate_relevancemaps(model, batch, method.name, target=targets,
+        arrays[f"maps/{method.name}"][ok] = calculate_relevancemaps(model, batch, method.name, target=explained,
                                                                     dtype=job.dtype, **method.params)
     return arrays

@@ -29,9 +29,28 @@ def _is_softmax_layer(layer):
     return isinstance(layer, SOFTMAX_LAYERS) or getattr(layer, "activation", None) in SOFTMAX_FUNCTIONS
 
 
+#: a sigmoid output: refused like a softmax, the logits explained after ``remove_sigmoid`` (D22, docs/api.md#targets)
+_SIGMOID_FUNCTIONS = (_ACT.sigmoid, _ACT.log_sigmoid)
+_SIGMOID_OPERATIONS = ("Sigmoid", "LogSigmoid")
+
+
+def _is_sigmoid_layer(layer):
+    return (getattr(layer, "activation", None) in _SIGMOID_FUNCTIONS
+            or (not isinstance(layer, keras.layers.Layer) and type(layer).__name__ in _SIGMOID_OPERATIONS))
+
+
+def sigmoid_output_layer(model):
+    """The layer whose sigmoid produces the model's output (through nested models and Reshape/Flatten layers after
+    it), or None."""
+    layer = _output_layer(model)
+    while isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten)):
+        layer = _output_layer_of(layer.input)
+    return layer if _is_sigmoid_layer(layer) else None
+
+
 def check_model(model, view=None, multi=False):
-    """Built, one input and one (N, K) output, no softmax at the output (docs/api.md#model-requirements). ``view`` is
-    the model's Functional graph (the model itself, or the view of a subclassed model; None where a subclassed model's
+    """Built, one output, no softmax or sigmoid at the output (docs/api.md#model-requirements). ``view`` is the
+    model's Functional graph (the model itself, or the view of a subclassed model; None where a subclassed model's
     graph cannot be captured: then only the gradient family runs, on the model itself). ``multi``: several inputs are
     allowed (docs/api.md#multi-input)."""
     if not model.built:
@@ -42,17 +61,25 @@ def check_model(model, view=None, multi=False):
     if (len(view.inputs) != 1 and not multi) or len(view.outputs) != 1:
         raise ValueError(f"the model has {len(view.inputs)} inputs and {len(view.outputs)} outputs; "
                          f"signxai explains single-input, single-output models")
-    if len(view.outputs[0].shape) != 2:
-        raise ValueError(f"the model output has shape {tuple(view.outputs[0].shape)}; it must be (N, K) logits")
     layer = _output_layer(view)
     if _is_softmax_layer(layer):  # only a softmax *output*: softmax inside (attention) is no reason to refuse
         raise ValueError(f"layer {layer.name!r} applies a softmax: explanations need logits. Remove it with "
                          f"signxai.utils.utils.remove_softmax(model), which returns a copy")
+    sigmoid = sigmoid_output_layer(view)
+    if sigmoid is not None:  # a gate inside (squeeze-excitation) is no reason to refuse
+        raise ValueError(f"layer {sigmoid.name!r} applies a sigmoid to the model's output: explanations need logits "
+                         f"(D22). Remove it with signxai.utils.utils.remove_sigmoid(model), which returns a copy "
+                         f"whose output is the logit; explain a probability with a callable target on that copy "
+                         f"(docs/api.md#targets)")
 
 
 def _output_layer(model):
     """The layer that produces a Functional model's output (through nested models)."""
-    layer = model.outputs[0]._keras_history.operation
+    return _output_layer_of(model.outputs[0])
+
+
+def _output_layer_of(tensor):
+    layer = tensor._keras_history.operation
     while isinstance(layer, keras.Model) and is_graph_model(layer):
         layer = layer.outputs[0]._keras_history.operation
     return layer
@@ -256,7 +283,7 @@ class KerasBackend(Backend):
     # weakly; variables are read at each call, so new weights are used. Targets are resolved inside the pass from
     # its own logits (argmax: lowest index on ties), so no separate logits pass runs. Only a mapping without a
     # value key (the vanished-relevance diagnosis, which inspects tensors in Python) runs eagerly.
-    def pass_function(self, model, x, name, key, make_body, takes_targets=True):
+    def pass_function(self, model, x, name, key, make_body, takes_targets=True, requested=None):
         key = key() if callable(key) else key
         ref = weakref.ref(model)
         make_body = self.bind_body(model, make_body)  # a bound view's body takes its fixed inputs after x
@@ -265,53 +292,86 @@ class KerasBackend(Backend):
         sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
         fixed = [tf.TensorSpec((None,) + f.shape[1:], tf.as_dtype(f.dtype)) for f in model.fixed] if isinstance(
             model, Bound) else []
-        signature = [tf.TensorSpec((None,) + sample, dtype)] + fixed + ([tf.TensorSpec((None,), tf.int64)]
-                                                                        if takes_targets else [])
+        # one compiled pass per kind of target (docs/api.md#targets): its tensors' structure, not their values
+        specs = None if requested is None else tuple(
+            tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype) for t in requested)
+        kind = None if specs is None else tuple((tuple(spec.shape[1:]), spec.dtype.name) for spec in specs)
+        signature = [tf.TensorSpec((None,) + sample, dtype)] + fixed + ([specs] if specs is not None else [])
         # each function is traced once; wrapping the body in its own partial gives it its own retracing counter
         # (TensorFlow keys the counter by code object, and every pass shares make_body's code), so a session of
         # many methods does not log "triggered tf.function retracing" warnings for traces that are not retraces
-        return self._per_model(self._compiled, model, (name, key, sample, dtype.name), lambda: tf.function(
+        return self._per_model(self._compiled, model, (name, key, sample, dtype.name, kind), lambda: tf.function(
             functools.partial(make_body(ref)), input_signature=signature, autograph=False),
             limit=COMPILED_PER_MODEL)
 
     def requested(self, model, x, targets):
-        """The classes as an int64 tensor, :data:`Targets.ARGMAX` where the pass takes the argmax itself."""
-        classes = self.num_classes(model)
-        if targets.values is None and not targets.is_argmax and classes is None:
-            targets.resolve(self.logits(model, x))  # an undeclared number of classes: validate on real logits
-        return tf.constant(targets.requested(len(x), classes))
+        """The targets as tensors, one structure per kind (docs/api.md#targets): ``(indices, signs)`` with
+        :data:`Targets.ARGMAX` where the pass takes the argmax itself, or ``(coefficients,)`` for a callable target
+        (differentiated on the outputs of a logits pass)."""
+        shape = self.output_shape(model)
+        if not targets.resolved and (targets.is_callable or shape is None):
+            targets.resolve(self.logits(model, x), self.differentiate_target)  # validated on real outputs
+        if targets.is_callable:
+            return (tf.constant(targets.weights(len(x), 0), dtype=tf.as_dtype(x.dtype)),)
+        indices = targets.requested(len(x), shape)
+        return tf.constant(indices), tf.constant(targets.signs, dtype=tf.as_dtype(x.dtype))
 
-    def choose(self, logits, requested):
-        """The requested class per sample; for ``Targets.ARGMAX`` the argmax of the logits, lowest index on ties and
-        the first NaN where there is one (``np.argmax``'s choice), computed in the pass itself."""
-        logits = tf.stop_gradient(logits)
-        index = tf.range(tf.shape(logits)[-1], dtype=tf.int64)
+    def select(self, outputs, requested):
+        """``(C, chosen)`` computed in the pass itself: for a class, signed one-hot rows over the flattened
+        outputs, where :data:`Targets.ARGMAX` asks for the argmax (lowest index on ties and the first NaN where
+        there is one, ``np.argmax``'s choice); for a callable target its coefficients."""
+        shape = tf.shape(outputs)
+        flat = tf.reshape(outputs, tf.stack([shape[0], -1]))
+        if len(requested) == 1:  # coefficients
+            return (tf.reshape(tf.cast(requested[0], outputs.dtype), shape),
+                    tf.fill(tf.shape(flat)[:1], tf.constant(-1, tf.int64)))
+        indices, signs = requested
+        logits = tf.stop_gradient(flat)
+        width = tf.shape(logits, out_type=tf.int64)[-1]
+        index = tf.range(width, dtype=tf.int64)
         nan = tf.math.is_nan(logits)
         peak = tf.reduce_max(tf.where(nan, tf.constant(-np.inf, logits.dtype), logits), axis=-1, keepdims=True)
         hit = tf.where(tf.reduce_any(nan, axis=-1, keepdims=True), nan, tf.equal(logits, peak))
-        argmax = tf.reduce_min(tf.where(hit, index, tf.shape(logits, out_type=tf.int64)[-1]), axis=-1)
-        return tf.where(requested < 0, argmax, requested)
+        argmax = tf.reduce_min(tf.where(hit, index, width), axis=-1)
+        chosen = tf.where(indices < 0, argmax, indices)
+        weights = tf.one_hot(chosen, _width(flat), dtype=outputs.dtype) * tf.cast(signs, outputs.dtype)[:, None]
+        return tf.reshape(weights, shape), chosen
+
+    def differentiate_target(self, function, outputs, like=None):
+        y = tf.constant(outputs)
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            values = function(y)
+            if values is None or not hasattr(values, "shape"):
+                raise ValueError(f"the target callable returned {type(values).__name__}: it must return a tensor "
+                                 f"of one value per sample (docs/api.md#targets)")
+            values = tf.convert_to_tensor(values)
+            total = tf.reduce_sum(values) if values.dtype.is_floating else None
+        gradient = None if total is None else tape.gradient(total, y)
+        return values.numpy(), None if gradient is None else tf.convert_to_tensor(gradient).numpy()
 
     def model_name(self, model):
         return f"the Keras model {unbound(model).name!r}"
 
-    def num_classes(self, model):
+    def output_shape(self, model):
         view = self._try_view(model)
-        classes = None if view is None else view.outputs[0].shape[-1]
-        return None if classes is None else int(classes)
+        shape = None if view is None else tuple(view.outputs[0].shape[1:])
+        return None if shape is None or any(d is None for d in shape) else tuple(int(d) for d in shape)
 
     def resolved_targets(self, model, x, targets):
         """As the base class, but an argmax comes from the compiled gradient pass that IG/SmoothGrad/VarGrad run
         anyway (a gradient of ``x`` costs a forward and a backward of its samples, and saves tracing a logits
         pass)."""
         targets = Targets.of(targets)
-        if targets.values is None:
-            classes = self.num_classes(model)
-            if targets.is_argmax or classes is None:
+        if not targets.resolved:
+            shape = self.output_shape(model)
+            if targets.is_callable or shape is None:
+                targets.resolve(self.logits(model, x), self.differentiate_target)
+            elif targets.is_argmax:
                 self.gradients(model, x, targets)
             else:
-                targets.requested(len(x), classes)
-        return targets.values
+                targets.requested(len(x), shape)
+        return targets
 
 
 def _view_or_error(model):

@@ -91,8 +91,14 @@ class TorchBackend(Backend):
         graph = self._try_graph(model)
         if graph is not None and graph.nodes[graph.output].layer_type in SOFTMAX_NAMES:
             raise _softmax_error(graph.nodes[graph.output].name)  # only a softmax *output* is refused
+        sigmoid = sigmoid_output_node(graph) if graph is not None else None
+        if sigmoid is not None:  # a gate inside (squeeze-excitation) is no reason to refuse
+            raise _sigmoid_error(graph.nodes[sigmoid].name)
         if graph is None:  # not captured: find a softmax module whose output is the model's output
             _refuse_softmax_output(model, self._eval_mode)
+            last = list(model.named_modules())[-1]
+            if isinstance(last[1], (nn.Sigmoid, nn.LogSigmoid)):
+                raise _sigmoid_error(last[0])  # the last registered module is a sigmoid: a multi-label head
         return True
 
     def input_names(self, model):
@@ -278,6 +284,22 @@ class TorchBackend(Backend):
     def classes_tensor(self, classes, like):
         return torch.as_tensor(classes, device=like.device)
 
+    def array_tensor(self, array, like):
+        return torch.as_tensor(array, dtype=like.dtype, device=like.device)
+
+    def differentiate_target(self, function, outputs, like=None):
+        y = torch.tensor(outputs, device=None if like is None else like.device, requires_grad=True)
+        with torch.enable_grad():
+            values = function(y)
+        if not isinstance(values, torch.Tensor):
+            raise ValueError(f"the target callable returned {type(values).__name__}: it must return a tensor of one "
+                             f"value per sample (docs/api.md#targets)")
+        gradient = None
+        if values.requires_grad:
+            (gradient,) = torch.autograd.grad(values.sum(), y, allow_unused=True)
+        return (values.detach().cpu().numpy(),
+                None if gradient is None else gradient.detach().cpu().numpy())
+
 
 def _is_tensor(value):
     return isinstance(value, torch.Tensor)
@@ -285,6 +307,30 @@ def _is_tensor(value):
 
 SOFTMAX_NAMES = tuple(t.__name__ for t in SOFTMAX_LAYERS) + ("softmax", "log_softmax", "softmin", "_softmax",
                                                              "_log_softmax")
+
+
+#: a sigmoid output: refused like a softmax, the logits explained after ``remove_sigmoid`` (D22, docs/api.md#targets)
+SIGMOID_NAMES = ("Sigmoid", "LogSigmoid", "sigmoid", "sigmoid_", "logsigmoid", "log_sigmoid", "log_sigmoid_forward")
+
+
+def sigmoid_output_node(graph):
+    """The index of the sigmoid node that produces the captured graph's output (walking back over re-indexing nodes
+    with one tensor parent: ``sigmoid(fc(x)).squeeze(1)``), or None."""
+    index = graph.output
+    while True:
+        node = graph.nodes[index]
+        if node.layer_type in SIGMOID_NAMES and node.kind == g.ACTIVATION:
+            return index
+        parents = [p for p in node.parents if graph.nodes[p].kind != g.AUX]
+        if node.kind != g.REINDEX or len(parents) != 1:
+            return None
+        index = parents[0]
+
+
+def _sigmoid_error(where):
+    return ValueError(f"{where!r} applies a sigmoid to the model's output: explanations need logits (D22). Remove it "
+                      f"with signxai.torch_signxai.utils.remove_sigmoid(model), which returns a copy whose output is "
+                      f"the logit; explain a probability with a callable target on that copy (docs/api.md#targets)")
 
 
 def _refuse_softmax_output(model, eval_mode):

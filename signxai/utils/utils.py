@@ -1,4 +1,5 @@
-"""Helpers kept from signxai 1.x: image loading with VGG preprocessing, heatmap normalisation, softmax removal."""
+"""Helpers kept from signxai 1.x: image loading with VGG preprocessing, heatmap normalisation, softmax removal;
+and sigmoid removal (docs/api.md#targets)."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,3 +41,10 @@ def remove_softmax(model):
     """A copy of a Keras model whose softmax output activation is replaced by linear (the model is untouched)."""
     from signxai.tf_signxai.model_utils import remove_softmax as _remove_softmax
     return _remove_softmax(model)
+
+
+def remove_sigmoid(model):
+    """A copy of a Keras model whose output sigmoid is removed: its output is the logit (the model is untouched;
+    docs/api.md#targets, D22)."""
+    from signxai.tf_signxai.model_utils import remove_sigmoid as _remove_sigmoid
+    return _remove_sigmoid(model)
