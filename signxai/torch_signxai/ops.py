@@ -110,6 +110,14 @@ class TensorOps:
         return torch.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
 
     @staticmethod
+    def sum_axis(t, axis):
+        return t.sum(dim=axis, keepdim=True)
+
+    @staticmethod
+    def where_zero(t, value, other):
+        return torch.where(t == 0, torch.zeros((), dtype=other.dtype, device=other.device) + value, other)
+
+    @staticmethod
     def std_per_sample(a, like):
         std = a.to(torch.float64).flatten(1).std(dim=1, unbiased=False)
         return std.to(like.dtype).reshape([-1] + [1] * (like.dim() - 1))
