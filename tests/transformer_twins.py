@@ -47,25 +47,46 @@ def keras_encoder(blocks: int):
     return keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(h))
 
 
-class Block(nn.Module):
+class SelfAttention(nn.Module):
+    """Two-head self-attention written with batch-first projections and ``F.scaled_dot_product_attention`` (traced
+    by torch.fx; ``nn.MultiheadAttention`` is captured by torch.export)."""
+
     def __init__(self):
         super().__init__()
+        self.query, self.key, self.value = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
+        self.out = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, a):
+        n, t, _ = a.shape
+        q, k, v = (f(a).reshape(n, t, HEADS, WIDTH // HEADS).transpose(1, 2) for f in (self.query, self.key,
+                                                                                         self.value))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(o.transpose(1, 2).reshape(n, t, WIDTH))
+
+
+class Block(nn.Module):
+    def __init__(self, attention="mha"):
+        super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(WIDTH, eps=EPS), nn.LayerNorm(WIDTH, eps=EPS)
-        self.mha = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+        self.attention = attention
+        if attention == "mha":
+            self.mha = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+        else:
+            self.sdpa = SelfAttention()
         self.fc1, self.act, self.fc2 = nn.Linear(WIDTH, MLP), nn.GELU(), nn.Linear(MLP, WIDTH)
 
     def forward(self, h):
         a = self.ln1(h)
-        h = h + self.mha(a, a, a, need_weights=False)[0]
+        h = h + (self.mha(a, a, a, need_weights=False)[0] if self.attention == "mha" else self.sdpa(a))
         return h + self.fc2(self.act(self.fc1(self.ln2(h))))
 
 
 class TorchEncoder(nn.Module):
-    def __init__(self, blocks: int):
+    def __init__(self, blocks: int, attention="mha"):
         super().__init__()
         self.patch = nn.Linear(FEATURES, WIDTH)
         self.position = nn.Parameter(torch.zeros(TOKENS, WIDTH))
-        self.blocks = nn.Sequential(*[Block() for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[Block(attention) for _ in range(blocks)])
         self.ln_f = nn.LayerNorm(WIDTH, eps=EPS)
         self.head = nn.Linear(WIDTH, CLASSES)
 
@@ -110,10 +131,17 @@ def set_weights(keras_model, torch_model, blocks: int, seed: int, bias: bool):
                for _ in range(3)]
         out_w, out_b = draw(HEADS, key_dim, WIDTH, scale=1 / np.sqrt(WIDTH)), draw(WIDTH, scale=0.2, is_bias=True)
         mha.set_weights([qkv[0][0], qkv[0][1], qkv[1][0], qkv[1][1], qkv[2][0], qkv[2][1], out_w, out_b])
-        _copy(block.mha.in_proj_weight, np.concatenate([w.reshape(WIDTH, WIDTH).T for w, _ in qkv]))
-        _copy(block.mha.in_proj_bias, np.concatenate([b_.reshape(WIDTH) for _, b_ in qkv]))
-        _copy(block.mha.out_proj.weight, out_w.reshape(WIDTH, WIDTH).T)
-        _copy(block.mha.out_proj.bias, out_b)
+        if block.attention == "mha":
+            _copy(block.mha.in_proj_weight, np.concatenate([w.reshape(WIDTH, WIDTH).T for w, _ in qkv]))
+            _copy(block.mha.in_proj_bias, np.concatenate([b_.reshape(WIDTH) for _, b_ in qkv]))
+            _copy(block.mha.out_proj.weight, out_w.reshape(WIDTH, WIDTH).T)
+            _copy(block.mha.out_proj.bias, out_b)
+        else:
+            for linear, (w, b_) in zip((block.sdpa.query, block.sdpa.key, block.sdpa.value), qkv):
+                _copy(linear.weight, w.reshape(WIDTH, WIDTH).T)
+                _copy(linear.bias, b_.reshape(WIDTH))
+            _copy(block.sdpa.out.weight, out_w.reshape(WIDTH, WIDTH).T)
+            _copy(block.sdpa.out.bias, out_b)
         layer_norm(f"ln2_{b}", block.ln2)
         dense(f"fc1_{b}", block.fc1, WIDTH, MLP)
         dense(f"fc2_{b}", block.fc2, MLP, WIDTH)
@@ -133,8 +161,11 @@ class _TokensFirst(nn.Module):
         return self.encoder(x.transpose(1, 2))
 
 
-def transformer_twin(blocks: int = 2, bias: bool = True, seed: int = 0, n: int = 2) -> Twin:
-    keras_model, encoder = keras_encoder(blocks), TorchEncoder(blocks).eval()
+def transformer_twin(blocks: int = 2, bias: bool = True, seed: int = 0, n: int = 2, attention: str = "mha") -> Twin:
+    """``attention``: the PyTorch side's attention, ``"mha"`` (``nn.MultiheadAttention``, captured by torch.export)
+    or ``"sdpa"`` (``F.scaled_dot_product_attention``, captured by torch.fx)."""
+    keras_model, encoder = keras_encoder(blocks), TorchEncoder(blocks, attention).eval()
     set_weights(keras_model, encoder, blocks, seed, bias)
     x = np.random.RandomState(seed + 100).normal(0, 1, size=(n, TOKENS, FEATURES)).astype(np.float32)
-    return Twin(f"transformer{blocks}{'' if bias else '_nobias'}", keras_model, _TokensFirst(encoder).eval(), x, 0)
+    return Twin(f"transformer{blocks}_{attention}{'' if bias else '_nobias'}", keras_model,
+                _TokensFirst(encoder).eval(), x, 0)

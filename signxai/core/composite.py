@@ -261,6 +261,14 @@ class StdxEpsilon(KernelRule):
                                            "a finite number > 0"))
         self._rule = r.stdx_epsilon_rule(self.stdfactor)
 
+    def relevance(self, ops, layer, inputs, output, R):
+        if not layer.node.batch_leading:
+            raise ValueError(f"{self!r} needs the standard deviation of each sample of the input of layer "
+                             f"{layer.describe()}, but that input does not hold one sample per index of its leading "
+                             f"axis (e.g. PyTorch's nn.MultiheadAttention projects a (tokens, batch, features) "
+                             f"tensor); use Epsilon there (docs/transformers.md#limits)")
+        return [self.kernel_relevance(ops, layer.kernel, inputs[0], output, R)]
+
     def kernel_relevance(self, ops, kernel, a, z, R):
         return self._rule(ops, kernel, a, z, R)
 

@@ -101,6 +101,10 @@ class Node:
     # function ``t ↦ γ ⊙ (t − mean(t)) / σ(a) + β`` (docs/transformers.md#layer-norm); SOFTMAX nodes: ``axis``
     normalization: Optional[Callable[..., Any]] = None
     axis: Optional[int] = None
+    # False where the node's (first) input does not hold one sample per index of its leading axis (PyTorch's
+    # nn.MultiheadAttention projects a (tokens, batch, E) or (tokens·batch, E) tensor): per-sample statistics of the
+    # input (StdxEpsilon's std) are then undefined (docs/transformers.md#limits)
+    batch_leading: bool = True
 
     def describe(self) -> str:
         return f"'{self.name}' ({self.layer_type})" if self.layer_type else f"'{self.name}'"

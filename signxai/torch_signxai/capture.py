@@ -165,6 +165,8 @@ class Capture:
                                f"({[n.target for n in required]}); the rule-based methods explain single-input "
                                f"models (the gradient family runs on the model itself)")
         self.index[required[0]] = 0
+        value = required[0].meta.get("val")
+        self.batch = str(value.shape[0]) if self.exported and hasattr(value, "shape") and len(value.shape) else None
         for node in placeholders[1:]:
             if node.args:
                 self.constants[node] = node.args[0]
@@ -187,6 +189,14 @@ class Capture:
         if not isinstance(output, fx.Node) or output not in self.index:
             raise CaptureError("the model must return a single tensor that depends on its input")
         self.graph = g.Graph(self.nodes, output=self.index[output], names=self.names)
+
+    def batch_leading(self, arg):
+        """Whether an exported value's leading axis is the (dynamic) batch axis of the input."""
+        batch = getattr(self, "batch", None)
+        value = arg.meta.get("val") if isinstance(arg, fx.Node) else None
+        if batch is None or value is None or not hasattr(value, "shape") or len(value.shape) == 0:
+            return True
+        return str(value.shape[0]) == batch
 
     def dependent(self, arg):
         return isinstance(arg, fx.Node) and arg in self.index
@@ -258,6 +268,8 @@ class Capture:
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
                       else node.target._schema.name.split("::")[-1] if isinstance(node.target, torch._ops.OpOverload)
                       else getattr(node.target, "__name__", str(node.target)))
+        if kind == g.KERNEL and self.exported and parents and not self.batch_leading(parents[0]):
+            extra["batch_leading"] = False
         self.nodes.append(g.Node(name, kind, tuple(self.index[p] for p in parents), forward, layer_type, **extra))
         self.index[node] = len(self.nodes) - 1
         if node.op == "call_module":
