@@ -86,10 +86,15 @@ class PathIntegral(Driver):
 
 @dataclass(frozen=True)
 class Param:
-    """A keyword parameter of a family: its check and its default."""
+    """A keyword parameter of a family: its check and its default (:data:`UNSET`: an optional keyword that is in a
+    method's ``params`` only where given; its default is then the driver's)."""
 
     check: Check
     default: Any
+
+
+#: the default of an optional keyword parameter that is recorded only where given (LRP's ``attention=``)
+UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ FAMILY_LIST: tuple[Family, ...] = (
     Family("guided_grad_cam", GradCam(guided=True), params={"layer": Param(LAYER, None)}, syntax="grad_cam",
            applies_to="convolutional", group="grad_cam", symbol="GBP ⊙ CAM"),
     Family("lrp", LrpBackward(), keywords=tuple(LRP_INPUT_RULES), syntax="lrp",
-           params={"attention": Param(ATTENTION, "attnlrp")}),
+           params={"attention": Param(ATTENTION, UNSET)}),  # default "attnlrp" (docs/transformers.md#cp-lrp)
 )
 
 FAMILIES: Mapping[str, Family] = MappingProxyType({family.name: family for family in FAMILY_LIST})
