@@ -338,8 +338,8 @@ class Capture:
                 return self.layer_norm(node)
             if target in BILINEAR_FUNCTIONS or target in BILINEAR_METHODS:
                 return self.bilinear(node, parents)
-            if target is torch.ops.aten.masked_fill.Scalar and len(parents) == 1:  # a constant mask: re-indexing
-                return g.REINDEX, {}
+            if target in MASKED_FILLS:
+                return self.masked_fill(node, parents)
             if target is F.batch_norm:
                 return self.functional_batchnorm(node)
             if target is torch.ops.aten.batch_norm.default:  # (input, weight, bias, mean, var, training, …)
@@ -361,6 +361,8 @@ class Capture:
                 return _softmax_inside(target, self.softmax_axis(node))
             if target in BILINEAR_METHODS:
                 return self.bilinear(node, parents)
+            if target in MASKED_FILLS:
+                return self.masked_fill(node, parents)
             if target in CLAMPS:
                 return self.clamp(node)
             kind = LAYER_TABLE.method_kind(target)
@@ -382,6 +384,13 @@ class Capture:
         if not all(w is None or isinstance(w, torch.Tensor) for w in (weight, bias)) or shape is None:
             return g.UNSUPPORTED, {"reason": "a layer norm with input-dependent weight or bias has no rule"}
         return g.NORM, {"normalization": _layer_normalization(shape, weight, bias, 1e-5 if eps is None else eps)}
+
+    def masked_fill(self, node, parents):
+        """``masked_fill(x, mask, value)`` with a constant mask and value (an attention mask): a re-indexing (its
+        gradient routes relevance to the kept positions; masked ones get none: docs/transformers.md#softmax)."""
+        if len(parents) != 1 or node.args[0] is not parents[0]:
+            return g.UNSUPPORTED, {"reason": "masked_fill with an input-dependent mask or value has no rule"}
+        return g.REINDEX, self.out_of_place(node, parents, g.REINDEX)
 
     def bilinear(self, node, parents):
         """matmul/bmm/einsum/``@``: BILINEAR of two input-dependent tensors (docs/transformers.md#bilinear); with one
@@ -673,6 +682,7 @@ BILINEAR_FUNCTIONS = (torch.matmul, operator.matmul, torch.bmm, torch.einsum, to
                       torch.ops.aten.bmm.default, torch.ops.aten.einsum.default)
 BILINEAR_METHODS = ("matmul", "bmm", "__matmul__")
 LAYER_NORMS = (F.layer_norm, torch.ops.aten.layer_norm.default)
+MASKED_FILLS = (torch.masked_fill, "masked_fill", "masked_fill_", torch.ops.aten.masked_fill.Scalar)
 # clamp and its spellings (functions and tensor methods)
 CLAMPS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, "clamp", "clip", "clamp_", "clip_", "clamp_min",
           "clamp_max", "clamp_min_", "clamp_max_", torch.ops.aten.clamp.default, torch.ops.aten.clamp_min.default,
