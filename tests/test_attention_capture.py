@@ -38,7 +38,8 @@ class Explicit(nn.Module):
     def forward(self, x):
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.form == "sdpa_bool":
-            o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=~self.padding.expand(T, T))[:, 0]
+            keep = ~self.padding.expand(T, T)
+            o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=keep)[:, 0]
         elif self.form == "sdpa_causal":
             o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], is_causal=True)[:, 0]
         else:

@@ -3,7 +3,7 @@ gates 1–2 of docs/equivalence.md#agreement-gates, the gradient is each framewo
 twin the LRP-z relevance is conserved: Σ input relevance + what the softmax's Taylor bias absorbed = the logit
 (AttnLRP), Σ input relevance = the logit (CP-LRP)."""
 # torch must be imported before TensorFlow (see NOTES.md: triton/LLVM segfault trap).
-import torch
+import torch  # noqa: F401  (import order)
 
 import functools
 

@@ -268,7 +268,7 @@ class Graph:
         return True
 
     def check_supported(self, upto: int) -> None:
-        for index, node in enumerate(self.nodes[: upto + 1]):
+        for node in self.nodes[: upto + 1]:
             if node.kind == UNSUPPORTED:
                 raise ValueError(f"layer {node.describe()} is not supported by the rule-based methods "
                                  f"(guided backprop, DeconvNet, LRP){': ' + node.reason if node.reason else ''}. "
