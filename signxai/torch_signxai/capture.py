@@ -426,29 +426,32 @@ class Capture:
         q, k, v = (bound.get(n) for n in names[:3])
         name = _module_path(node) if self.exported else None
         name = name or node.name
-        if not all(self.tensor_operand(t) for t in (q, k, v)) or self.dependent(bound.get("attn_mask")) \
+        mask = bound.get("attn_mask")
+        runtime_mask = self.is_aux(mask)  # computed from sizes only (HuggingFace's all-true masks): no signal
+        if not all(self.tensor_operand(t) for t in (q, k, v)) or (self.dependent(mask) and not runtime_mask) \
                 or bound.get("enable_gqa"):
-            self.nodes.append(g.Node(name, g.UNSUPPORTED, tuple(self.index[p] for p in parents), None,
-                                     "scaled_dot_product_attention",
+            self.nodes.append(g.Node(name, g.UNSUPPORTED, tuple(self.index[p] for p in parents),
+                                     self.forward(node, parents), "scaled_dot_product_attention",
                                      reason="attention with an input-dependent mask, grouped queries or a constant "
                                             "query, key or value has no rule"))
             self.index[node] = len(self.nodes) - 1
             return
-        mask = bound.get("attn_mask")
-        mask = self.constants.get(mask, mask) if isinstance(mask, fx.Node) else mask
+        mask_index = self.index[mask] if runtime_mask else None
+        mask = None if runtime_mask else self.constants.get(mask, mask) if isinstance(mask, fx.Node) else mask
         causal, scale = bool(bound.get("is_causal") or False), bound.get("scale")
 
         def scores(query, key):
             factor = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
             return torch.matmul(query, key.transpose(-2, -1)) * factor
 
-        def masked(t):
+        def masked(t, runtime=None):
             if causal:
                 keep = torch.ones(t.shape[-2], t.shape[-1], dtype=torch.bool, device=t.device).tril()
                 t = t.masked_fill(~keep, -math.inf)
-            if mask is None:
+            given = mask if runtime is None else runtime
+            if given is None:
                 return t
-            return t.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else t + mask
+            return t.masked_fill(~given, -math.inf) if given.dtype == torch.bool else t + given
 
         def add(kind, suffix, parents_, forward, layer_type, **extra):
             self.nodes.append(g.Node(f"{name}/{suffix}" if suffix else name, kind, tuple(parents_), forward,
@@ -456,7 +459,9 @@ class Capture:
             return len(self.nodes) - 1
         i_q, i_k, i_v = (self.index[t] for t in (q, k, v))
         at = add(g.BILINEAR, "scores", (i_q, i_k), scores, "matmul")
-        if causal or mask is not None:
+        if runtime_mask:  # its dtype is known only when it runs: a re-indexing either way (the gradient's routing)
+            at = add(g.REINDEX, "mask", (at, mask_index), masked, "masked_fill")
+        elif causal or mask is not None:
             boolean = causal or mask.dtype == torch.bool
             at = add(g.REINDEX if boolean else g.PASS, "mask", (at,), masked, "masked_fill" if boolean else "add")
         at = add(g.SOFTMAX, "softmax", (at,), lambda t: torch.softmax(t, -1), "softmax", value_range=(0.0, 1.0),

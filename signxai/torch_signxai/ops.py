@@ -16,6 +16,8 @@ def _is_float_tensor(t):
 def _gradients(out, leaves, cotangent, **kwargs):
     """One gradient per leaf (zeros where unused, None for a non-float input), of ``out`` with ``cotangent``."""
     wanted = [t for t in leaves if _is_float_tensor(t)]
+    if not wanted:  # a constant made from sizes only (a class token expanded to the batch): nothing to pass on
+        return [None] * len(leaves)
     with torch.enable_grad():
         grads = iter(torch.autograd.grad(out, wanted, grad_outputs=cotangent, allow_unused=True, **kwargs))
     result = []
