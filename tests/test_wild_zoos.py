@@ -58,6 +58,26 @@ def test_timm_cnn_and_mlp_every_family(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224"])
+def test_timm_vits_every_family(name):
+    """Attention-aware LRP (docs/transformers.md): every family runs on timm's ViT and DeiT (torch.export)."""
+    assert _all_ok(_run(zoo.timm_model, name)) <= {"Grad-CAM"}
+
+
+@pytest.mark.slow
+def test_torchvision_vit_b_16_every_family():
+    """torchvision's vit_b_16 (nn.MultiheadAttention, class token; its zero-initialised head re-drawn)."""
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16(weights=None, num_classes=10, image_size=32).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    x = np.random.RandomState(0).randn(2, 3, 32, 32).astype(np.float32)
+    assert _all_ok(zoo.check_families(model, x)) <= {"Grad-CAM"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.TIMM_ATTENTION)
 def test_timm_attention_models_gradient_family(name):
     model, shape = zoo.timm_model(name)
