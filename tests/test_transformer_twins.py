@@ -24,6 +24,9 @@ from twins import torch_input
 
 NOT_CONVOLUTIONAL = ("grad_cam", "guided_grad_cam")
 METHODS = tuple(m for m in FAMILY_SLICE if m not in NOT_CONVOLUTIONAL)
+#: the default tier: the rule-based families (what attention-aware LRP changes) and the gradient; the rest is slow
+DEFAULT = ("gradient", "guided_backprop", "deconvnet", "lrp_z", "lrp_epsilon_0_1", "lrp_alpha_2_beta_1",
+           "lrpsign_epsilon_0_25_std_x", "lrp_sequential_composite_a")
 
 
 @functools.lru_cache(maxsize=None)
@@ -35,7 +38,7 @@ def _std_x(method):
     return "std_x" in method
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m if m in DEFAULT else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_gates(method):
     """The nn.MultiheadAttention twin (torch.export); the std-x names on the SDPA twin (torch.fx), since
     nn.MultiheadAttention projects (tokens, batch, E) tensors that have no per-sample std (test_std_x_refusal)."""
