@@ -125,3 +125,20 @@ def test_keras_attention_forms(form):
     gradient = signxai.calculate_relevancemap(model, x, "gradient", target=1)
     np.testing.assert_allclose(gradient, autograd_gradient(model, x, 1, "float32"), rtol=0,
                                atol=1e-6 * np.abs(gradient).max())
+
+
+def test_rms_norm_is_the_identity_rule():
+    """RMS normalisation is a ``pass`` node in both frameworks (docs/transformers.md#kinds): on a bias-free model LRP-z
+    passes the relevance through it, so the logit is conserved."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(E, E, bias=False), nn.RMSNorm(E, eps=1e-6), nn.Linear(E, 3, bias=False)).eval()
+    inputs = keras.Input((E,))
+    h = keras.layers.Dense(E, use_bias=False)(inputs)
+    h = keras.layers.RMSNormalization(epsilon=1e-6)(h)
+    keras_model = keras.Model(inputs, keras.layers.Dense(3, use_bias=False)(h))
+    x = np.random.RandomState(3).normal(size=(2, E)).astype(np.float32)  # (explained in float64 from here)
+    for m, backend in ((model, TORCH), (keras_model, KERAS)):
+        assert g.PASS in [n.kind for n in backend.graph_for(m, x if backend is KERAS else torch.as_tensor(x)).nodes]
+        relevance = signxai.calculate_relevancemap(m, x, "lrp_z", dtype="float64", target=0).astype(np.float64)
+        logits = backend.logits(backend.model_for(m, "float64"), x.astype(np.float64))[:, 0]
+        np.testing.assert_allclose(relevance.sum(1), logits, rtol=1e-9)
