@@ -8,7 +8,8 @@
 
 Entries are ``(selector, rule)`` pairs, first match wins; a kernel layer no entry gives a rule gets ``default``. A
 selector is a layer type (``"dense"``, ``"conv"``, ``"batchnorm"``, ``"add"``, ``"avgpool"``, ``"activation"``, also
-``"product"``, ``"pass"``, ``"reindex"``), ``"input"`` (the input layers of docs/lrp.md#input-layers),
+``"product"``, ``"pass"``, ``"reindex"``, and the attention kinds ``"bilinear"``, ``"softmax"``, ``"norm"`` of
+docs/transformers.md), ``"input"`` (the input layers of docs/lrp.md#input-layers),
 ``Name(pattern, …)`` (Keras layer name or PyTorch module path; wildcards allowed) or a predicate ``f(layer) -> bool`` on
 a :class:`Layer`. Every LRP catalog name is such a composite: ``composite_for("lrpsign_epsilon_0_1")``. Writing a rule
 of your own: docs/lrp_rules.md.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from signxai.core.composite import (INPUT, LAYER_KINDS, AlphaBeta, BatchNormRule, Composite, Epsilon, Flat,
                                     Gradient, KernelRule, Layer, Name, Pass, Rule, Sign, SignalTakeAll, StdxEpsilon,
                                     WSquare, Z, ZBox, compile_method)
+from signxai.core.composite import GateOrUniform, LayerNormRule, SoftmaxRule, Uniform, ValuesOnly
 from signxai.core.rules import safe_divide, sign0
 from signxai.core.rules import weighted_backward as transpose_apply
 
@@ -36,4 +38,5 @@ def composite_for(method: str, **params) -> Composite:
 
 __all__ = ["AlphaBeta", "BatchNormRule", "Composite", "Epsilon", "Flat", "Gradient", "INPUT", "KernelRule",
            "LAYER_KINDS", "Layer", "Name", "Pass", "Rule", "Sign", "SignalTakeAll", "StdxEpsilon", "WSquare", "Z",
+           "Uniform", "GateOrUniform", "ValuesOnly", "SoftmaxRule", "LayerNormRule",
            "ZBox", "composite_for", "safe_divide", "sign0", "transpose_apply"]

@@ -30,14 +30,15 @@ from signxai.core import rules as r
 
 KERNEL_KINDS: tuple = ("dense", "conv")
 #: the framework-neutral layer types a selector may name (docs/lrp_rules.md); "input" selects the input layers
-LAYER_KINDS = ("dense", "conv", "batchnorm", "add", "avgpool", "product", "activation", "pass", "reindex")
+LAYER_KINDS = ("dense", "conv", "batchnorm", "add", "avgpool", "product", "activation", "pass", "reindex",
+               "bilinear", "softmax", "norm")
 INPUT = "input"
 #: earlier names of layer types, still accepted as selectors (with a DeprecationWarning): old -> current
 DEPRECATED_LAYER_KINDS = {"gradient": "reindex"}
 
 _KIND_OF_NODE = {g.BATCHNORM: "batchnorm", g.AVGPOOL: "avgpool", g.ADD: "add", g.PRODUCT: "product",
                  g.RELU: "activation", g.ACTIVATION: "activation", g.PASS: "pass", g.REINDEX: "reindex",
-                 g.AUX: "aux"}
+                 g.AUX: "aux", g.BILINEAR: "bilinear", g.SOFTMAX: "softmax", g.NORM: "norm"}
 
 
 def layer_kind(node: g.Node) -> str:
@@ -100,7 +101,7 @@ def graph_layers(graph) -> list:
             name=node.name, names=names, kind=kind, layer_type=node.layer_type, index=index,
             is_input=index in input_layers, is_output=index == head, kernel_index=kernel_index, kernel=node.kernel,
             node=node, signal_parents=tuple(graph.nodes[p].kind != g.AUX for p in node.parents),
-            signal=graph.product_signal(index) if node.kind == g.PRODUCT else None,
+            signal=graph.product_signal(index) if node.kind in (g.PRODUCT, g.BILINEAR) else None,
             input_nonnegative=bool(node.parents) and graph.is_nonnegative(node.parents[0])))
     return layers
 
@@ -260,6 +261,14 @@ class StdxEpsilon(KernelRule):
                                            "a finite number > 0"))
         self._rule = r.stdx_epsilon_rule(self.stdfactor)
 
+    def relevance(self, ops, layer, inputs, output, R):
+        if not layer.node.batch_leading:
+            raise ValueError(f"{self!r} needs the standard deviation of each sample of the input of layer "
+                             f"{layer.describe()}, but that input does not hold one sample per index of its leading "
+                             f"axis (e.g. PyTorch's nn.MultiheadAttention projects a (tokens, batch, features) "
+                             f"tensor); use Epsilon there (docs/transformers.md#limits)")
+        return [self.kernel_relevance(ops, layer.kernel, inputs[0], output, R)]
+
     def kernel_relevance(self, ops, kernel, a, z, R):
         return self._rule(ops, kernel, a, z, R)
 
@@ -353,13 +362,89 @@ class SignalTakeAll(Rule):
     kinds = ("product",)
 
     def relevance(self, ops, layer, inputs, output, R):
+        if layer.signal is None:
+            raise ValueError(f"{self!r} needs a gated product (exactly one operand a gate in [0, 1]), but neither "
+                             f"or both operands of {layer.describe()} are gates; use GateOrUniform() or Uniform() "
+                             f"(docs/transformers.md#bilinear)")
         return r.product_rule(ops, layer.signal, inputs, output, R)
+
+
+def _optional_epsilon(rule, epsilon):
+    return None if epsilon is None else _number(rule, "epsilon", epsilon, lambda v: v > 0, "None or a number > 0")
+
+
+class Uniform(Rule):
+    """AttnLRP's uniform rule at a product of two input-dependent tensors (matmul, einsum, elementwise): each
+    operand receives half of ``x ⊙ (∂z/∂x)ᵀ SD(R, z + ε·sign0(z))`` (``SD(R, z)`` for ε None; Achtibat et al.
+    2024, Prop. 3.3, Eq. 7; docs/transformers.md#bilinear). The default at bilinear layers."""
+
+    kinds = ("bilinear", "product")
+    epsilon: Optional[float]
+
+    def __init__(self, epsilon=None):
+        super().__init__(epsilon=_optional_epsilon("Uniform", epsilon))
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return r.uniform_rule(ops, layer.node, inputs, output, R, self.epsilon)
+
+
+class GateOrUniform(Rule):
+    """Signal-take-all where exactly one operand is a gate (docs/layers.md#gated-products), the uniform rule
+    otherwise: the default at elementwise products."""
+
+    kinds = ("product", "bilinear")
+
+    def relevance(self, ops, layer, inputs, output, R):
+        if layer.signal is not None:
+            return r.product_rule(ops, layer.signal, inputs, output, R)
+        return r.uniform_rule(ops, layer.node, inputs, output, R)
+
+
+class ValuesOnly(Rule):
+    """CP-LRP (Ali et al. 2022) at a product with exactly one gate operand (the attention weights, a softmax output):
+    the gate is held constant and the signal operand (the values) receives ``x ⊙ (∂z/∂x)ᵀ SD(R, z + ε·sign0(z))``,
+    the gate nothing; the uniform rule where no single operand is a gate (docs/transformers.md#cp-lrp)."""
+
+    kinds = ("bilinear", "product")
+    epsilon: Optional[float]
+
+    def __init__(self, epsilon=None):
+        super().__init__(epsilon=_optional_epsilon("ValuesOnly", epsilon))
+
+    def relevance(self, ops, layer, inputs, output, R):
+        if layer.signal is None:
+            return r.uniform_rule(ops, layer.node, inputs, output, R, self.epsilon)
+        return r.values_only_rule(ops, layer.node, layer.signal, inputs, output, R, self.epsilon)
+
+
+class SoftmaxRule(Rule):
+    """AttnLRP's softmax rule ``R_in = x ⊙ (R − s·ΣR)`` over the softmax axis (Prop. 3.1); masked positions (zero
+    probability) receive exactly 0 (docs/transformers.md#softmax). The default at softmax layers."""
+
+    kinds = ("softmax",)
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return [r.softmax_rule(ops, layer.node, inputs[0], output, R)]
+
+
+class LayerNormRule(Rule):
+    """The ε rule through a layer normalisation with σ held constant (AttnLRP Prop. 3.4; CP-LRP's LayerNorm rule):
+    ``R_in = a ⊙ Jᵀ SD(R, y + ε·sign0(y))`` (docs/transformers.md#layer-norm). The default at norm layers."""
+
+    kinds = ("norm",)
+    epsilon: Optional[float]
+
+    def __init__(self, epsilon=None):
+        super().__init__(epsilon=_optional_epsilon("LayerNormRule", epsilon))
+
+    def relevance(self, ops, layer, inputs, output, R):
+        return [r.layer_norm_rule(ops, layer.node, inputs[0], output, R, self.epsilon)]
 
 
 class Pass(Rule):
     """``R_in = R``: the default for activations and shape-preserving normalisations; also allowed on BatchNorm."""
 
-    kinds = ("activation", "pass", "batchnorm")
+    kinds = ("activation", "pass", "batchnorm", "norm")
 
     def relevance(self, ops, layer, inputs, output, R):
         return [R if carries else None for carries in layer.signal_parents]
@@ -369,19 +454,23 @@ class Gradient(Rule):
     """``R_in = Jᵀ R`` at the recorded input: the default for re-indexing layers (max pooling, reshape, padding,
     concatenation); allowed on every non-kernel layer."""
 
-    kinds = ("batchnorm", "avgpool", "add", "product", "activation", "pass", "reindex", "aux")
+    kinds = ("batchnorm", "avgpool", "add", "product", "activation", "pass", "reindex", "aux", "bilinear", "softmax",
+             "norm")
 
     def relevance(self, ops, layer, inputs, output, R):
         return ops.vjp(layer.node.forward, inputs, R)
 
 
 #: the rule of every non-kernel layer kind that no entry of a composite matches (docs/layers.md, §7.7)
-DEFAULT_RULES = {"batchnorm": BatchNormRule(), "avgpool": Z(), "add": Z(), "product": SignalTakeAll(),
-                 "activation": Pass(), "pass": Pass(), "reindex": Gradient(), "aux": Gradient()}
+DEFAULT_RULES = {"batchnorm": BatchNormRule(), "avgpool": Z(), "add": Z(), "product": GateOrUniform(),
+                 "activation": Pass(), "pass": Pass(), "reindex": Gradient(), "aux": Gradient(),
+                 "bilinear": Uniform(), "softmax": SoftmaxRule(), "norm": LayerNormRule()}
 _GRADIENT = DEFAULT_RULES["reindex"]
 #: the rule classes whose behaviour is fixed by their parameters (so a composite of them has a value key)
 BUILTIN_RULES = (Z, Epsilon, StdxEpsilon, AlphaBeta, WSquare, Flat, ZBox, Sign, BatchNormRule, SignalTakeAll, Pass,
-                 Gradient)
+                 Gradient, Uniform, GateOrUniform, ValuesOnly, SoftmaxRule, LayerNormRule)
+#: the attention variants of the LRP names (``attention=``, docs/transformers.md#cp-lrp): extra composite entries
+ATTENTION_MODES = ("attnlrp", "cplrp")
 
 
 # --- selectors ------------------------------------------------------------------------------------------------
@@ -673,6 +762,11 @@ def compile_method(method) -> Composite:
             default = _build(spec, params)
         else:
             entries.append((selector, _build(spec, params)))
+    attention = params.get("attention", "attnlrp")
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention={attention!r} is invalid; attention must be one of {ATTENTION_MODES}")
+    if attention == "cplrp":  # attention weights held constant: relevance through the values only
+        entries.append(("bilinear", ValuesOnly()))
     return Composite(entries, default=default, name=method.name)
 
 

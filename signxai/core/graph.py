@@ -23,7 +23,10 @@ class NodeKind(str, Enum):
     ACTIVATION = "activation"    # row 8: other elementwise activations
     PASS = "pass"                # rows 9–10: Dropout, Identity, LayerNorm, Rescaling, constant affine ops …
     REINDEX = "reindex"          # rows 5, 6, 11–13: max pooling, reshape, padding, concat: routed by its gradient
-    PRODUCT = "product"          # x ⊙ g of two input-dependent tensors, one a gate (docs/layers.md#gated-products)
+    PRODUCT = "product"          # x ⊙ y of two input-dependent tensors (docs/layers.md#gated-products, #bilinear)
+    BILINEAR = "bilinear"        # matmul/einsum of two input-dependent tensors (docs/transformers.md#bilinear)
+    SOFTMAX = "softmax"          # a softmax inside the model (docs/transformers.md#softmax)
+    NORM = "norm"                # layer normalisation, σ held constant (docs/transformers.md#layer-norm)
     AUX = "aux"                  # non-tensor values (shape arithmetic, tuple containers): they carry no signal
     UNSUPPORTED = "unsupported"  # row 16
 
@@ -44,6 +47,9 @@ ACTIVATION = NodeKind.ACTIVATION
 PASS = NodeKind.PASS
 REINDEX = NodeKind.REINDEX
 PRODUCT = NodeKind.PRODUCT
+BILINEAR = NodeKind.BILINEAR
+SOFTMAX = NodeKind.SOFTMAX
+NORM = NodeKind.NORM
 AUX = NodeKind.AUX
 UNSUPPORTED = NodeKind.UNSUPPORTED
 GRADIENT = REINDEX  # deprecated name of REINDEX (it clashed with the method "gradient"), kept for older imports
@@ -51,6 +57,8 @@ GRADIENT = REINDEX  # deprecated name of REINDEX (it clashed with the method "gr
 #: the kinds a layer table maps framework layers to (docs/extending.md#add-layer); the others are produced by the
 #: captures themselves (the input, shape arithmetic, refusals)
 TABLE_KINDS = (KERNEL, BATCHNORM, AVGPOOL, ADD, PRODUCT, RELU, ACTIVATION, PASS, REINDEX)
+#: the attention kinds (docs/transformers.md): produced by the captures' special cases, not by the layer tables
+ATTENTION_KINDS = (BILINEAR, SOFTMAX, NORM)
 ELEMENTWISE_ACTIVATIONS = (RELU, ACTIVATION)
 
 
@@ -89,6 +97,14 @@ class Node:
     # reproduce the model (signxai.core.verify); None where ``forward`` is the layer's own computation
     reference: Optional[Callable[..., Any]] = None
     reference_parents: Optional[tuple] = None  # the nodes whose values ``reference`` takes (default: ``parents``)
+    # NORM nodes: ``normalization(a)`` is the node's map with σ computed from ``a`` and then held constant, a linear
+    # function ``t ↦ γ ⊙ (t − mean(t)) / σ(a) + β`` (docs/transformers.md#layer-norm); SOFTMAX nodes: ``axis``
+    normalization: Optional[Callable[..., Any]] = None
+    axis: Optional[int] = None
+    # False where the node's (first) input does not hold one sample per index of its leading axis (PyTorch's
+    # nn.MultiheadAttention projects a (tokens, batch, E) or (tokens·batch, E) tensor): per-sample statistics of the
+    # input (StdxEpsilon's std) are then undefined (docs/transformers.md#limits)
+    batch_leading: bool = True
 
     def describe(self) -> str:
         return f"'{self.name}' ({self.layer_type})" if self.layer_type else f"'{self.name}'"
@@ -243,18 +259,14 @@ class Graph:
         bounds = self.value_range(index)
         return bounds is not None and bounds[0] >= 0.0 and bounds[1] <= 1.0
 
-    def product_signal(self, index: int) -> int:
-        """The position (0 or 1) of the signal operand of a PRODUCT node; ValueError unless exactly one is a gate."""
+    def product_signal(self, index: int) -> Optional[int]:
+        """The position (0 or 1) of the signal operand of a PRODUCT or BILINEAR node when exactly one of its two
+        operands is a gate (docs/layers.md#gated-products); None otherwise (the product is then bilinear in both
+        operands: docs/transformers.md#bilinear)."""
         node = self.nodes[index]
         gates = [self.is_gate(p) for p in node.parents]
         if len(node.parents) != 2 or sum(gates) != 1:
-            what = ("both operands are gates" if len(node.parents) == 2 and all(gates) else
-                    "neither operand is a gate (the output of a sigmoid-family activation, possibly reshaped, "
-                    "broadcast or scaled into [0, 1])")
-            raise ValueError(f"layer {node.describe()} is not supported by the rule-based methods (guided "
-                             f"backprop, DeconvNet, LRP): it multiplies two input-dependent tensors and {what}. Only "
-                             f"gated products have a rule (docs/layers.md, gated products); pure-gradient methods "
-                             f"still work.")
+            return None
         return gates.index(False)
 
     def is_supported(self, upto: int) -> bool:
@@ -266,10 +278,12 @@ class Graph:
         return True
 
     def check_supported(self, upto: int) -> None:
-        for index, node in enumerate(self.nodes[: upto + 1]):
+        for node in self.nodes[: upto + 1]:
             if node.kind == UNSUPPORTED:
                 raise ValueError(f"layer {node.describe()} is not supported by the rule-based methods "
                                  f"(guided backprop, DeconvNet, LRP){': ' + node.reason if node.reason else ''}. "
                                  f"See docs/layers.md for the supported layers; pure-gradient methods still work.")
-            if node.kind == PRODUCT:
-                self.product_signal(index)
+            if node.kind in (PRODUCT, BILINEAR) and len(node.parents) != 2:
+                raise ValueError(f"layer {node.describe()} is not supported by the rule-based methods (guided "
+                                 f"backprop, DeconvNet, LRP): a product of {len(node.parents)} input-dependent "
+                                 f"tensors has no rule (two: docs/transformers.md#bilinear)")

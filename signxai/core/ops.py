@@ -73,6 +73,14 @@ class TensorOps(Protocol):
         """A NumPy-convertible value as a tensor of the dtype (and device) of ``like``."""
         ...
 
+    def sum_axis(self, t: Tensor, axis: int) -> Tensor:
+        """The sum of ``t`` over one axis, kept as an axis of length 1 (the softmax rule's ``ΣR``)."""
+        ...
+
+    def where_zero(self, t: Tensor, value: Any, other: Tensor) -> Tensor:
+        """``value`` where ``t == 0``, else ``other`` (no arithmetic with ``other``'s entries there: −inf is safe)."""
+        ...
+
     def std_per_sample(self, a: Tensor, like: Tensor) -> Tensor:
         """The population standard deviation of each sample of ``a`` (reduced in float64), cast to the dtype of
         ``like`` and shaped ``(N, 1, …, 1)`` to broadcast against it."""

@@ -223,3 +223,40 @@ class GuidedBackprop:
             positive = ops.positive(R)
             return [positive] if self.deconvnet else ops.vjp(node.forward, inputs, positive)
         return ops.vjp(node.forward, inputs, R)
+
+
+# --- attention rules (docs/transformers.md) -------------------------------------------------------------------
+
+def uniform_rule(ops, node, inputs, z, R, epsilon=None):
+    """AttnLRP's uniform rule at a product ``z = f(x, y)`` bilinear in two input-dependent operands (matmul, einsum,
+    elementwise product; Achtibat et al. 2024, Prop. 3.2/3.3, Eq. 7): with ``s = SD(R, z + ε·sign0(z))`` (``SD(R, z)``
+    for ε None), operand ``k`` receives ``½ · x_k ⊙ (∂z/∂x_k)ᵀ s`` (docs/transformers.md#bilinear). Since
+    ``Σ_k x_k·∂z/∂x_k = 2z`` the shares sum to ``R`` where ``z ≠ 0`` and ε is None."""
+    s = ops.stabilized_ratio(R, z, epsilon) * 0.5
+    grads = ops.vjp(node.forward, inputs, s)
+    return [ops.multiply_into(grad, x) for grad, x in zip(grads, inputs)]
+
+
+def values_only_rule(ops, node, signal, inputs, z, R, epsilon=None):
+    """CP-LRP at a product with one gate operand (attention weights, Ali et al. 2022): the gate is held constant, so
+    ``z`` is linear in the signal operand ``x`` and the ε rule of that linear map gives ``x ⊙ (∂z/∂x)ᵀ SD(R, z)``; the
+    gate receives nothing (docs/transformers.md#cp-lrp). At an elementwise product it is signal-take-all."""
+    s = ops.stabilized_ratio(R, z, epsilon)
+    grads = ops.vjp(node.forward, inputs, s)
+    return [ops.multiply_into(grads[i], inputs[i]) if i == signal else None for i in range(len(inputs))]
+
+
+def softmax_rule(ops, node, x, s, R):
+    """AttnLRP's softmax rule (Deep Taylor decomposition at ``x`` with bias, Prop. 3.1): ``R_in = x ⊙ (R − s·ΣR)``,
+    the sum over the softmax axis. Positions whose probability is exactly 0 (masked logits: −inf, or a large negative
+    constant, or an underflow) take no part in the output and receive exactly 0 (docs/transformers.md#softmax)."""
+    total = ops.sum_axis(R, node.axis)
+    return ops.multiply_into(R - s * total, ops.where_zero(s, 0, x))
+
+
+def layer_norm_rule(ops, node, a, y, R, epsilon=None):
+    """The ε rule through a layer normalisation with σ held constant (AttnLRP Prop. 3.4, as LXT's ``layer_norm``):
+    ``y = γ ⊙ (a − mean(a))/σ + β`` is then linear in ``a``, and ``R_in = a ⊙ Jᵀ SD(R, y + ε·sign0(y))`` with ``J``
+    its (constant) Jacobian (docs/transformers.md#layer-norm). Conservative for β = 0 and ε None."""
+    linear = node.normalization(a)
+    return ops.multiply_into(ops.vjp(linear, [a], ops.stabilized_ratio(R, y, epsilon))[0], a)

@@ -73,4 +73,6 @@ STEPS = Check("an integer >= 2", _integer, lambda value: value >= 2)
 NUM_SAMPLES = Check("an integer >= 1", _integer, lambda value: value >= 1)
 SEED = Check("an integer in [0, 2**32)", _integer, lambda value: 0 <= value < 2**32)
 REAL_OR_ARRAY = Check("a finite number or an array of finite numbers", _real_or_array)
+ATTENTION = Check("'attnlrp' or 'cplrp' (docs/transformers.md#cp-lrp)", lambda v: v if isinstance(v, str) else None,
+                  lambda value: value in ("attnlrp", "cplrp"))
 LAYER = Check("a layer name (str) or a layer/module object", _layer)

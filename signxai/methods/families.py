@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
-from .checks import LAYER, NON_NEGATIVE, NUM_SAMPLES, REAL_OR_ARRAY, SEED, STEPS, Check
+from .checks import ATTENTION, LAYER, NON_NEGATIVE, NUM_SAMPLES, REAL_OR_ARRAY, SEED, STEPS, Check
 
 Product = Literal["input", "sign"]  # `_x_input` → B ⊙ x; `_x_sign[_mu[_v]]` → B ⊙ s_μ(x)
 Syntax = Literal["plain", "grad_cam", "lrp"]  # the grammar production that reads the words after the keyword
@@ -86,10 +86,15 @@ class PathIntegral(Driver):
 
 @dataclass(frozen=True)
 class Param:
-    """A keyword parameter of a family: its check and its default."""
+    """A keyword parameter of a family: its check and its default (:data:`UNSET`: an optional keyword that is in a
+    method's ``params`` only where given; its default is then the driver's)."""
 
     check: Check
     default: Any
+
+
+#: the default of an optional keyword parameter that is recorded only where given (LRP's ``attention=``)
+UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,8 @@ FAMILY_LIST: tuple[Family, ...] = (
            applies_to="convolutional", symbol="CAM"),
     Family("guided_grad_cam", GradCam(guided=True), params={"layer": Param(LAYER, None)}, syntax="grad_cam",
            applies_to="convolutional", group="grad_cam", symbol="GBP ⊙ CAM"),
-    Family("lrp", LrpBackward(), keywords=tuple(LRP_INPUT_RULES), syntax="lrp"),
+    Family("lrp", LrpBackward(), keywords=tuple(LRP_INPUT_RULES), syntax="lrp",
+           params={"attention": Param(ATTENTION, UNSET)}),  # default "attnlrp" (docs/transformers.md#cp-lrp)
 )
 
 FAMILIES: Mapping[str, Family] = MappingProxyType({family.name: family for family in FAMILY_LIST})

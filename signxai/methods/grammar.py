@@ -19,7 +19,7 @@ import numpy as np
 from .catalog import CATALOG
 from .checks import (FINITE, LAYER, NON_NEGATIVE, NUM_SAMPLES, POSITIVE, REAL_OR_ARRAY, SEED,  # noqa: F401
                      STEPS, Check, short as _short)
-from .families import FAMILIES, FAMILY_LIST, LRP_INPUT_RULES, WRAPPERS, Applicability, Family, Product
+from .families import FAMILIES, FAMILY_LIST, LRP_INPUT_RULES, WRAPPERS, Applicability, Family, Product, UNSET
 
 ALWAYS_ACCEPTED = ("target", "batched", "dtype")
 GRADIENT_BASES = tuple(f.name for f in FAMILY_LIST if f.syntax == "plain" and f.products)  # take _x_input/_x_sign
@@ -121,7 +121,8 @@ class _Parser:
         if isinstance(self.inner, _Parser):
             fields["inner"] = self._parse_base(self.inner)
         params = dict(self.implied)
-        params.update((key, slot.value) for key, slot in self.slots.items() if slot.value is not _REQUIRED)
+        params.update((key, slot.value) for key, slot in self.slots.items()
+                      if slot.value is not _REQUIRED and slot.value is not UNSET)
         return Method(name=self.name, params=MappingProxyType(params), **fields)
 
     def accepted(self) -> list[str]:
@@ -217,7 +218,6 @@ class _Parser:
         return {"base": base, "timeseries": timeseries}
 
     def _lrp(self, family: Family, prefix: str) -> dict[str, Any] | None:
-        self._family_params(family)
         rule = self._lrp_rule()
         if rule is None:
             return None
@@ -236,6 +236,7 @@ class _Parser:
         elif prefix == "zblrp":
             for key in ZB_VGG16ILSVRC_BOUNDS:
                 self._embedded(key, REAL_OR_ARRAY, None)
+        self._family_params(family)  # after the rule's own parameters (attention=)
         return {"base": family.name, "input_rule": LRP_INPUT_RULES[prefix], "rule": rule}
 
     def _lrp_rule(self) -> str | None:
@@ -437,7 +438,7 @@ def _resolve(parser: _Parser, method: Method, params: dict[str, Any]) -> Method:
         if given is None:
             if slot.value is _REQUIRED:
                 missing.append(key)
-            else:
+            elif slot.value is not UNSET:
                 resolved[key] = slot.value
             continue
         value = slot.check(name, key, given)

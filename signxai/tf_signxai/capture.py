@@ -116,6 +116,9 @@ class Capture:
         name, type_name = op.name, type(op).__name__
         if parents and all(self.nodes[p].kind == g.AUX for p in parents):  # computed from fixed inputs alone
             return self.add(g.Node(name, g.AUX, tuple(parents), _layer_forward(op, node), type_name), name)
+        attention = self.attention_node(op, node, parents)  # docs/transformers.md#capture
+        if attention is not None:
+            return attention
         table_kind = LAYER_TABLE.layer_kind(op)
         if table_kind == g.KERNEL:
             if isinstance(op, SEPARABLE):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
@@ -150,6 +153,122 @@ class Capture:
         if "forward" in extra:  # a registered identity: the layer's own call is the capture check's reference
             forward, extra["reference"] = extra.pop("forward"), forward
         return self.add(g.Node(name, kind, tuple(parents), forward, type_name, **extra), name)
+
+
+    def attention_node(self, op, node, parents):
+        """The transformer layers and operations (docs/transformers.md#capture), or None for the others:
+        EinsumDense is a kernel layer; MultiHeadAttention is descended into; LayerNormalization is a NORM node;
+        ``ops.einsum``/``ops.matmul`` of two input-dependent tensors are BILINEAR; ``ops.dot_product_attention`` is
+        decomposed into its nodes."""
+        name, type_name = op.name, type(op).__name__
+        if isinstance(op, L.EinsumDense) and registered(op) is None:
+            self.kernel_node(name, type_name, parents, _einsum_kernel(op), name)
+            kind = activation_kind(op.activation) if op.activation is not None else None
+            if kind is not None:
+                self.add(g.Node(f"{name}/activation", kind, (len(self.nodes) - 1,), op.activation,
+                                op.activation.__name__, value_range=VALUE_RANGES.get(op.activation)))
+            self.nodes[-1].reference, self.nodes[-1].reference_parents = _layer_forward(op, node), tuple(parents)
+            return len(self.nodes) - 1
+        if isinstance(op, L.MultiHeadAttention) and registered(op) is None:
+            inner = _layer_graph(op, node)
+            if isinstance(inner, Exception):
+                return self.add(g.Node(name, g.UNSUPPORTED, tuple(parents), _layer_forward(op, node), type_name,
+                                       reason=f"its call could not be recorded on symbolic inputs "
+                                              f"({type(inner).__name__}: {str(inner)[:200]})"), name)
+            outputs = self.inline(inner, parents)
+            if len(outputs) >= 1:
+                self.names.setdefault(name, outputs[0])
+            return outputs
+        if isinstance(op, L.LayerNormalization) and registered(op) is None:
+            forward = _layer_forward(op, node)
+            if getattr(op, "rms_scaling", False):  # RMS normalisation: the identity rule (PASS)
+                return self.add(g.Node(name, g.PASS, tuple(parents), forward, type_name), name)
+            return self.add(g.Node(name, g.NORM, tuple(parents), forward, type_name,
+                                   normalization=_layer_normalization(op)), name)
+        if not type(op).__module__.startswith("keras.src.ops"):
+            return None
+        op_name = type(op).__name__
+        if op_name in ("Einsum", "Matmul") and len(parents) == 2:
+            return self.add(g.Node(name, g.BILINEAR, tuple(parents), _layer_forward(op, node), op_name), name)
+        if op_name == "DotProductAttention":
+            return self.dot_product_attention(op, node, parents)
+        return None
+
+    def dot_product_attention(self, op, node, parents):
+        """``ops.dot_product_attention(q, k, v, bias, mask, scale)`` (layout BTNH) as its nodes: BILINEAR
+        ``scale·einsum(BTNH,BSNH→BNTS)``, the constant mask (a re-indexing), SOFTMAX over the last axis, BILINEAR
+        ``einsum(BNTS,BSNH→BTNH)`` (Keras's own TensorFlow implementation, step by step)."""
+        name = op.name
+        names = ("query", "key", "value", "bias", "mask", "scale")
+        bound = dict(zip(names, node.arguments.args))
+        bound.update({k: v for k, v in node.arguments.kwargs.items() if k in names})
+        position = {id(t): p for t, p in zip(node.input_tensors, parents)}
+        tensors = [bound.get(n) for n in names[:3]]
+        extra = [bound.get(n) for n in ("bias", "mask")]
+        if not all(id(t) in position for t in tensors) or any(e is not None for e in extra) \
+                or getattr(op, "attn_logits_soft_cap", None) is not None:
+            return self.add(g.Node(name, g.UNSUPPORTED, tuple(parents), _layer_forward(op, node), type(op).__name__,
+                                   reason="dot-product attention with a bias, a mask tensor or a logit soft cap has "
+                                          "no rule"), name)
+        scale, causal = bound.get("scale"), bool(getattr(op, "is_causal", False))
+
+        def scores(query, key):
+            logits = tf.einsum("BTNH,BSNH->BNTS", query, key)
+            factor = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+            return logits * tf.cast(factor, logits.dtype)
+
+        def masked(logits):
+            t, s = tf.shape(logits)[2], tf.shape(logits)[3]
+            keep = tf.linalg.band_part(tf.ones((t, s), "bool"), -1, 0)[None, None]
+            return tf.where(keep, logits, tf.constant(-0.7 * 3.38953e38, logits.dtype))
+
+        def node_(kind, suffix, parents_, forward, layer_type, **extra):
+            return self.add(g.Node(f"{name}/{suffix}" if suffix else name, kind, tuple(parents_), forward, layer_type,
+                                   **extra))
+        i_q, i_k, i_v = (position[id(t)] for t in tensors)
+        at = node_(g.BILINEAR, "scores", (i_q, i_k), scores, "einsum")
+        if causal:
+            at = node_(g.REINDEX, "mask", (at,), masked, "where")
+        at = node_(g.SOFTMAX, "softmax", (at,), lambda t: tf.nn.softmax(t, axis=-1), "softmax",
+                   value_range=(0.0, 1.0), axis=-1)
+        at = node_(g.BILINEAR, "", (at, i_v), lambda a, v: tf.einsum("BNTS,BSNH->BTNH", a, v), "einsum",
+                   reference=_layer_forward(op, node), reference_parents=tuple(parents))
+        self.names.setdefault(name, at)
+        return at
+
+
+def _einsum_kernel(layer):
+    """``einsum(equation, a, W') + b'`` of an EinsumDense layer (docs/transformers.md#capture): a dense kernel."""
+    def bias_term(bias_map):
+        return None if layer.bias is None else bias_map(tf.convert_to_tensor(layer.bias))
+
+    def apply(a, kernel_map=identity, bias_map=identity):
+        out = keras.ops.einsum(layer.equation, a, kernel_map(tf.convert_to_tensor(layer.kernel)))
+        bias = None if bias_map is None else bias_term(bias_map)
+        return out if bias is None else out + bias
+    return g.Kernel(apply, True, 0, bias_term)
+
+
+def _layer_normalization(layer):
+    """``a ↦ (t ↦ γ ⊙ (t − mean(t)) / σ(a) + β)`` of a LayerNormalization layer: σ computed from ``a`` and held
+    constant (docs/transformers.md#layer-norm)."""
+    def normalization(a):
+        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+        _, variance = tf.nn.moments(tf.stop_gradient(a), axes=axes, keepdims=True)
+        sigma = tf.sqrt(variance + tf.cast(layer.epsilon, a.dtype))
+        shape = [1] * len(a.shape)
+        for axis in axes:
+            shape[axis % len(a.shape)] = a.shape[axis]
+
+        def linear(t):
+            y = (t - tf.reduce_mean(t, axis=axes, keepdims=True)) / sigma
+            if layer.scale:
+                y = y * tf.reshape(tf.cast(layer.gamma, t.dtype), shape)
+            if layer.center:
+                y = y + tf.reshape(tf.cast(layer.beta, t.dtype), shape)
+            return y
+        return linear
+    return normalization
 
 
 def _is_custom(op):
@@ -224,7 +343,11 @@ def _classify(op, node, kind, held=0):
     if is_op and type(op).__name__ in SOFTMAX_OPERATIONS or isinstance(op, L.Softmax):  # inside: a gate
         if type(op).__name__ == "LogSoftmax":
             return g.UNSUPPORTED, {"reason": "a log-softmax inside the model has no rule"}
-        return g.ACTIVATION, {"value_range": (0.0, 1.0)}
+        axis = getattr(op, "axis", -1)
+        axis = axis[0] if isinstance(axis, (tuple, list)) and len(axis) == 1 else axis
+        if not isinstance(axis, int):
+            return g.UNSUPPORTED, {"reason": "a softmax over several axes has no rule"}
+        return g.SOFTMAX, {"value_range": (0.0, 1.0), "axis": axis}
     if isinstance(op, L.Subtract) and tensors == 2:
         return g.ADD, {"coefficients": (1.0, -1.0)}
     if kind is None:
@@ -240,7 +363,14 @@ def _classify(op, node, kind, held=0):
     if isinstance(op, L.Activation):
         bounds = VALUE_RANGES.get(op.activation)
         return activation_kind(op.activation) or g.PASS, ({"value_range": bounds} if bounds is not None else {})
+    if kind == g.PASS and isinstance(op, INFERENCE_IDENTITIES):  # keeps a gate a gate (docs/transformers.md)
+        return kind, {"affine": (1.0, 0.0)}
     return kind, {}
+
+
+# the identity at inference
+INFERENCE_IDENTITIES = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
+                        L.GaussianDropout, L.AlphaDropout, L.Identity)
 
 
 def _neutral_padding(op, node):

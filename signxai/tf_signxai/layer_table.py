@@ -46,7 +46,7 @@ LAYER_TABLE = LayerTable({
     g.PASS: KindEntry(layers=(L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
                               L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
                               L.Identity, L.InputLayer, L.LayerNormalization, L.GroupNormalization, L.Rescaling,
-                              L.Normalization,
+                              L.Normalization, *((L.RMSNormalization,) if hasattr(L, "RMSNormalization") else ()),
                               # ConvNeXt's per-channel scaling and stochastic depth (the identity at inference)
                               *_optional("keras.src.applications.convnext", "LayerScale", "StochasticDepth"))),
     g.REINDEX: KindEntry(layers=(L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.GlobalMaxPooling1D,

@@ -64,6 +64,14 @@ class TensorOps:
         return tf.constant(np.asarray(value), dtype=like.dtype)
 
     @staticmethod
+    def sum_axis(t, axis):
+        return tf.reduce_sum(t, axis=axis, keepdims=True)
+
+    @staticmethod
+    def where_zero(t, value, other):
+        return tf.where(tf.equal(t, 0), tf.cast(value, other.dtype), other)
+
+    @staticmethod
     def std_per_sample(a, like):
         axes = list(range(1, len(a.shape)))
         std = tf.math.reduce_std(tf.cast(a, tf.float64), axis=axes, keepdims=True)

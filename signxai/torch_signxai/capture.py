@@ -44,6 +44,8 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, module, qualname):
         if LAYER_TABLE.layer_kind(module) is not None or is_registered(module) or type(module) in SOFTMAX_LAYERS:
             return True
+        if isinstance(module, nn.MultiheadAttention):  # traced into: its functional form (torch.export where fx
+            return False                                # cannot follow it; docs/transformers.md#capture)
         return (type(module).__module__.startswith("torch.nn") and super().is_leaf_module(module, qualname)
                 and not isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
 
@@ -167,6 +169,8 @@ class Capture:
                                f"({[n.target for n in required]}); the rule-based methods explain single-input "
                                f"models (the gradient family runs on the model itself)")
         self.index[required[0]] = 0
+        value = required[0].meta.get("val")
+        self.batch = str(value.shape[0]) if self.exported and hasattr(value, "shape") and len(value.shape) else None
         for node in placeholders[1:]:
             if node.args:
                 self.constants[node] = node.args[0]
@@ -201,6 +205,14 @@ class Capture:
             self.nodes.append(g.Node(str(node.target), g.AUX, (), functools.partial(fixed_value, j), "fixed input"))
             self.index[node] = len(self.nodes) - 1
         return [required[explained]]
+
+    def batch_leading(self, arg):
+        """Whether an exported value's leading axis is the (dynamic) batch axis of the input."""
+        batch = getattr(self, "batch", None)
+        value = arg.meta.get("val") if isinstance(arg, fx.Node) else None
+        if batch is None or value is None or not hasattr(value, "shape") or len(value.shape) == 0:
+            return True
+        return str(value.shape[0]) == batch
 
     def dependent(self, arg):
         return isinstance(arg, fx.Node) and arg in self.index
@@ -248,6 +260,9 @@ class Capture:
         if not parents:  # a constant expression: evaluate once
             self.constants[node] = self.evaluate_constant(node)
             return
+        if node.op == "call_function" and node.target in SDPA_FUNCTIONS and not self.is_aux(parents[0]):
+            self.attention(node, parents)  # several nodes (docs/transformers.md#capture)
+            return
         tuple_source = self.tuple_source(node)
         if tuple_source is not None:  # ``chunk(x)[i]``: one re-indexing node of the chunked tensor
             source, item = tuple_source
@@ -269,6 +284,8 @@ class Capture:
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
                       else node.target._schema.name.split("::")[-1] if isinstance(node.target, torch._ops.OpOverload)
                       else getattr(node.target, "__name__", str(node.target)))
+        if kind == g.KERNEL and self.exported and parents and not self.batch_leading(parents[0]):
+            extra["batch_leading"] = False
         self.nodes.append(g.Node(name, kind, tuple(self.index[p] for p in parents), forward, layer_type, **extra))
         self.index[node] = len(self.nodes) - 1
         if node.op == "call_module":
@@ -328,11 +345,17 @@ class Capture:
         target = node.target
         if node.op == "call_function":
             if target in INFERENCE_IDENTITY_FUNCTIONS:  # dropout, stochastic depth: the identity at inference
-                return g.PASS, {"forward": _identity}
+                return g.PASS, {"forward": _identity, "affine": (1.0, 0.0)}
             if target in (F.hardsigmoid, torch.ops.aten.hardsigmoid.default):
                 return g.ACTIVATION, {"forward": _hardsigmoid}
             if target in SOFTMAX_FUNCTIONS:
-                return _softmax_inside(getattr(target, "__name__", str(target)))
+                return _softmax_inside(getattr(target, "__name__", str(target)), self.softmax_axis(node))
+            if target in LAYER_NORMS:
+                return self.layer_norm(node)
+            if target in BILINEAR_FUNCTIONS or target in BILINEAR_METHODS:
+                return self.bilinear(node, parents)
+            if target in MASKED_FILLS:
+                return self.masked_fill(node, parents)
             if target is F.batch_norm:
                 return self.functional_batchnorm(node)
             if target is torch.ops.aten.batch_norm.default:  # (input, weight, bias, mean, var, training, …)
@@ -351,7 +374,11 @@ class Capture:
             what = f"the function {getattr(target, '__name__', target)}"
         else:
             if target in SOFTMAX_METHODS:
-                return _softmax_inside(target)
+                return _softmax_inside(target, self.softmax_axis(node))
+            if target in BILINEAR_METHODS:
+                return self.bilinear(node, parents)
+            if target in MASKED_FILLS:
+                return self.masked_fill(node, parents)
             if target in CLAMPS:
                 return self.clamp(node)
             kind = LAYER_TABLE.method_kind(target)
@@ -361,6 +388,105 @@ class Capture:
         if kind is None:
             return g.UNSUPPORTED, {"reason": f"{what} has no rule"}
         return kind, self.out_of_place(node, parents, kind)
+
+    def softmax_axis(self, node):
+        """The axis of ``F.softmax(x, dim)``, ``x.softmax(dim)``, ``aten.softmax.int(x, dim, …)``."""
+        axis = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return self.constants.get(axis, axis) if isinstance(axis, fx.Node) else axis
+
+    def layer_norm(self, node):
+        """``F.layer_norm(x, shape, weight, bias, eps)`` (ATen's too) with constant weight and bias: a NORM node."""
+        shape, weight, bias, eps = self.bound(node, ("normalized_shape", "weight", "bias", "eps"))
+        if not all(w is None or isinstance(w, torch.Tensor) for w in (weight, bias)) or shape is None:
+            return g.UNSUPPORTED, {"reason": "a layer norm with input-dependent weight or bias has no rule"}
+        return g.NORM, {"normalization": _layer_normalization(shape, weight, bias, 1e-5 if eps is None else eps)}
+
+    def masked_fill(self, node, parents):
+        """``masked_fill(x, mask, value)`` with a constant mask and value (an attention mask): a re-indexing (its
+        gradient routes relevance to the kept positions; masked ones get none: docs/transformers.md#softmax)."""
+        if len(parents) != 1 or node.args[0] is not parents[0]:
+            return g.UNSUPPORTED, {"reason": "masked_fill with an input-dependent mask or value has no rule"}
+        return g.REINDEX, self.out_of_place(node, parents, g.REINDEX)
+
+    def bilinear(self, node, parents):
+        """matmul/bmm/einsum/``@``: BILINEAR of two input-dependent tensors (docs/transformers.md#bilinear); with one
+        constant tensor operand a kernel (a linear map of the other)."""
+        operands = []
+        fx.node.map_arg((node.args, node.kwargs), lambda a: operands.append(a) if not self.is_aux(a) else None)
+        tensors = [a for a in operands if self.dependent(a)]
+        constants = [a for a in operands if not self.dependent(a) and isinstance(self.constants.get(a), torch.Tensor)]
+        if len(tensors) == 2 and len(parents) == 2:
+            return g.BILINEAR, {}
+        if len(tensors) == 1 and len(parents) == 1 and len(constants) == 1:
+            source, weight_node = tensors[0], constants[0]
+
+            def apply(a, kernel_map=identity, bias_map=identity):
+                def value_of(arg):
+                    if arg is source:
+                        return a
+                    return kernel_map(self.constants[arg]) if arg is weight_node else self.constants[arg]
+                args, kwargs = fx.node.map_arg(node.args, value_of), fx.node.map_arg(node.kwargs, value_of)
+                return self.call(node, args, kwargs)
+            return g.KERNEL, {"kernel": g.Kernel(apply, True, 0, lambda bias_map: None)}
+        return g.UNSUPPORTED, {"reason": f"a product of {len(tensors)} input-dependent tensors and "
+                                         f"{len(constants)} constant ones has no rule"}
+
+    def attention(self, node, parents):
+        """``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)`` as the nodes it
+        computes (docs/transformers.md#capture): BILINEAR ``scale·q kᵀ``, the constant mask (a re-indexing for a
+        boolean or causal mask, a constant shift for an additive one), SOFTMAX over the last axis, BILINEAR ``A v``;
+        dropout is the identity at inference."""
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        bound = dict(zip(names, node.args))
+        bound.update({k: v for k, v in node.kwargs.items() if k in names})
+        q, k, v = (bound.get(n) for n in names[:3])
+        name = _module_path(node) if self.exported else None
+        name = name or node.name
+        mask = bound.get("attn_mask")
+        runtime_mask = self.is_aux(mask)  # computed from sizes only (HuggingFace's all-true masks): no signal
+        if not all(self.tensor_operand(t) for t in (q, k, v)) or (self.dependent(mask) and not runtime_mask) \
+                or bound.get("enable_gqa"):
+            self.nodes.append(g.Node(name, g.UNSUPPORTED, tuple(self.index[p] for p in parents),
+                                     self.forward(node, parents), "scaled_dot_product_attention",
+                                     reason="attention with an input-dependent mask, grouped queries or a constant "
+                                            "query, key or value has no rule"))
+            self.index[node] = len(self.nodes) - 1
+            return
+        mask_index = self.index[mask] if runtime_mask else None
+        mask = None if runtime_mask else self.constants.get(mask, mask) if isinstance(mask, fx.Node) else mask
+        causal, scale = bool(bound.get("is_causal") or False), bound.get("scale")
+
+        def scores(query, key):
+            factor = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+            return torch.matmul(query, key.transpose(-2, -1)) * factor
+
+        def masked(t, runtime=None):
+            if causal:
+                keep = torch.ones(t.shape[-2], t.shape[-1], dtype=torch.bool, device=t.device).tril()
+                t = t.masked_fill(~keep, -math.inf)
+            given = mask if runtime is None else runtime
+            if given is None:
+                return t
+            return t.masked_fill(~given, -math.inf) if given.dtype == torch.bool else t + given
+
+        def add(kind, suffix, parents_, forward, layer_type, **extra):
+            self.nodes.append(g.Node(f"{name}/{suffix}" if suffix else name, kind, tuple(parents_), forward,
+                                     layer_type, **extra))
+            return len(self.nodes) - 1
+        i_q, i_k, i_v = (self.index[t] for t in (q, k, v))
+        at = add(g.BILINEAR, "scores", (i_q, i_k), scores, "matmul")
+        if runtime_mask:  # its dtype is known only when it runs: a re-indexing either way (the gradient's routing)
+            at = add(g.REINDEX, "mask", (at, mask_index), masked, "masked_fill")
+        elif causal or mask is not None:
+            boolean = causal or mask.dtype == torch.bool
+            at = add(g.REINDEX if boolean else g.PASS, "mask", (at,), masked, "masked_fill" if boolean else "add")
+        at = add(g.SOFTMAX, "softmax", (at,), lambda t: torch.softmax(t, -1), "softmax", value_range=(0.0, 1.0),
+                 axis=-1)
+        at = add(g.BILINEAR, "", (at, i_v), torch.matmul, "matmul", reference=self.original(node, parents),
+                 reference_parents=tuple(self.index[p] for p in parents))
+        self.index[node] = at
+        if self.exported and _module_path(node):
+            self.names[_module_path(node)] = at
 
     def constant_args(self, node):
         """Arguments of a functional kernel with the input replaced by None (it is passed separately)."""
@@ -545,13 +671,39 @@ def _fetch_attr(module, target):
 # norms held constant (docs/layers.md#clamp)
 NORMS = ("norm", torch.norm, torch.linalg.vector_norm, torch.linalg.norm, torch.ops.aten.linalg_vector_norm.default,
          torch.ops.aten.norm.ScalarOpt_dim)
-def _softmax_inside(name):
-    """A softmax inside the model is an activation whose output lies in [0, 1]: a gate where it scales a signal
-    elementwise (split attention, selective kernels, attention pooling: the attention weights held constant, as in
-    CP-LRP; docs/layers.md#softmax-inside). Log-softmax and softmin inside have no rule."""
+def _softmax_inside(name, axis=None):
+    """A softmax inside the model is a SOFTMAX node whose output lies in [0, 1]: a gate where it scales a signal
+    elementwise (split attention, selective kernels, attention pooling: docs/layers.md#softmax-inside), AttnLRP's
+    softmax rule where relevance reaches it (docs/transformers.md#softmax). Log-softmax and softmin inside have no
+    rule."""
     if "log" in name or "min" in name:
         return g.UNSUPPORTED, {"reason": f"a {name} inside the model has no rule"}
-    return g.ACTIVATION, {"value_range": (0.0, 1.0)}
+    if not isinstance(axis, int):
+        return g.UNSUPPORTED, {"reason": f"a {name} without an explicit integer axis has no rule"}
+    return g.SOFTMAX, {"value_range": (0.0, 1.0), "axis": axis}
+def _layer_normalization(shape, weight, bias, eps):
+    """``a ↦ (t ↦ γ ⊙ (t − mean(t)) / σ(a) + β)``: the layer norm with σ computed from ``a`` and held constant
+    (docs/transformers.md#layer-norm)."""
+    axes = tuple(range(-len(shape) if isinstance(shape, (tuple, list, torch.Size)) else -1, 0))
+
+    def normalization(a):
+        sigma = torch.sqrt(a.detach().var(dim=axes, unbiased=False, keepdim=True) + eps)
+
+        def linear(t):
+            y = (t - t.mean(dim=axes, keepdim=True)) / sigma
+            y = y if weight is None else y * weight
+            return y if bias is None else y + bias
+        return linear
+    return normalization
+
+
+# products of two tensors (docs/transformers.md#bilinear)
+SDPA_FUNCTIONS = (F.scaled_dot_product_attention, torch.ops.aten.scaled_dot_product_attention.default)
+BILINEAR_FUNCTIONS = (torch.matmul, operator.matmul, torch.bmm, torch.einsum, torch.ops.aten.matmul.default,
+                      torch.ops.aten.bmm.default, torch.ops.aten.einsum.default)
+BILINEAR_METHODS = ("matmul", "bmm", "__matmul__")
+LAYER_NORMS = (F.layer_norm, torch.ops.aten.layer_norm.default)
+MASKED_FILLS = (torch.masked_fill, "masked_fill", "masked_fill_", torch.ops.aten.masked_fill.Scalar)
 # clamp and its spellings (functions and tensor methods)
 CLAMPS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, "clamp", "clip", "clamp_", "clip_", "clamp_min",
           "clamp_max", "clamp_min_", "clamp_max_", torch.ops.aten.clamp.default, torch.ops.aten.clamp_min.default,
@@ -592,11 +744,14 @@ def _classify_module(module, path):
     if kind in (g.RELU, g.ACTIVATION):
         return kind, _out_of_place_module(module)
     if kind == g.PASS and isinstance(module, INFERENCE_IDENTITIES):
-        return g.PASS, {"forward": _identity}
+        return g.PASS, {"forward": _identity, "affine": (1.0, 0.0)}
+    if kind == g.PASS and isinstance(module, nn.LayerNorm):
+        return g.NORM, {"normalization": _layer_normalization(module.normalized_shape, module.weight, module.bias,
+                                                              module.eps)}
     if kind is not None:
         return kind, {}
     if isinstance(module, SOFTMAX_LAYERS):
-        return _softmax_inside(type(module).__name__.lower())
+        return _softmax_inside(type(module).__name__.lower(), module.dim)
     return g.UNSUPPORTED, {"reason": f"{type(module).__name__} modules have no rule"}
 
 

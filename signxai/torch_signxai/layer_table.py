@@ -26,6 +26,11 @@ def _inference_identities():
 
 _STOCHASTIC_DEPTH_MODULES, _STOCHASTIC_DEPTH_FUNCTIONS = _inference_identities()
 
+# RMS normalisation, where this PyTorch has it: the identity rule (docs/transformers.md#layer-norm)
+RMS_NORM_MODULES = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+RMS_NORM_FUNCTIONS = tuple(f for f in (getattr(F, "rms_norm", None),
+                                       getattr(getattr(torch.ops.aten, "rms_norm", None), "default", None))
+                           if f is not None)
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # functional kernels -> their number of spatial axes (docs/layers.md#node-kinds: a constant weight and bias)
@@ -102,10 +107,11 @@ LAYER_TABLE = LayerTable({
     # a constant shift or scaling (x - c, x / c) is PASS (ARITHMETIC: the kind follows the tensor operands)
     g.PASS: KindEntry(layers=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                               nn.FeatureAlphaDropout, nn.Identity, nn.LayerNorm, nn.GroupNorm,
-                              *_STOCHASTIC_DEPTH_MODULES),
+                              *_STOCHASTIC_DEPTH_MODULES,
+                              *RMS_NORM_MODULES),  # RMS normalisation: the identity rule (docs/transformers.md)
                       functions=(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.layer_norm,
                                  F.group_norm, *_STOCHASTIC_DEPTH_FUNCTIONS, *_arithmetic("divide"),
-                                 *ATEN_PASS, *ATEN_IDENTITIES),
+                                 *ATEN_PASS, *ATEN_IDENTITIES, *RMS_NORM_FUNCTIONS),
                       methods=("float", "type_as", "to", "double",
                                *_arithmetic("divide", methods=True))),
     g.REINDEX: KindEntry(layers=(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,

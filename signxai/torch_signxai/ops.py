@@ -16,6 +16,8 @@ def _is_float_tensor(t):
 def _gradients(out, leaves, cotangent, **kwargs):
     """One gradient per leaf (zeros where unused, None for a non-float input), of ``out`` with ``cotangent``."""
     wanted = [t for t in leaves if _is_float_tensor(t)]
+    if not wanted:  # a constant made from sizes only (a class token expanded to the batch): nothing to pass on
+        return [None] * len(leaves)
     with torch.enable_grad():
         grads = iter(torch.autograd.grad(out, wanted, grad_outputs=cotangent, allow_unused=True, **kwargs))
     result = []
@@ -108,6 +110,14 @@ class TensorOps:
     @staticmethod
     def constant(value, like):
         return torch.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def sum_axis(t, axis):
+        return t.sum(dim=axis, keepdim=True)
+
+    @staticmethod
+    def where_zero(t, value, other):
+        return torch.where(t == 0, torch.zeros((), dtype=other.dtype, device=other.device) + value, other)
 
     @staticmethod
     def std_per_sample(a, like):

@@ -4,6 +4,7 @@ hard sigmoid written out, swish written out), constant scalings (LayerScale, par
 (docs/equivalence.md#agreement-gates) on a Keras/PyTorch twin that contains all of them."""
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 
@@ -246,31 +247,36 @@ class _Product(nn.Module):
         return self.fc(self.a(x) * self.second(self.b(x)))
 
 
-@pytest.mark.parametrize("second,what", [(torch.tanh, "neither operand is a gate"),
-                                         (lambda t: t, "neither operand is a gate"),
-                                         (F.relu6, "neither operand is a gate")])
-def test_product_without_gate_is_refused_naming_the_layer(second, what):
-    model, x = _Product(second), np.random.RandomState(0).normal(size=(1, 4)).astype(np.float32)
-    for method in ("lrp_epsilon_0_1", "guided_backprop"):
-        with pytest.raises(ValueError, match=f"'mul'.*{what}"):
-            signxai.calculate_relevancemap(model, x, method)
-    assert np.abs(signxai.calculate_relevancemap(model, x, "gradient")).max() > 0  # pure gradients still work
+@pytest.mark.parametrize("second", [torch.tanh, lambda t: t, F.relu6, torch.sigmoid])
+def test_product_without_single_gate_takes_the_uniform_rule(second):
+    """A product whose operands are not exactly one gate is bilinear: each operand receives half (AttnLRP's uniform
+    rule, docs/transformers.md#bilinear); on a bias-free model the Z rule then conserves the logit."""
+    model = _Product(second)
+    if second is torch.sigmoid:  # both operands gates
+        model.a = nn.Sequential(model.a, nn.Sigmoid())
+    for layer in (model.a, model.b, model.fc):
+        for module in layer.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+    x = np.random.RandomState(0).normal(size=(3, 4)).astype(np.float32)
+    relevance = signxai.calculate_relevancemap(model, x, "lrp_z", dtype="float64", target=1).astype(np.float64)
+    logits = copy.deepcopy(model).double()(torch.as_tensor(x, dtype=torch.float64)).detach().numpy()[:, 1]
+    if second is torch.sigmoid or second is F.relu6:  # sigmoid (and ReLU6's clipping) is an activation: not
+        assert np.abs(relevance).sum() > 0          # linear, only the product's split is conservative
+    else:
+        np.testing.assert_allclose(relevance.reshape(3, -1).sum(1), logits, rtol=1e-9)
+    assert np.abs(signxai.calculate_relevancemap(model, x, "guided_backprop")).max() > 0  # exact VJP there
 
 
-def test_product_of_two_gates_is_refused():
-    class TwoGates(_Product):
-        def forward(self, x):
-            return self.fc(torch.sigmoid(self.a(x)) * torch.sigmoid(self.b(x)))
-    with pytest.raises(ValueError, match="both operands are gates"):
-        signxai.calculate_relevancemap(TwoGates(None), np.ones((1, 4), np.float32), "lrp_z")
-
-
-def test_keras_product_without_gate_is_refused():
+def test_keras_product_without_gate_takes_the_uniform_rule():
     inputs = keras.Input((4,))
-    a, b = keras.layers.Dense(4, name="a")(inputs), keras.layers.Dense(4, activation="tanh", name="b")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Multiply(name="gating")([a, b])))
-    with pytest.raises(ValueError, match="'gating'.*neither operand is a gate"):
-        signxai.calculate_relevancemap(model, np.ones((1, 4), np.float32), "lrp_z")
+    a = keras.layers.Dense(4, name="a", use_bias=False)(inputs)
+    b = keras.layers.Dense(4, activation="tanh", name="b", use_bias=False)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.Multiply(name="gating")([a, b])))
+    x = np.random.RandomState(1).normal(size=(2, 4)).astype(np.float32)
+    relevance = signxai.calculate_relevancemap(model, x, "lrp_z", dtype="float64", target=0).astype(np.float64)
+    logits = np.asarray(model(x))[:, 0]  # (the float32 model: its own rounding)
+    np.testing.assert_allclose(relevance.sum(1), logits, rtol=1e-5)
 
 
 class _Shuffle(nn.Module):

@@ -232,7 +232,7 @@ def test_zb_bounds():
 def test_unknown_kwargs_raise_type_error_listing_accepted():
     with pytest.raises(TypeError, match="'mu'.*accepts: target, batched, dtype.*gradient_x_sign_mu"):
         resolve_method("gradient_x_sign", mu=0.5)
-    with pytest.raises(TypeError, match="accepts: epsilon, target, batched, dtype"):
+    with pytest.raises(TypeError, match="accepts: epsilon, attention, target, batched, dtype"):
         resolve_method("lrp_epsilon_0_1", alpha=1)
     with pytest.raises(TypeError, match="accepts: steps, reference, target"):
         resolve_method("integrated_gradients", num_samples=3)

@@ -139,7 +139,8 @@ def test_a_rule_map_can_be_the_base():
 
 
 def test_wrapped_keyword_errors():
-    with pytest.raises(TypeError, match=r"accepts: num_samples, noise_level, seed, epsilon, target, batched, dtype"):
+    with pytest.raises(TypeError, match=r"accepts: num_samples, noise_level, seed, epsilon, attention, target, "
+                                        r"batched, dtype"):
         resolve_method("smoothgrad(lrp_epsilon_0_1)", alpha=1)
     with pytest.raises(ValueError, match="requires the keyword argument.*epsilon="):
         resolve_method("smoothgrad(lrp_epsilon)")
