@@ -115,6 +115,12 @@ class TorchBackend(Backend):
         """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
         of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
         graph = self._try_graph(model)
+        if graph is not None and getattr(graph, "per_shape", False):  # recurrent modules: unrolled per time steps
+            def unrolled():
+                example = torch.as_tensor(x[:1], device=self._device(model))
+                return Capture(model, self._eval_mode, sample=example.detach()).graph
+            key = ("unrolled", tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""))
+            return self._per_model(self._exported, model, key, unrolled, limit=4)
         if graph is not None:
             return graph
         error = self._untraceable[model]
