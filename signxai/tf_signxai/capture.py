@@ -13,6 +13,8 @@ from signxai._keras_torch import replay_keras_graph
 from signxai.core import graph as g
 from signxai.core.layers import arithmetic_kind, registered, scalar_affine
 from signxai.core.rules import identity
+from signxai.tf_signxai.recurrent import is_recurrent, unroll_layer
+from signxai.tf_signxai.recurrent import refusal as recurrent_refusal
 from signxai.tf_signxai.layer_table import (ARITHMETIC, LAYER_TABLE, OPERATION_RANGES, OPERATIONS, SCALED_SUMS,
                                             SEPARABLE, SOFTMAX_FUNCTIONS, SOFTMAX_OPERATIONS, VALUE_RANGES)
 
@@ -98,6 +100,8 @@ class Capture:
 
     def layer_node(self, op, node, parents):
         name, type_name = op.name, type(op).__name__
+        if is_recurrent(op) and registered(op) is None:
+            return self.recurrent_node(op, node, parents)
         table_kind = LAYER_TABLE.layer_kind(op)
         if table_kind == g.KERNEL:
             if isinstance(op, SEPARABLE):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
@@ -131,6 +135,26 @@ class Capture:
         if "forward" in extra:  # a registered identity: the layer's own call is the capture check's reference
             forward, extra["reference"] = extra.pop("forward"), forward
         return self.add(g.Node(name, kind, tuple(parents), forward, type_name, **extra), name)
+
+
+    def recurrent_node(self, op, node, parents):
+        """A recurrent layer unrolled per time step (docs/layers.md#recurrent), or one unsupported node naming why
+        not; its output indices."""
+        reason = recurrent_refusal(op, node)
+        if reason:
+            index = self.add(g.Node(op.name, g.UNSUPPORTED, tuple(parents), _layer_forward(op, node),
+                                    type(op).__name__, reason=reason), op.name)
+            return [index] * len(node.output_tensors)
+        outputs = unroll_layer(self.nodes, op, parents[0], node.input_tensors[0].shape[1])
+        self.nodes[outputs[0]].reference = _first(_layer_forward(op, node)) if len(outputs) > 1 else \
+            _layer_forward(op, node)
+        self.nodes[outputs[0]].reference_parents = tuple(parents)
+        self.names.setdefault(op.name, outputs[0])
+        return outputs
+
+
+def _first(forward):
+    return lambda *values: forward(*values)[0]
 
 
 def _is_custom(op):
