@@ -299,11 +299,19 @@ class Capture:
             else:
                 self.per_shape = True  # captured again per sample shape, with its time steps
                 reason = "its time steps are known only for a given input (captured per input shape)"
-        if reason:
-            self.nodes.append(g.Node(node.target, g.UNSUPPORTED, tuple(self.index[p] for p in parents), None,
-                                     type(module).__name__, reason=reason))
-            index = len(self.nodes) - 1
-            self.structured[node] = (index, index if not isinstance(module, nn.LSTM) else (index, index))
+        if reason:  # one unsupported node (the module's own call) and its items, refused with it
+            layer_type = type(module).__name__
+            self.nodes.append(g.Node(node.target, g.UNSUPPORTED, tuple(self.index[p] for p in parents),
+                                     self.forward(node, parents), layer_type, reason=reason))
+            whole = len(self.nodes) - 1
+
+            def item(*path):
+                self.nodes.append(g.Node(f"{node.target}/{'/'.join(map(str, path))}", g.UNSUPPORTED, (whole,),
+                                         lambda v: v[path[0]] if len(path) == 1 else v[path[0]][path[1]],
+                                         layer_type, reason=reason))
+                return len(self.nodes) - 1
+            self.structured[node] = ((item(0), (item(1, 0), item(1, 1))) if isinstance(module, nn.LSTM)
+                                     else (item(0), item(1)))
         else:
             structure = unroll_module(self.nodes, node.target, module, self.index[parents[0]], self.steps[node])
             sequence = structure[0]

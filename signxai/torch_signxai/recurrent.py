@@ -27,7 +27,7 @@ class Primitives:
             return out if bias is None or bias_map is None else out + bias_map(bias())
 
         def adjoint(a, s, kernel_map=identity):
-            return s @ kernel_map(weight()).T
+            return s @ kernel_map(weight()).transpose(0, 1)
 
         def bias_term(bias_map):
             return None if bias is None else bias_map(bias())
