@@ -160,16 +160,16 @@ def unroll(nodes: list, name: str, layer_type: str, x: int, steps: int, d: Direc
         tag = f"{s}/t{t}"
         xt = b.slice_time(f"x{tag}", xp, t)
 
-        def gate_of(source, gate, activation):
+        def gate_of(source, gate, activation, tag=tag):
             return b.activate(f"{gate}{tag}", b.slice_features(f"{gate}_pre{tag}", source, *block[gate]), activation)
 
         if d.cell == "gru" and not d.reset_after:
-            pre = {}
+            gate_pre = {}
             for gate in ("z", "r"):
                 xg = b.slice_features(f"x_{gate}{tag}", xt, *block[gate])
-                pre[gate] = b.sum(f"{gate}_pre{tag}", xg, b.kernel(f"recurrent_{gate}{tag}", h, recurrent[gate]))
-            z = b.activate(f"z{tag}", pre["z"], d.recurrent_activation)
-            r = b.activate(f"r{tag}", pre["r"], d.recurrent_activation)
+                gate_pre[gate] = b.sum(f"{gate}_pre{tag}", xg, b.kernel(f"recurrent_{gate}{tag}", h, recurrent[gate]))
+            z = b.activate(f"z{tag}", gate_pre["z"], d.recurrent_activation)
+            r = b.activate(f"r{tag}", gate_pre["r"], d.recurrent_activation)
             rh = b.product(f"r_h{tag}", r, h)
             xn = b.slice_features(f"x_n{tag}", xt, *block["n"])
             n_pre = b.sum(f"n_pre{tag}", xn, b.kernel(f"recurrent_n{tag}", rh, recurrent["n"]))
