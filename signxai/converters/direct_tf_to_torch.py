@@ -423,7 +423,7 @@ class _Converter:
             if inner.stateful or inner.return_state or getattr(inner, "return_state", False):
                 raise ValueError(f"{where}: stateful layers and return_state are not supported")
             if isinstance(inner, L.GRU) and not inner.reset_after:
-                raise ValueError(f"{where}: GRU(reset_after=False) has no PyTorch counterart (nn.GRU applies the "
+                raise ValueError(f"{where}: GRU(reset_after=False) has no PyTorch counterpart (nn.GRU applies the "
                                  f"reset gate after the recurrent kernel, as reset_after=True)")
             activation = keras_activation_name(inner.cell.activation)
             gate = keras_activation_name(getattr(inner.cell, "recurrent_activation", None)) or "sigmoid"
