@@ -15,6 +15,7 @@ gradient at slices and stacks.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
@@ -156,9 +157,21 @@ def unroll(nodes: list, name: str, layer_type: str, x: int, steps: int, d: Direc
         recurrent_kernel = primitives.dense(d.recurrent, d.recurrent_bias)
     outputs: dict = {}
     order = range(steps - 1, -1, -1) if d.reverse else range(steps)
+    # the steps are sliced from blocks of about √T steps: the gradient of a slice is as large as what it is sliced
+    # from, so slicing every step from the whole sequence would cost O(T²) in the backward pass
+    # (docs/layers.md#recurrent)
+    width = max(1, math.isqrt(steps - 1) + 1) if steps > 16 else steps
+    blocks = {}
     for t in order:
         tag = f"{s}/t{t}"
-        xt = b.slice_time(f"x{tag}", xp, t)
+        start = t - t % width
+        if width == steps:
+            xt = b.slice_time(f"x{tag}", xp, t)
+        else:
+            if start not in blocks:
+                blocks[start] = b.add(f"x{s}/t{start}:{min(start + width, steps)}", g.REINDEX, [xp],
+                                      _time_block(start, min(start + width, steps)))
+            xt = b.slice_time(f"x{tag}", blocks[start], t - start)
 
         def gate_of(source, gate, activation, tag=tag):
             return b.activate(f"{gate}{tag}", b.slice_features(f"{gate}_pre{tag}", source, *block[gate]), activation)
@@ -192,6 +205,10 @@ def unroll(nodes: list, name: str, layer_type: str, x: int, steps: int, d: Direc
                 h = b.activate(f"h{tag}", b.sum(f"pre{tag}", xt, uh), d.activation)
         outputs[t] = h
     return Unrolled([outputs[t] for t in range(steps)], h, c)
+
+
+def _time_block(start: int, stop: int) -> Callable[[Any], Any]:
+    return lambda a: a[:, start:stop]
 
 
 def _gru_update(b: _Builder, tag: str, z: int, n: int, h: int) -> int:
