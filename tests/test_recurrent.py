@@ -232,7 +232,14 @@ REFUSED = [
     ("keras free length", lambda: _keras(L.SimpleRNN(4), shape=(None, 3)), r"no fixed number of time steps"),
     ("keras activation", lambda: _keras(L.LSTM(4, activation="elu")), r"activation 'elu'"),
     ("keras stateful", lambda: _keras(L.GRU(4, stateful=True), batch_size=2), r"stateful"),
+    ("keras initial state", lambda: _keras_initial_state(), r"initial states"),
 ]
+
+
+def _keras_initial_state():
+    inputs = keras.Input((T, 3))
+    h0 = L.Dense(4)(L.Flatten()(inputs))
+    return keras.Model(inputs, L.Dense(3)(L.LSTM(4)(inputs, initial_state=[h0, h0])))
 
 
 @pytest.mark.parametrize("case,build,message", REFUSED, ids=[c[0] for c in REFUSED])
@@ -248,6 +255,20 @@ def test_refusals(case, build, message):
         signxai.calculate_relevancemap(model, x, "lrp_epsilon_0_1")
     gradient = signxai.calculate_relevancemap(model, x, "gradient")
     assert np.abs(gradient).max() > 0
+
+
+def test_keras_return_state():
+    """Keras ``return_state``: the final hidden state output is the last output (the same map), the cell state is
+    captured too (gate 4 passes)."""
+    inputs = keras.Input((T, 3))
+    layer = L.LSTM(H, return_state=True)
+    output, h, c = layer(inputs)
+    head = L.Dense(3)
+    x = np.random.RandomState(0).normal(size=(2, T, 3))
+    maps = [signxai.calculate_relevancemap(keras.Model(inputs, head(t)), x, "lrp_epsilon_0_1", target=1,
+                                           dtype="float64") for t in (output, h, L.Activation("tanh")(c))]
+    np.testing.assert_array_equal(maps[0], maps[1])
+    assert np.abs(maps[2]).max() > 0 and np.abs(maps[2] - maps[0]).max() > 0
 
 
 # --- the float64 copy of a Bidirectional layer -----------------------------------------------------------------
