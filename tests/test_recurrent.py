@@ -57,6 +57,18 @@ def test_twin_logits_equal():
         np.testing.assert_allclose(keras_logits, torch_logits, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru_bi"])
+def test_guided_backprop_is_the_gradient_without_relus(name):
+    """GBP and DeconvNet modify only ReLU-family nodes: on a sigmoid/tanh network they are the gradient of the
+    unrolled graph, which must be the model's own gradient (autograd through the framework's recurrent kernel)."""
+    t = twin(name)
+    for model, x in ((t.keras_model, t.x), (t.torch_model, torch_input(t.x))):
+        gradient = signxai.calculate_relevancemap(model, x, "gradient", target=2, dtype="float64")
+        for method in ("guided_backprop", "deconvnet"):
+            mine = signxai.calculate_relevancemap(model, x, method, target=2, dtype="float64")
+            assert np.abs(mine - gradient).max() <= 1e-12 * np.abs(gradient).max(), (method, type(model))
+
+
 # --- conservation ---------------------------------------------------------------------------------------------
 
 def _bias_free(model):
