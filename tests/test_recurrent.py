@@ -241,7 +241,8 @@ REFUSED = [
     ("keras merge mul", lambda: _keras(L.Bidirectional(L.LSTM(4), merge_mode="mul")), r"merge_mode 'mul'"),
     # Keras's Masking layer is refused before the recurrent layer that reads its mask
     ("keras masking", lambda: _keras(L.LSTM(4), before=L.Masking(0.0)), r"'not_equal' \(NotEqual\)"),
-    ("keras free length", lambda: _keras(L.SimpleRNN(4), shape=(None, 3)), r"no fixed number of time steps"),
+    ("keras free length", lambda: _keras(L.SimpleRNN(4), shape=(None, 3), before=L.Conv1D(3, 2, strides=2)),
+     r"no fixed number of time steps"),
     ("keras activation", lambda: _keras(L.LSTM(4, activation="elu")), r"activation 'elu'"),
     ("keras stateful", lambda: _keras(L.GRU(4, stateful=True), batch_size=2), r"stateful"),
     ("keras initial state", lambda: _keras_initial_state(), r"initial states"),
@@ -281,6 +282,28 @@ def test_keras_return_state():
                                            dtype="float64") for t in (output, h, L.Activation("tanh")(c))]
     np.testing.assert_array_equal(maps[0], maps[1])
     assert np.abs(maps[2]).max() > 0 and np.abs(maps[2] - maps[0]).max() > 0
+
+
+def test_keras_free_length_input():
+    """``keras.Input(shape=(None, F))``: the layers reading the input (and recurrent sequences computed from it) are
+    unrolled per explained length: the maps equal those of the same model built for that length."""
+    def build(steps):
+        inputs = keras.Input((steps, 3))
+        h = L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="sum")(inputs)
+        return keras.Model(inputs, L.Dense(3)(L.GRU(4)(h)))
+    free = build(None)
+    for steps in (5, 9):
+        fixed = build(steps)
+        fixed.set_weights(free.get_weights())
+        x = np.random.RandomState(steps).normal(size=(2, steps, 3))
+        for method in ("lrp_epsilon_0_1", "guided_backprop"):
+            expected = signxai.calculate_relevancemap(fixed, x, method, target=0, dtype="float64")
+            actual = signxai.calculate_relevancemap(free, x, method, target=0, dtype="float64")
+            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+        x32 = x.astype(np.float32)
+        np.testing.assert_allclose(signxai.calculate_relevancemap(free, x32, "lrp_epsilon_0_1", target=0),
+                                   signxai.calculate_relevancemap(fixed, x32, "lrp_epsilon_0_1", target=0),
+                                   rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 # --- the float64 copy of a Bidirectional layer -----------------------------------------------------------------

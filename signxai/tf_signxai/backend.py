@@ -137,6 +137,7 @@ class KerasBackend(Backend):
     def __init__(self):
         super().__init__()
         self._views = weakref.WeakKeyDictionary()  # model -> its Functional view, or the CaptureError it raised
+        self._unrolled = weakref.WeakKeyDictionary()  # model -> {time steps: graph} (docs/layers.md#recurrent)
 
     def check(self, model):
         """docs/api.md#model-requirements checks, run once per model (like the captured graph and compiled passes, they
@@ -167,6 +168,16 @@ class KerasBackend(Backend):
 
     def capture(self, model):
         return Capture(self.view(model)).graph
+
+    def graph_for(self, model, x):
+        """The captured graph; for recurrent layers on an input of free length, captured per number of time steps
+        of ``x`` (docs/layers.md#recurrent)."""
+        graph = self.graph(model)
+        if not getattr(graph, "per_shape", False) or len(x.shape) != 3 or x.shape[1] is None:
+            return graph
+        steps = int(x.shape[1])
+        return self._per_model(self._unrolled, model, steps, lambda: Capture(self.view(model), steps).graph,
+                               limit=4)
 
     def float64_copy(self, model):
         try:

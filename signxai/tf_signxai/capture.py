@@ -74,11 +74,16 @@ def activation_kind(fn):
 class Capture:
     """Builds a :class:`signxai.core.graph.Graph` by walking the Keras graph, inlining nested models."""
 
-    def __init__(self, model):
+    def __init__(self, model, steps=None):
         self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
         self.names = {}
+        # recurrent layers on an input of free length (docs/layers.md#recurrent): ``steps`` is the input's T, valid
+        # for the tensors in ``timed`` (the model input and recurrent sequences computed from it)
+        self.steps, self.per_shape = steps, False
+        self.timed = {id(t) for t in getattr(model, "inputs", None) or []}
         outputs = self.inline(model, [0])
         self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
+        self.graph.per_shape = self.per_shape  # type: ignore[attr-defined]
 
     def add(self, node, layer_name=None):
         self.nodes.append(node)
@@ -140,12 +145,18 @@ class Capture:
     def recurrent_node(self, op, node, parents):
         """A recurrent layer unrolled per time step (docs/layers.md#recurrent), or one unsupported node naming why
         not; its output indices."""
-        reason = recurrent_refusal(op, node)
+        steps = node.input_tensors[0].shape[1] if len(node.input_tensors[0].shape) == 3 else None
+        if steps is None and id(node.input_tensors[0]) in self.timed:  # a free length: the explained input's
+            steps = self.steps
+            self.per_shape = self.per_shape or steps is None
+        reason = recurrent_refusal(op, node, steps)
         if reason:
             index = self.add(g.Node(op.name, g.UNSUPPORTED, tuple(parents), _layer_forward(op, node),
                                     type(op).__name__, reason=reason), op.name)
             return [index] * len(node.output_tensors)
-        outputs = unroll_layer(self.nodes, op, parents[0], node.input_tensors[0].shape[1])
+        outputs = unroll_layer(self.nodes, op, parents[0], steps)
+        if op.return_sequences and id(node.input_tensors[0]) in self.timed:
+            self.timed.add(id(node.output_tensors[0]))
         self.nodes[outputs[0]].reference = _first(_layer_forward(op, node)) if len(outputs) > 1 else \
             _layer_forward(op, node)
         self.nodes[outputs[0]].reference_parents = tuple(parents)

@@ -91,8 +91,8 @@ def direction(layer, reverse: bool, suffix: str = "") -> rec.Direction:
     return d
 
 
-def refusal(op, node) -> str:
-    """Why a Keras recurrent layer cannot be unrolled, or ''."""
+def refusal(op, node, steps) -> str:
+    """Why a Keras recurrent layer cannot be unrolled on ``steps`` time steps (None: unknown), or ''."""
     layers = [op.forward_layer, op.backward_layer] if type(op) is L.Bidirectional else [op]
     if type(op) is L.Bidirectional and any(type(layer) not in RECURRENT_LAYERS for layer in layers):
         return "Bidirectional wraps a layer that is not a Keras LSTM, GRU or SimpleRNN"
@@ -108,9 +108,12 @@ def refusal(op, node) -> str:
             is not None:
         return "masked sequences (Masking, Embedding(mask_zero=True), mask=) are not supported"
     shape = node.input_tensors[0].shape
-    if len(shape) != 3 or shape[1] is None:
-        return (f"its input has no fixed number of time steps (shape {tuple(shape)}); build the model on "
-                f"keras.Input(shape=(T, features))")
+    if len(shape) != 3:
+        return f"its input has shape {tuple(shape)}; a batch of sequences (N, T, features) is needed"
+    if steps is None:
+        return (f"its input has no fixed number of time steps (shape {tuple(shape)}) and it is not the model's "
+                f"input (or a recurrent sequence computed from it), whose length the explained batch gives: build "
+                f"the model on keras.Input(shape=(T, features))")
     for layer in layers:
         try:
             direction(layer, False)
