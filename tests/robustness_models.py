@@ -186,8 +186,8 @@ class GatedNet(nn.Module):
 class LSTMNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.LSTM(5, 4, batch_first=True)
-        self.fc = nn.Linear(4, K)
+        self.rnn = nn.LSTM(5, 4, batch_first=True, proj_size=2)  # projected states: refused (docs/layers.md#recurrent)
+        self.fc = nn.Linear(2, K)
 
     def forward(self, x):
         out, _ = self.rnn(x)

@@ -503,3 +503,38 @@ def test_a_callable_target_on_a_multi_input_model(twin, method):
         classes = [signxai.calculate_relevancemap(km, [signal, demographics], method, dtype="float64", inputs=i,
                                                   target=c) for c in (2, 0)]
         np.testing.assert_allclose(tf_map, classes[0] - classes[1], rtol=0, atol=1e-9 * peak)
+
+
+class RecurrentTwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(C, 4, batch_first=True)
+        self.demo = nn.Linear(D, 4)
+        self.head = nn.Linear(8, K)
+
+    def forward(self, signal, demographics):
+        out, _ = self.lstm(signal)
+        return self.head(torch.cat([out[:, -1], F.relu(self.demo(demographics))], dim=1))
+
+
+def test_a_recurrent_layer_in_a_multi_input_model(twin):
+    """PyTorch unrolls recurrent modules per input shape, which a multi-input view does not do yet: the rule-based
+    methods say so (and why), the gradient family runs and is autograd. A Keras model on a fixed number of steps is
+    unrolled once and explained with LRP."""
+    _, _, signal, demographics = twin
+    torch.manual_seed(0)
+    module = RecurrentTwoInputs().eval()
+    with pytest.raises(ValueError, match="not unrolled in a multi-input model"):
+        signxai.calculate_relevancemap(module, [signal, demographics], "lrp_epsilon_0_1", inputs=0, target=1)
+    gradient = signxai.calculate_relevancemap(module, [signal, demographics], "gradient", inputs=0, target=1,
+                                              dtype="float64")
+    s = torch.tensor(signal, dtype=torch.float64, requires_grad=True)
+    reference, = torch.autograd.grad(module.double()(s, torch.tensor(demographics, dtype=torch.float64))[:, 1].sum(),
+                                     s)
+    np.testing.assert_allclose(gradient, reference.numpy(), rtol=0, atol=1e-12 * np.abs(reference.numpy()).max())
+
+    sig, dem = keras.Input((T, C)), keras.Input((D,))
+    h = L.Concatenate()([L.LSTM(4)(sig), L.Dense(4, activation="relu")(dem)])
+    km = keras.Model([sig, dem], L.Dense(K)(h))
+    maps = signxai.calculate_relevancemap(km, [signal, demographics], "lrp_z", dtype="float64", target=1)
+    assert maps[0].shape == signal.shape and np.abs(maps[0]).max() > 0

@@ -49,7 +49,7 @@ from signxai._keras_torch import (KERAS_OP_ARITHMETIC, SOFTMAX_ACTIVATIONS, chan
                                   keras_functional, replay_keras_graph, same_padding, torch_activations, torch_axis,
                                   torch_conv_padding, torch_pad, unique_name)
 
-__all__ = ["convert_tf_to_torch_direct", "KerasReshape", "Permute", "Crop"]
+__all__ = ["convert_tf_to_torch_direct", "KerasReshape", "Permute", "Crop", "KerasRecurrent"]
 
 _OPERATORS = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul, "divide": operator.truediv}
 _BINARY_OPS = {name: _OPERATORS[operation] for name, operation in KERAS_OP_ARITHMETIC.items()}
@@ -113,6 +113,42 @@ class Crop(nn.Module):
         return f"crops={self.crops}"
 
 
+class KerasRecurrent(nn.Module):
+    """A Keras ``LSTM``/``GRU``/``SimpleRNN`` (possibly ``Bidirectional``) as PyTorch computes it: the batch-first
+    module ``rnn`` on the channels-last sequence (N, T, F), then what Keras returns — the sequence, or the last
+    processed step (bidirectional: the forward direction's last step and the backward direction's first), merged
+    by ``merge_mode``. ``go_backwards``: the sequence is reversed first (Keras then returns it in processing
+    order)."""
+
+    def __init__(self, rnn, return_sequences, go_backwards=False, merge_mode=None):
+        super().__init__()
+        self.rnn, self.return_sequences, self.go_backwards, self.merge_mode = (rnn, return_sequences, go_backwards,
+                                                                               merge_mode)
+
+    def forward(self, x):
+        if self.go_backwards:
+            x = torch.flip(x, [1])
+        out, _ = self.rnn(x)
+        if self.merge_mode is None:
+            return out if self.return_sequences else out[:, -1]
+        if self.merge_mode == "concat" and self.return_sequences:
+            return out
+        units = self.rnn.hidden_size
+        if self.return_sequences:
+            forward, backward = out[:, :, :units], out[:, :, units:]
+        else:
+            forward, backward = out[:, -1, :units], out[:, 0, units:]
+        if self.merge_mode == "concat":
+            return torch.cat([forward, backward], 1)
+        if self.merge_mode == "sum":
+            return forward + backward
+        return (forward + backward) / 2
+
+    def extra_repr(self):
+        return (f"return_sequences={self.return_sequences}, go_backwards={self.go_backwards}, "
+                f"merge_mode={self.merge_mode}")
+
+
 def convert_tf_to_torch_direct(keras_model) -> nn.Module:
     """A channels-first PyTorch module computing the same function as ``keras_model`` (which is left untouched).
 
@@ -158,6 +194,8 @@ class _Converter:
             L.Multiply: self._multiply, L.Subtract: self._subtract, L.Rescaling: self._rescaling,
             L.Normalization: self._normalization, L.LayerNormalization: self._layer_normalization,
             L.SeparableConv1D: self._separable_conv, L.SeparableConv2D: self._separable_conv,
+            L.LSTM: self._recurrent, L.GRU: self._recurrent, L.SimpleRNN: self._recurrent,
+            L.Bidirectional: self._recurrent,
         }
         try:
             from keras.src.applications.convnext import LayerScale
@@ -188,7 +226,7 @@ class _Converter:
         self.layout_aware = {self._dense, self._layer_normalization, self._layer_scale, self._activation_layer,
                              self._relu, self._leaky_relu, self._elu, self._dropout, self._add, self._multiply,
                              self._subtract, self._binary_op, self._rescaling, self._normalization, self._flatten,
-                             self._softmax}
+                             self._softmax, self._recurrent}
         self.multi_input = {self._add, self._concatenate, self._multiply, self._subtract, self._binary_op}
 
     # ----------------------------------------------------------------------------------------------- graph walk
@@ -366,6 +404,62 @@ class _Converter:
         t = self._to_channels_last(t)
         t = self._emit(layer.name, linear, t, out_shape, channels_last=len(out_shape) > 1)
         return self._activation(layer, t, layer.activation, None)
+
+    def _recurrent(self, layer, t, out_shape):
+        """``LSTM``/``GRU``/``SimpleRNN`` (``Bidirectional``) → :class:`KerasRecurrent` around ``nn.LSTM``/
+        ``nn.GRU``/``nn.RNN`` (docs/converters.md#recurrent): GRU gate blocks (z, r, h) → (r, z, n); Keras's single
+        LSTM/SimpleRNN bias → ``bias_ih`` (``bias_hh`` zero)."""
+        L = self.keras.layers
+        bidirectional = isinstance(layer, L.Bidirectional)
+        layers = [layer.forward_layer, layer.backward_layer] if bidirectional else [layer]
+        where = f"layer {layer.name!r} ({type(layer).__name__})"
+        if bidirectional and (layer.merge_mode not in ("concat", "sum", "ave") or layer.forward_layer.go_backwards):
+            raise ValueError(f"{where}: only merge_mode 'concat', 'sum' or 'ave' with a forward first layer is "
+                             f"supported (got merge_mode={layer.merge_mode!r})")
+        if any(type(inner) not in (L.LSTM, L.GRU, L.SimpleRNN) for inner in layers):
+            raise ValueError(f"{where}: only Keras LSTM, GRU and SimpleRNN layers are supported")
+        first = layers[0]
+        for inner in layers:
+            if inner.stateful or inner.return_state or getattr(inner, "return_state", False):
+                raise ValueError(f"{where}: stateful layers and return_state are not supported")
+            if isinstance(inner, L.GRU) and not inner.reset_after:
+                raise ValueError(f"{where}: GRU(reset_after=False) has no PyTorch counterpart (nn.GRU applies the "
+                                 f"reset gate after the recurrent kernel, as reset_after=True)")
+            activation = keras_activation_name(inner.cell.activation)
+            gate = keras_activation_name(getattr(inner.cell, "recurrent_activation", None)) or "sigmoid"
+            allowed = ("tanh", "relu") if isinstance(inner, L.SimpleRNN) else ("tanh",)
+            if activation not in allowed or gate != "sigmoid":
+                raise ValueError(f"{where}: activation {activation!r} / recurrent_activation {gate!r} have no "
+                                 f"PyTorch counterpart (PyTorch: tanh and sigmoid; nn.RNN: tanh or relu)")
+        if bidirectional and getattr(layer, "return_state", False):
+            raise ValueError(f"{where}: return_state is not supported")
+        units, features = first.cell.units, t.shape[-1]
+        kwargs = {"batch_first": True, "bidirectional": bidirectional, "bias": first.cell.use_bias}
+        if isinstance(first, L.LSTM):
+            rnn, order = nn.LSTM(features, units, **kwargs), (0, 1, 2, 3)
+        elif isinstance(first, L.GRU):
+            rnn, order = nn.GRU(features, units, **kwargs), (1, 0, 2)
+        else:
+            rnn, order = nn.RNN(features, units, nonlinearity=keras_activation_name(first.cell.activation),
+                                **kwargs), (0,)
+
+        def blocks(w):  # rows in PyTorch's gate order
+            parts = np.split(w, len(order), axis=0)
+            return np.concatenate([parts[k] for k in order], axis=0)
+        for inner, suffix in zip(layers, ("_l0", "_l0_reverse")):
+            cell = inner.cell
+            setattr(rnn, f"weight_ih{suffix}", _parameter(blocks(cell.kernel.numpy().T)))
+            setattr(rnn, f"weight_hh{suffix}", _parameter(blocks(cell.recurrent_kernel.numpy().T)))
+            if cell.use_bias:
+                bias = cell.bias.numpy()
+                b_ih, b_hh = (bias[0], bias[1]) if isinstance(inner, L.GRU) else (bias, np.zeros_like(bias))
+                setattr(rnn, f"bias_ih{suffix}", _parameter(blocks(b_ih)))
+                setattr(rnn, f"bias_hh{suffix}", _parameter(blocks(b_hh)))
+        rnn.flatten_parameters()
+        module = KerasRecurrent(rnn, layer.return_sequences, go_backwards=not bidirectional and first.go_backwards,
+                                merge_mode=layer.merge_mode if bidirectional else None)
+        t = self._to_channels_last(t)
+        return self._emit(layer.name, module, t, out_shape, channels_last=len(out_shape) > 1)
 
     def _conv(self, layer, t, out_shape):
         L = self.keras.layers

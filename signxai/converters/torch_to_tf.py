@@ -266,7 +266,7 @@ class _Converter:
         args = [self._arg(a) for a in node.args]
         kwargs = {k: self._arg(v) for k, v in node.kwargs.items()}
         tensors = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, _Record)
-                   and a.kind == "tensor"]
+                   and a.kind in ("tensor", "tuple", "state")]  # (a recurrent module's output tuple)
         if not tensors:  # constants and shape arithmetic: the propagated value
             value = self.values[node]
             kind = "const" if isinstance(value, torch.Tensor) else "aux"
@@ -307,6 +307,8 @@ class _Converter:
         if len(args) != 1 or kwargs or not isinstance(args[0], _Record) or args[0].kind != "tensor":
             raise ValueError(f"module {name!r} ({type(leaf).__name__}) must be called on one model tensor")
         (record,) = args
+        if type(leaf) in (nn.LSTM, nn.GRU, nn.RNN):
+            return self._recurrent(name, leaf, record)
         if self.sd_module is not None and isinstance(leaf, self.sd_module):
             return self._layer(self.L.Identity(name=self._name(name), dtype=self.dtype), record, record.shape,
                                flat_from=record.flat_from)
@@ -398,6 +400,74 @@ class _Converter:
             record = self._layer(layer, record, shape, arrays)
         return record
 
+    def _recurrent(self, name, leaf, record):
+        """``nn.LSTM``/``nn.GRU``/``nn.RNN`` (batch-first) → Keras ``LSTM``/``GRU(reset_after=True)``/``SimpleRNN``
+        with ``return_sequences=True`` (``Bidirectional`` with ``merge_mode='concat'``; one layer per
+        ``num_layers``) between two ``Permute``s (the sequence (T, F) is channels-first here,
+        docs/converters.md#recurrent). The result is the module's output tuple: its item 0 is the sequence; the
+        final states are not converted (index the sequence instead: ``out[:, -1]``)."""
+        L, dtype = self.L, self.dtype
+        where = f"module {name!r} ({type(leaf).__name__})"
+        if not leaf.batch_first or getattr(leaf, "proj_size", 0) or len(record.shape) != 2 or record.flat_from:
+            raise ValueError(f"{where}: only batch-first modules without proj_size on a (N, T, F) input are "
+                             f"supported by the PyTorch → Keras converter")
+        H = leaf.hidden_size
+        cls, order = {nn.LSTM: (L.LSTM, (0, 1, 2, 3)), nn.GRU: (L.GRU, (1, 0, 2)), nn.RNN: (L.SimpleRNN, (0,))}[
+            type(leaf)]
+        options = {"return_sequences": True, "use_bias": leaf.bias}
+        if cls is L.GRU:
+            options["reset_after"] = True
+        if cls is L.SimpleRNN:
+            options["activation"] = leaf.nonlinearity
+
+        def blocks(w):  # PyTorch's gate blocks in Keras's order
+            parts = np.split(_numpy(w), len(order), axis=0)
+            return np.concatenate([parts[k] for k in order], axis=0)
+
+        def arrays(suffix):
+            out = [blocks(getattr(leaf, f"weight_ih{suffix}")).T, blocks(getattr(leaf, f"weight_hh{suffix}")).T]
+            if leaf.bias:
+                b_ih, b_hh = blocks(getattr(leaf, f"bias_ih{suffix}")), blocks(getattr(leaf, f"bias_hh{suffix}"))
+                out.append(np.stack([b_ih, b_hh]) if cls is L.GRU else b_ih + b_hh)
+            return out
+        T = record.shape[0]
+        record = self._layer(L.Permute((2, 1), name=self._name(f"{name}_sequence"), dtype=dtype), record,
+                             record.shape)
+        for layer in range(leaf.num_layers):
+            suffix = f"_l{layer}"
+            label = name if leaf.num_layers == 1 else f"{name}_l{layer}"
+            if leaf.bidirectional:
+                keras_layer = L.Bidirectional(cls(H, **options, dtype=dtype), merge_mode="concat",
+                                              name=self._name(label), dtype=dtype)
+                weights = arrays(suffix) + arrays(suffix + "_reverse")
+            else:
+                keras_layer, weights = cls(H, **options, name=self._name(label), dtype=dtype), arrays(suffix)
+            record = self._layer(keras_layer, record, (H * (2 if leaf.bidirectional else 1), T), weights)
+        out_shape = (T, H * (2 if leaf.bidirectional else 1))
+        sequence = self._layer(L.Permute((2, 1), name=self._name(f"{name}_output"), dtype=dtype), record, out_shape)
+        return _Record("tuple", value=(sequence, _Record("state")))
+
+    def _getitem(self, node, args, shape):
+        """An item of a recurrent module's output tuple, or basic indexing (integers and slices) of a model tensor,
+        the index moved to Keras's channels-last layout."""
+        source, index = args[0], args[1]
+        if isinstance(source, _Record) and source.kind in ("tuple", "state"):
+            if source.kind == "state" or not isinstance(index, int):
+                return _Record("state")
+            return source.value[index]
+        if not isinstance(source, _Record) or source.kind != "tensor" or source.flat_from is not None:
+            raise self._unsupported(node, "indexing")
+        index = index if isinstance(index, tuple) else (index,)
+        rank = len(source.shape) + 1
+        if (len(index) > rank or not index or index[0] != slice(None)
+                or any(not isinstance(i, (int, slice)) or isinstance(i, bool) for i in index)):
+            raise self._unsupported(node, "indexing other than integers and slices after ':' on the batch axis")
+        index = tuple(index) + (slice(None),) * (rank - len(index))
+        if rank > 2 and isinstance(index[1], int) and rank > 3:
+            raise self._unsupported(node, "an integer index on the channel axis of a tensor with several other axes")
+        keras_index = (index[0],) + tuple(index[2:]) + (index[1],) if rank > 2 else index
+        return self._step(lambda t, keras_index=keras_index: t[keras_index], [source.ref], shape, name=node.name)
+
     def _function(self, node, target, args, kwargs, shape):
         if target is self.sd_function and self.sd_function is not None:  # stochastic depth: identity at inference
             return self._single(node, args, "stochastic_depth")
@@ -439,7 +509,7 @@ class _Converter:
         if target is torch.mean:
             return self._mean(node, args, kwargs, shape)
         if target is operator.getitem:
-            raise self._unsupported(node, "indexing a model tensor")
+            return self._getitem(node, args, shape)
         if target in torch_softmax_functions():
             raise ValueError(f"node {node.name!r} applies a softmax: remove the softmax first "
                              f"(docs/api.md#model-requirements)")

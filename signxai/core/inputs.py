@@ -93,3 +93,11 @@ def current_fixed() -> tuple:
     if values is None:
         raise RuntimeError("a bound multi-input model was called outside a pass that holds its fixed inputs")
     return values
+
+
+#: the refusal of a recurrent layer whose number of steps is known only per call, in a multi-input model
+RECURRENT_MULTI_INPUT = ("a recurrent layer whose number of time steps is read from the explained input (PyTorch "
+                         "recurrent modules, Keras recurrent layers on an Input of free length) is not unrolled in a "
+                         "multi-input model yet: the rule-based methods (LRP, guided backprop, DeconvNet, Grad-CAM) "
+                         "cannot explain it; the gradient family can (docs/api.md#multi-input). With Keras, build the "
+                         "model on a fixed number of steps (keras.Input(shape=(T, features))).")

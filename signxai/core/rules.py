@@ -104,13 +104,15 @@ def zb_rule(low, high):
 
 
 def _once(kernel_map):
-    """``kernel_map`` evaluated once per kernel tensor within one rule application."""
+    """``kernel_map`` evaluated once per kernel tensor within one rule application. Each tensor is kept with its
+    image: a kernel computed on the fly (a recurrent layer's summed biases) cannot be freed and its ``id`` reused
+    by another tensor within the application."""
     cache = {}
 
     def mapped(w):
         if id(w) not in cache:
-            cache[id(w)] = kernel_map(w)
-        return cache[id(w)]
+            cache[id(w)] = (w, kernel_map(w))
+        return cache[id(w)][1]
     return mapped
 
 

@@ -15,6 +15,8 @@ from signxai.core import graph as g
 from signxai.core.inputs import fixed_value
 from signxai.core.layers import arithmetic_kind, registered, scalar_affine
 from signxai.core.rules import identity
+from signxai.tf_signxai.recurrent import is_recurrent, unroll_layer
+from signxai.tf_signxai.recurrent import refusal as recurrent_refusal
 from signxai.tf_signxai.layer_table import (ARITHMETIC, LAYER_TABLE, OPERATION_RANGES, OPERATIONS, SCALED_SUMS,
                                             SEPARABLE, SOFTMAX_FUNCTIONS, SOFTMAX_OPERATIONS, VALUE_RANGES)
 
@@ -74,11 +76,16 @@ def activation_kind(fn):
 class Capture:
     """Builds a :class:`signxai.core.graph.Graph` by walking the Keras graph, inlining nested models."""
 
-    def __init__(self, model, explained=None):
+    def __init__(self, model, explained=None, steps=None):
         self.nodes = [g.Node("input", g.INPUT, (), None, "InputLayer")]
         self.names = {}
+        # recurrent layers on an input of free length (docs/layers.md#recurrent): ``steps`` is the input's T, valid
+        # for the tensors in ``timed`` (the model input and recurrent sequences computed from it)
+        self.steps, self.per_shape = steps, False
+        self.timed = {id(t) for t in getattr(model, "inputs", None) or []}
         outputs = self.inline(model, [0] if explained is None else self.fixed_inputs(model, explained))
         self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
+        self.graph.per_shape = self.per_shape  # type: ignore[attr-defined]
 
     def fixed_inputs(self, model, explained):
         """A bound multi-input view (docs/api.md#multi-input): the graph's input nodes in the model's input order,
@@ -119,6 +126,8 @@ class Capture:
         attention = self.attention_node(op, node, parents)  # docs/transformers.md#capture
         if attention is not None:
             return attention
+        if is_recurrent(op) and registered(op) is None:
+            return self.recurrent_node(op, node, parents)
         table_kind = LAYER_TABLE.layer_kind(op)
         if table_kind == g.KERNEL:
             if isinstance(op, SEPARABLE):  # a depthwise kernel layer, then a pointwise one (docs/layers.md)
@@ -154,6 +163,27 @@ class Capture:
             forward, extra["reference"] = extra.pop("forward"), forward
         return self.add(g.Node(name, kind, tuple(parents), forward, type_name, **extra), name)
 
+
+    def recurrent_node(self, op, node, parents):
+        """A recurrent layer unrolled per time step (docs/layers.md#recurrent), or one unsupported node naming why
+        not; its output indices."""
+        steps = node.input_tensors[0].shape[1] if len(node.input_tensors[0].shape) == 3 else None
+        if steps is None and id(node.input_tensors[0]) in self.timed:  # a free length: the explained input's
+            steps = self.steps
+            self.per_shape = self.per_shape or steps is None
+        reason = recurrent_refusal(op, node, steps)
+        if reason:
+            index = self.add(g.Node(op.name, g.UNSUPPORTED, tuple(parents), _layer_forward(op, node),
+                                    type(op).__name__, reason=reason), op.name)
+            return [index] * len(node.output_tensors)
+        outputs = unroll_layer(self.nodes, op, parents[0], steps)
+        if op.return_sequences and id(node.input_tensors[0]) in self.timed:
+            self.timed.add(id(node.output_tensors[0]))
+        self.nodes[outputs[0]].reference = _first(_layer_forward(op, node)) if len(outputs) > 1 else \
+            _layer_forward(op, node)
+        self.nodes[outputs[0]].reference_parents = tuple(parents)
+        self.names.setdefault(op.name, outputs[0])
+        return outputs
 
     def attention_node(self, op, node, parents):
         """The transformer layers and operations (docs/transformers.md#capture), or None for the others:
@@ -269,6 +299,10 @@ def _layer_normalization(layer):
             return y
         return linear
     return normalization
+
+
+def _first(forward):
+    return lambda *values: forward(*values)[0]
 
 
 def _is_custom(op):

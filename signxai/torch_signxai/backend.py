@@ -19,7 +19,7 @@ from torch import nn
 
 from signxai.core import graph as g
 from signxai.core.backend import Backend
-from signxai.core.inputs import Bound, current_fixed, unbound
+from signxai.core.inputs import RECURRENT_MULTI_INPUT, Bound, current_fixed, unbound
 from signxai.core.outputs import select_output
 from signxai.torch_signxai.capture import (Capture, CaptureError, TraceError, _softmax_error,  # noqa: F401
                                           required_inputs, trace)
@@ -151,8 +151,17 @@ class TorchBackend(Backend):
         """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
         of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
         if isinstance(model, Bound):
-            return self.graph(model)
+            graph = self.graph(model)
+            if getattr(graph, "per_shape", False):
+                raise ValueError(RECURRENT_MULTI_INPUT)
+            return graph
         graph = self._try_graph(model)
+        if graph is not None and getattr(graph, "per_shape", False):  # recurrent modules: unrolled per time steps
+            def unrolled():
+                example = torch.as_tensor(x[:1], device=self._device(model))
+                return Capture(model, self._eval_mode, sample=example.detach()).graph
+            key = ("unrolled", tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""))
+            return self._per_model(self._exported, model, key, unrolled, limit=4)
         if graph is not None:
             return graph
         error = self._untraceable[model]

@@ -23,6 +23,8 @@ from signxai.core.inputs import fixed_value
 from signxai.core.outputs import select_output
 from signxai.core.layers import arithmetic_kind, is_registered, registered, scalar_affine
 from signxai.core.rules import identity
+from signxai.torch_signxai.recurrent import RECURRENT_MODULES, unroll_module
+from signxai.torch_signxai.recurrent import refusal as recurrent_refusal
 from signxai.torch_signxai.layer_table import (ARITHMETIC, ATEN_SHAPE, FUNCTIONAL_KERNELS, INFERENCE_IDENTITIES,
                                                INFERENCE_IDENTITY_FUNCTIONS, LAYER_TABLE, SHAPE_ATTRIBUTES,
                                                SHAPE_METHODS, SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS, SOFTMAX_METHODS,
@@ -146,13 +148,18 @@ def _kernel_from_function(function, args, kwargs):
 class Capture:
     """Turns an fx graph into a :class:`signxai.core.graph.Graph` over the input-dependent values."""
 
-    def __init__(self, model, inference=None, example=None, explained=None):
+    def __init__(self, model, inference=None, example=None, explained=None, sample=None):
         # traced in inference mode: Python branches on ``self.training`` inside traced-into modules take their
         # inference form (the caller's flags are restored afterwards); with ``example`` (an input tensor), by
-        # non-strict torch.export on that input (docs/layers.md#export-capture), else by torch.fx
+        # non-strict torch.export on that input (docs/layers.md#export-capture), else by torch.fx. ``sample`` (an
+        # input tensor): the time steps of recurrent modules are read from it (docs/layers.md#recurrent)
         self.exported = example is not None
         with inference(model) if inference is not None else contextlib.nullcontext():
             self.module = trace(model) if example is None else export(model, example)
+            self.steps = recurrent_steps(self.module, sample) if sample is not None else {}
+        self.sampled = sample is not None
+        self.per_shape = False  # whether the graph depends on the sample shape (recurrent modules)
+        self.structured = {}  # fx nodes whose value is a tuple of captured tensors (a recurrent module's output)
         self.modules = dict(self.module.named_modules())
         self.nodes = [g.Node("input", g.INPUT, (), None, "input")]
         self.names = {}
@@ -193,6 +200,7 @@ class Capture:
         if not isinstance(output, fx.Node) or output not in self.index:
             raise CaptureError("the model must return a single tensor that depends on its input")
         self.graph = g.Graph(self.nodes, output=self.index[output], names=self.names)
+        self.graph.per_shape = self.per_shape  # type: ignore[attr-defined]
 
     def fixed_inputs(self, required, explained):
         """The required inputs other than ``explained`` (a position) as AUX nodes that read the pass's fixed values
@@ -254,6 +262,8 @@ class Capture:
         return forward
 
     def add(self, node):
+        if self.add_recurrent(node):
+            return
         parents = []
         fx.node.map_arg((node.args, node.kwargs), lambda a: parents.append(a) if self.dependent(a)
                         and a not in parents else None)
@@ -292,6 +302,61 @@ class Capture:
             self.names.setdefault(node.target, len(self.nodes) - 1)
         elif self.exported and _module_path(node):  # a module's output: its last operator
             self.names[_module_path(node)] = len(self.nodes) - 1
+
+    def add_recurrent(self, node):
+        """Recurrent modules unrolled (docs/layers.md#recurrent), and items of their output tuples; False for any
+        other node."""
+        used = [a for a in node.all_input_nodes if a in self.structured]
+        if node.op == "call_function" and node.target is operator.getitem and used and node.args[0] in self.structured:
+            item = self.structured[node.args[0]][node.args[1]]
+            if isinstance(item, int):
+                self.index[node] = item
+            else:
+                self.structured[node] = item
+            return True
+        if used:
+            raise CaptureError(f"the output tuple of recurrent module '{used[0].target}' is used as a whole by "
+                               f"'{node.name}'; the rule-based methods capture its items (``out, _ = rnn(x)``, "
+                               f"``h_n[-1]``)")
+        if node.op != "call_module" or type(self.modules[node.target]) not in RECURRENT_MODULES:
+            return False
+        module = self.modules[node.target]
+        parents = [a for a in node.all_input_nodes if self.dependent(a)]
+        reason = recurrent_refusal(module)
+        if len(node.args) + len(node.kwargs) != 1 or len(parents) != 1:
+            reason = ("initial states given to a recurrent module are not supported (the rule-based methods unroll "
+                      "it from zero initial states; call it on the input sequence alone)")
+        if not reason and node not in self.steps:
+            if self.sampled:
+                reason = "an unbatched (T, F) input is not supported: give a batch (N, T, F)"
+            else:
+                self.per_shape = True  # captured again per sample shape, with its time steps
+                reason = "its time steps are known only for a given input (captured per input shape)"
+        if reason:  # one unsupported node (the module's own call) and its items, refused with it
+            layer_type = type(module).__name__
+            self.nodes.append(g.Node(node.target, g.UNSUPPORTED, tuple(self.index[p] for p in parents),
+                                     self.forward(node, parents), layer_type, reason=reason))
+            whole = len(self.nodes) - 1
+
+            def item(*path):
+                self.nodes.append(g.Node(f"{node.target}/{'/'.join(map(str, path))}", g.UNSUPPORTED, (whole,),
+                                         lambda v: v[path[0]] if len(path) == 1 else v[path[0]][path[1]],
+                                         layer_type, reason=reason))
+                return len(self.nodes) - 1
+            self.structured[node] = ((item(0), (item(1, 0), item(1, 1))) if isinstance(module, nn.LSTM)
+                                     else (item(0), item(1)))
+        else:
+            structure = unroll_module(self.nodes, node.target, module, self.index[parents[0]], self.steps[node])
+            sequence = structure[0]
+            self.nodes[sequence].reference = self.original_item(node, parents, 0)
+            self.nodes[sequence].reference_parents = (self.index[parents[0]],)
+            self.structured[node] = structure
+        self.names.setdefault(node.target, self.structured[node][0])
+        return True
+
+    def original_item(self, node, parents, item):
+        original = self.original(node, parents)
+        return lambda *values: original(*values)[item]
 
     def substitute(self, node, parents, values):
         lookup = dict(zip(parents, values))
@@ -619,6 +684,31 @@ class _Explained(nn.Module):
 
     def forward(self, x):
         return select_output(self.model(x), lambda t: isinstance(t, torch.Tensor))
+
+
+def recurrent_steps(module, sample):
+    """The number of time steps at every recurrent module's input when ``module`` (a traced GraphModule) runs on
+    ``sample``: ``{fx node: T}``."""
+    nodes = [n for n in module.graph.nodes
+             if n.op == "call_module" and type(module.get_submodule(n.target)) in RECURRENT_MODULES]
+    if not nodes:
+        return {}
+    shapes = {}
+
+    class Recorder(fx.Interpreter):
+        def call_module(self, target, args, kwargs):
+            submodule = self.module.get_submodule(target)
+            if type(submodule) in RECURRENT_MODULES and args and isinstance(args[0], torch.Tensor):
+                shapes[target] = tuple(args[0].shape)
+            return super().call_module(target, args, kwargs)
+    with torch.no_grad():
+        Recorder(module).run(sample)
+    steps = {}
+    for n in nodes:
+        shape, submodule = shapes.get(n.target), module.get_submodule(n.target)
+        if shape is not None and len(shape) == 3:  # batched; unbatched (T, F) input is not unrolled
+            steps[n] = shape[1] if submodule.batch_first else shape[0]
+    return steps
 
 
 def export(model, example):
