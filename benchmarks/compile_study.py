@@ -379,7 +379,8 @@ def main(argv=None) -> None:
                                 args.mode, args.repeats, not args.no_explain):
                 rows.append({"model": name, **row})
     header = (f"torch.compile study, {started}: PyTorch {torch.__version__}, backend {args.backend}, mode "
-              f"{args.mode or 'default'}, dynamo flags {args.dynamo}, recompile limit {args.recompile_limit}, {args.size}×{args.size}, {args.repeats} paired repeats, "
+              f"{args.mode or 'default'}, dynamo flags {args.dynamo}, recompile limit {args.recompile_limit}, "
+              f"{args.size}×{args.size}, {args.repeats} paired repeats, "
               f"{torch.get_num_threads()} threads; load average {load_start} at the start, {_load()} at the end")
     text = table(rows, header)
     print(text)
