@@ -13,7 +13,11 @@ Per case (model, batch) and method, three variants:
   gradient pass, or the graph engine over the captured nodes) wrapped in ``torch.compile(body, dynamic=False,
   backend=…, mode=…)``, cached per model, pass, method key, input shape and dtype, like the TensorFlow backend's
   ``tf.function`` passes. The gate-4 forward (the model's own logits, SPEC §9) stays eager. The library is not
-  changed: ``TorchBackend.pass_function`` is replaced inside this process only;
+  changed; inside this process only (:class:`CompiledPasses`), ``TorchBackend.pass_function`` is replaced, explicit
+  targets enter the pass as a class tensor (the library resolves them on the host: a break mid-pass), the graph
+  cache (a lock) is read outside the graph, ``Capture.substitute`` runs without ``torch.fx`` (``Node.args`` is on
+  Dynamo's skip list: a break at every node), and ``torch._dynamo.config.trace_autograd_ops`` is set (``--dynamo``)
+  so that the VJPs of pooling and flatten layers are traced;
 * ``torch:compiled_grad`` (gradient row only): ``torch.autograd.grad`` through ``torch.compile(model)``, the
   like-for-like compiled baseline.
 
