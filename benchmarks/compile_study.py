@@ -4,7 +4,7 @@ autograd gradient.
 
     .venv/bin/python -m benchmarks.compile_study                       # VGG16 twin at 224×224, batches 1 and 8
     .venv/bin/python -m benchmarks.compile_study --size 64 --batch 1 --methods lrp_epsilon_0_1,guided_backprop
-    .venv/bin/python -m benchmarks.compile_study --models vgg16,resnet50 --backend aot_eager   # graph breaks only
+    .venv/bin/python -m benchmarks.compile_study --models vgg16,resnet50 --backend aot_eager   # no C++ compiler
 
 Per case (model, batch) and method, three variants:
 
