@@ -11,13 +11,13 @@ Per case (model, batch) and method, three variants:
 * ``eager``: ``signxai.calculate_relevancemap`` as shipped (the passes run eagerly);
 * ``compiled``: the same call with the body of the pass (``make_body(ref)`` in ``signxai/core/backend.py``: the
   gradient pass, or the graph engine over the captured nodes) wrapped in ``torch.compile(body, dynamic=False,
-  backend=…, mode=…)``, cached per model, pass, method key, input shape and dtype, like the TensorFlow backend's
-  ``tf.function`` passes. The gate-4 forward (the model's own logits, SPEC §9) stays eager. The library is not
-  changed; inside this process only (:class:`CompiledPasses`), ``TorchBackend.pass_function`` is replaced, explicit
-  targets enter the pass as a class tensor (the library resolves them on the host: a break mid-pass), the graph
-  cache (a lock) is read outside the graph, ``Capture.substitute`` runs without ``torch.fx`` (``Node.args`` is on
-  Dynamo's skip list: a break at every node), and ``torch._dynamo.config.trace_autograd_ops`` is set (``--dynamo``)
-  so that the VJPs of pooling and flatten layers are traced;
+  backend=…, mode=…)`` (Dynamo's cache reuses the graph compiled on the first call). The gate-4 forward (the model's
+  own logits, SPEC §9) stays eager. The library is not changed; inside this process only (:class:`CompiledPasses`),
+  ``TorchBackend.pass_function`` is replaced, explicit targets enter the pass as a class tensor (the library resolves
+  them on the host: a break mid-pass), the graph cache (a lock) is read outside the graph, ``Capture.substitute`` runs
+  without ``torch.fx`` (``Node.args`` is on Dynamo's skip list: a break at every node), and
+  ``torch._dynamo.config.trace_autograd_ops`` is set (``--dynamo``) so that the VJPs of pooling and flatten layers are
+  traced;
 * ``torch:compiled_grad`` (gradient row only): ``torch.autograd.grad`` through ``torch.compile(model)``, the
   like-for-like compiled baseline.
 
@@ -54,64 +54,70 @@ def _load():
 
 
 class CompiledPasses:
-    """Replaces ``TorchBackend.pass_function`` (in this process, while active) by one that compiles each pass body
-    with ``torch.compile`` once per (model, pass, key, input shape, dtype) and remembers the last body and
-    arguments of every pass for ``torch._dynamo.explain``."""
+    """While active (in this process only), ``TorchBackend.pass_function`` wraps each pass body in
+    ``torch.compile``, and remembers the last body and arguments of every pass for ``torch._dynamo.explain``.
+
+    As in the library, the body is made anew on every call; Dynamo's cache (per code object, guarded) reuses the
+    graph compiled on the first call (the ``re-compiles`` column counts the frames compiled during steady calls).
+    Works with both forms of the backend's target selection: ``choose(logits, requested) -> classes`` and
+    ``select(outputs, requested) -> (coefficients, classes)`` (with ``bind_body`` and fixed inputs)."""
 
     def __init__(self, backend: str, mode: str | None):
         self.backend, self.mode = backend, mode
-        self.compiled: dict = {}
         self.last: dict = {}
 
     def __enter__(self):
         import torch
+        import torch.nn.functional as F
         from signxai.torch_signxai.backend import TorchBackend
-
         from signxai.torch_signxai.capture import Capture
 
-        self._original = TorchBackend.pass_function, TorchBackend.choose, TorchBackend.graph_for
-        self._substitute = Capture.substitute
-        Capture.substitute = _substitute
         owner = self
-        choose, graph_for = TorchBackend.choose, TorchBackend.graph_for
+        pick_name = "select" if hasattr(TorchBackend, "select") else "choose"
+        self._original = (TorchBackend.pass_function, getattr(TorchBackend, pick_name), TorchBackend.graph_for,
+                          Capture.substitute)
+        original_pass, original_pick, graph_for, _ = self._original
 
-        def pass_function(backend, model, x, name, key, make_body, takes_targets=True):
+        def pass_function(backend, model, x, name, key, make_body, takes_targets=True, **kwargs):
             key = key() if callable(key) else key
             if key is None or name not in COMPILED_PASSES:
-                return make_body(weakref.ref(model))
-            cache_key = (id(model), name, key, tuple(x.shape), str(x.dtype))
-            if cache_key not in owner.compiled:
-                body = make_body(weakref.ref(model))
-                owner.compiled[cache_key] = (body, torch.compile(body, backend=owner.backend, mode=owner.mode,
-                                                                 dynamic=False))
-            body, function = owner.compiled[cache_key]
+                return original_pass(backend, model, x, name, key, make_body, takes_targets, **kwargs)
+            bind = getattr(backend, "bind_body", None)
+            body = (bind(model, make_body) if bind is not None else make_body)(weakref.ref(model))
+            function = torch.compile(body, backend=owner.backend, mode=owner.mode, dynamic=False)
 
-            def call(x, requested=None):
-                args = (x,) if requested is None else (x, _classes(x, requested))
+            def call(*args):
+                if takes_targets:
+                    args = (*args[:-1], _classes(args[0], args[-1]))
                 owner.last[name] = (body, args)
                 return function(*args)
             return call
 
-        TorchBackend.pass_function = pass_function
-        # the library resolves the targets on the host from the pass's own logits (NumPy), which breaks the graph
+        # the library resolves the targets on the host from the pass's own outputs (NumPy), which breaks the graph
         # in the middle of the pass; explicit targets are passed in as a class tensor instead (see _classes)
-        host_choose = torch._dynamo.disable(choose)
+        host_pick = torch._dynamo.disable(original_pick)
 
-        def choose_(backend, logits, requested):
-            return requested if isinstance(requested, torch.Tensor) else host_choose(backend, logits, requested)
-        TorchBackend.choose = choose_
+        def pick(backend, outputs, requested):
+            if not isinstance(requested, torch.Tensor):
+                return host_pick(backend, outputs, requested)
+            if pick_name == "choose":
+                return requested
+            return F.one_hot(requested, outputs.shape[-1]).to(outputs.dtype), requested
+
+        TorchBackend.pass_function = pass_function
+        setattr(TorchBackend, pick_name, pick)
+        self._pick_name = pick_name
         # the per-model graph cache (a lock and weak dictionaries): looked up outside the graph
         TorchBackend.graph_for = torch._dynamo.disable(graph_for)
+        Capture.substitute = _substitute
         return self
 
     def __exit__(self, *exc):
         from signxai.torch_signxai.backend import TorchBackend
-
         from signxai.torch_signxai.capture import Capture
 
-        TorchBackend.pass_function, TorchBackend.choose, TorchBackend.graph_for = self._original
-        Capture.substitute = self._substitute
-        self.compiled.clear()
+        (TorchBackend.pass_function, pick, TorchBackend.graph_for, Capture.substitute) = self._original
+        setattr(TorchBackend, self._pick_name, pick)
 
 
 def _map_arg(a, fn):
@@ -146,13 +152,16 @@ def _substitute(self, node, parents, values):
 def _classes(x, requested):
     """Explicit targets (what this study passes) as an int64 class tensor for the compiled pass; the argmax target
     stays a :class:`Targets`, resolved on the host (a graph break). Unlike the library's ``choose``, the classes are
-    not validated against the logits' width here."""
+    not validated against the logits' width here, and only (N, K) outputs are supported."""
     import torch
 
     if requested.values is not None or requested.is_argmax:
         values = requested.values
     else:
-        values = np.broadcast_to(np.asarray(requested.target, dtype=np.int64).reshape(-1), (len(x),))
+        target = np.asarray(requested.target)
+        if target.dtype.kind not in "iu":  # other kinds of target: resolved on the host
+            return requested
+        values = np.broadcast_to(target.astype(np.int64).reshape(-1), (len(x),))
     if values is None:
         return requested
     return torch.as_tensor(np.array(values, dtype=np.int64), device=x.device)
