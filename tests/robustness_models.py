@@ -170,7 +170,8 @@ class Rank1Output(nn.Module):
 
 
 class GatedNet(nn.Module):
-    """``torch.mul`` of two input-dependent activations, neither of them a gate (tanh is not in [0, 1]): no rule."""
+    """``torch.mul`` of two input-dependent activations, neither of them a gate (tanh is not in [0, 1]): a bilinear
+    product (AttnLRP's uniform rule, docs/layers.md#gated-products)."""
 
     def __init__(self):
         super().__init__()

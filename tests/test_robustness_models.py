@@ -242,8 +242,18 @@ def test_keras_lambda_layer():
         assert result.shape == x.shape and np.isfinite(result).all() and np.abs(result).max() > 0, method
 
 
+def test_torch_product_without_a_gate_takes_the_uniform_rule():
+    """``relu(a) * tanh(b)`` has no gate operand: since attention-aware LRP it is a bilinear product whose operands
+    share the relevance by AttnLRP's uniform rule (docs/layers.md#gated-products), no longer a refusal."""
+    torch.manual_seed(0)
+    model, x = rm.GatedNet(), cnn_input("torch", 2)
+    for method in RULE_BASED:
+        result = explain(model, x, method)
+        assert result.shape == x.shape and np.isfinite(result).all() and np.abs(result).max() > 0, method
+    np.testing.assert_allclose(explain(model, x, target=1), torch_gradient(model, x, 1), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("model_class, x, name", [
-    (rm.GatedNet, cnn_input("torch", 2), r"'mul' \(mul\)"),
     (rm.LSTMNet, np.random.RandomState(0).normal(size=(2, 7, 5)).astype(np.float32), r"'rnn' \(LSTM\)"),
 ])
 def test_torch_unsupported_layer(model_class, x, name):
