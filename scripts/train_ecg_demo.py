@@ -23,7 +23,7 @@ from signxai.signals.demo import ARCHITECTURES, N_TRAIN, train_demo_models
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=None, help="override each model's epochs (cnn 6, lstm 8)")
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES),
                         help=f"comma-separated ({', '.join(ARCHITECTURES)})")

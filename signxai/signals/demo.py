@@ -63,6 +63,8 @@ class Architecture:
     keras_twin: Callable
     methods: tuple | None = None
     description: str = ""
+    epochs: int = 6
+    clip_norm: float | None = None
 
 
 def _cnn_torch(seed: int):
@@ -96,15 +98,117 @@ def keras_layout_weights(torch_model) -> dict:
     return weights
 
 
+# The recurrent model (docs/ecg.md#demo): a CRNN as ECG models are built. Two strided 'valid' convolutions shorten
+# the 1000 samples to 61 steps (k = 8, stride 4 twice: 1000 -> 249 -> 61), an LSTM reads them and its last hidden
+# state feeds the Dense head. 'valid' padding because PyTorch has no 'same' padding for strides > 1 and Keras pads
+# 'same' asymmetrically.
+LSTM_CONV = ((16, 8, 4), (16, 8, 4))  # (filters, kernel, stride) per Conv1D
+LSTM_UNITS = 32
+
+
+def _crnn_module_class():
+    import torch
+
+    class ECGConvLSTM(torch.nn.Module):
+        """Conv1D(16, k=8, stride 4) + ReLU, twice, → LSTM(32) over the 61 steps → Linear(2) on the last state.
+        Input ``(N, 12, T)``."""
+
+        def __init__(self):
+            super().__init__()
+            channels = 12
+            for index, (filters, kernel, stride) in enumerate(LSTM_CONV, 1):
+                setattr(self, f"conv{index}", torch.nn.Conv1d(channels, filters, kernel, stride=stride))
+                channels = filters
+            self.lstm = torch.nn.LSTM(channels, LSTM_UNITS, batch_first=True)
+            self.head = torch.nn.Linear(LSTM_UNITS, 2)
+
+        def forward(self, x):
+            x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+            sequence, _ = self.lstm(x.transpose(1, 2))
+            return self.head(sequence[:, -1])
+
+    return ECGConvLSTM
+
+
+def __getattr__(name):  # the module class is defined lazily (importing this module loads no framework)
+    if name == "ECGConvLSTM":  # once: pickle (torch.save / torch.load of the whole module) finds it by name
+        cls = globals().get(name) or _crnn_module_class()
+        cls.__module__, cls.__qualname__ = __name__, name
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _lstm_torch(seed: int):
+    """The untrained CRNN with weights drawn from ``numpy.random.default_rng(seed)`` (the global torch RNG is left
+    alone: the constructor's own draws happen inside ``torch.random.fork_rng``): He-normal convolutions, PyTorch's
+    U(±1/√H) for the LSTM with the forget-gate bias at 1, Glorot-uniform head, zero conv and head biases."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        model = __getattr__("ECGConvLSTM")()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            shape = tuple(parameter.shape)
+            if name.startswith("conv") and name.endswith("weight"):
+                value = rng.normal(0.0, np.sqrt(2.0 / (shape[1] * shape[2])), shape)
+            elif name.startswith("lstm"):
+                bound = 1.0 / np.sqrt(LSTM_UNITS)
+                value = rng.uniform(-bound, bound, shape)
+                if name.startswith("bias_ih"):
+                    value[LSTM_UNITS:2 * LSTM_UNITS] = 1.0  # gates i, f, g, o: forget bias 1
+            elif name == "head.weight":
+                bound = np.sqrt(6.0 / (shape[0] + shape[1]))
+                value = rng.uniform(-bound, bound, shape)
+            else:
+                value = np.zeros(shape)
+            parameter.copy_(torch.from_numpy(value.astype(np.float32)))
+    return model.train()
+
+
+def _lstm_keras(torch_model):
+    """The Keras twin: Conv1D(strides, 'valid', ReLU) ×2 → LSTM(32) (last state) → Dense(2), weights copied:
+    conv kernels in Keras layout, LSTM ``kernel = W_ihᵀ``, ``recurrent_kernel = W_hhᵀ``, ``bias = b_ih + b_hh``
+    (gate order i, f, g/c, o in both frameworks; docs/converters.md#recurrent)."""
+    from signxai._keras_torch import conv_kernel_to_keras, dense_kernel_to_keras
+
+    keras = import_keras()
+
+    def numpy(parameter):
+        return parameter.detach().cpu().numpy()
+
+    layers: list = [keras.Input((int(FS * DURATION), 12))]
+    for index, (filters, kernel, stride) in enumerate(LSTM_CONV, 1):
+        layers.append(keras.layers.Conv1D(filters, kernel, strides=stride, padding="valid", activation="relu",
+                                          name=f"conv{index}"))
+    lstm = keras.layers.LSTM(LSTM_UNITS, name="lstm")
+    head = keras.layers.Dense(2, name="head")
+    model = keras.Sequential(layers + [lstm, head], name="ecg_lstm")
+    for index in range(1, len(LSTM_CONV) + 1):
+        conv = getattr(torch_model, f"conv{index}")
+        model.get_layer(f"conv{index}").set_weights([conv_kernel_to_keras(numpy(conv.weight)), numpy(conv.bias)])
+    cell = torch_model.lstm
+    lstm.set_weights([numpy(cell.weight_ih_l0).T, numpy(cell.weight_hh_l0).T,
+                      numpy(cell.bias_ih_l0) + numpy(cell.bias_hh_l0)])
+    head.set_weights([dense_kernel_to_keras(numpy(torch_model.head.weight)), numpy(torch_model.head.bias)])
+    return model
+
+
 ARCHITECTURES = {
     "cnn": Architecture("cnn", _cnn_torch, _cnn_keras, None,
                         "3 x Conv1D(k=7) + ReLU (16, 16, 32 filters), max pooling, global average pooling, Dense(2)"),
+    "lstm": Architecture("lstm", _lstm_torch, _lstm_keras, None,
+                         "2 x Conv1D(16, k=8, stride 4) + ReLU (1000 -> 61 steps), LSTM(32), last state, Dense(2)",
+                         epochs=8, clip_norm=1.0),
 }
 
 
 # ------------------------------------------------------------------------------------------------------- training
-def train_torch(model, x, y, epochs: int = 6, batch_size: int = 32, lr: float = 3e-3, seed: int = TRAIN_SEED):
-    """Adam on cross-entropy; ``x`` channels-first. Batches are shuffled by ``numpy.random.default_rng(seed)``."""
+def train_torch(model, x, y, epochs: int = 6, batch_size: int = 32, lr: float = 3e-3, seed: int = TRAIN_SEED,
+                clip_norm: float | None = None):
+    """Adam on cross-entropy; ``x`` channels-first. Batches are shuffled by ``numpy.random.default_rng(seed)``;
+    ``clip_norm`` clips the gradient's global norm before each step (the LSTM's recipe)."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -119,6 +223,8 @@ def train_torch(model, x, y, epochs: int = 6, batch_size: int = 32, lr: float = 
             optimiser.zero_grad()
             loss = loss_fn(model(inputs[batch]), labels[batch])
             loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             optimiser.step()
     return model.eval()
 
@@ -130,12 +236,12 @@ def _logits_torch(model, x_channels_first) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x_channels_first))).double().numpy()
 
 
-def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_test: int = N_TEST,
-                      epochs: int = 6, verbose: bool = True) -> dict:
+def train_demo_models(outdir, architectures=("cnn", "lstm"), n_train: int = N_TRAIN, n_test: int = N_TEST,
+                      epochs: int | None = None, verbose: bool = True) -> dict:
     """Generate the data, train each architecture in PyTorch, build its Keras twin, check that the logits agree
     (max |Δ| ≤ 1e-4 · max|logit| on the held-out set, else a RuntimeError) and save ``ecg_<name>.pt`` (the whole
     pickled module), ``ecg_<name>.keras`` and :data:`METADATA` in ``outdir``. Returns the metadata (accuracies,
-    seconds, logit differences)."""
+    seconds, logit differences). ``epochs`` overrides each architecture's own number of epochs."""
     import torch  # before TensorFlow (README, known traps)
 
     keras = import_keras()
@@ -151,7 +257,9 @@ def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_
     for name in architectures:
         arch = ARCHITECTURES[name]
         start = time.perf_counter()
-        model = train_torch(arch.build_torch(WEIGHT_SEED), channels_first(x_train), y_train, epochs=epochs)
+        arch_epochs = arch.epochs if epochs is None else epochs
+        model = train_torch(arch.build_torch(WEIGHT_SEED), channels_first(x_train), y_train, epochs=arch_epochs,
+                            clip_norm=arch.clip_norm)
         seconds = time.perf_counter() - start
         keras_model = arch.keras_twin(model)
         logits_pt = _logits_torch(model, channels_first(x_test))
@@ -166,7 +274,7 @@ def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_
         keras_model.save(outdir / f"ecg_{name}.keras")
         meta["models"][name] = {"description": arch.description, "train_accuracy": train_accuracy,
                                 "test_accuracy": test_accuracy, "train_seconds": round(seconds, 2),
-                                "epochs": epochs, "logit_max_rel_diff": difference,
+                                "epochs": arch_epochs, "logit_max_rel_diff": difference,
                                 "methods": list(arch.methods) if arch.methods else None}
         if verbose:
             print(f"{name}: trained in {seconds:.1f} s, accuracy train {train_accuracy:.3f} / held-out "
