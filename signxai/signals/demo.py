@@ -1,5 +1,5 @@
-"""The ECG demo: a synthetic 12-lead data set, a small 1-D CNN trained in PyTorch with its Keras twin, and
-explanations drawn on the 12-lead plot (docs/ecg.md#demo). Nothing is downloaded.
+"""The ECG demo: a synthetic 12-lead data set, a small 1-D CNN and a Conv1D + LSTM model trained in PyTorch with
+their Keras twins, and explanations drawn on the 12-lead plot (docs/ecg.md#demo). Nothing is downloaded.
 
     python scripts/train_ecg_demo.py MODELS_DIR          # train, build the Keras twin, check the logits, save both
     python -m signxai.signals.demo OUTDIR                # (or: signxai ecg-demo OUTDIR) explain a few records
@@ -14,8 +14,10 @@ trained one. ``"cnn"`` is three Conv1D(k = 7, 'same') + ReLU blocks (16, 16, 32 
 first two), global average pooling and a Dense layer with 2 logits, defined once as a
 :mod:`signxai.converters.spec_models` spec; its Keras twin gets the trained weights copied in Keras layout. The
 training seeds come from NumPy generators only (He-initialised weights from the seed, shuffling by
-``numpy.random.default_rng``): no global RNG is seeded. A recurrent twin (an LSTM pair) can be added as another
-entry with its own ``build_torch`` / ``keras_twin`` and the method families it supports (``methods``).
+``numpy.random.default_rng``): no global RNG is seeded. ``"lstm"`` is a CRNN: two strided 'valid' Conv1D + ReLU
+layers (16 filters, k = 8, stride 4: 1000 samples -> 61 steps), an LSTM(32) and a Dense head on its last hidden
+state (:class:`ECGConvLSTM`); its Keras twin (Conv1D, LSTM, Dense) gets the weights copied directly. It trains with
+gradient clipping (``Architecture.clip_norm``) for 8 epochs.
 """
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ CNN_SPEC = {"input_shape": [int(FS * DURATION), 12], "layers": [
 class Architecture:
     """A demo model: ``build_torch(seed)`` returns the untrained PyTorch model (input ``(N, 12, T)``),
     ``keras_twin(torch_model)`` the Keras model (input ``(N, T, 12)``) with the same weights; ``methods`` limits the
-    explained methods (None: all of the demo's)."""
+    explained methods (None: all of the demo's); ``epochs`` and ``clip_norm`` are its training recipe
+    (:func:`train_torch`)."""
 
     name: str
     build_torch: Callable
@@ -115,11 +118,10 @@ def _crnn_module_class():
 
         def __init__(self):
             super().__init__()
-            channels = 12
-            for index, (filters, kernel, stride) in enumerate(LSTM_CONV, 1):
-                setattr(self, f"conv{index}", torch.nn.Conv1d(channels, filters, kernel, stride=stride))
-                channels = filters
-            self.lstm = torch.nn.LSTM(channels, LSTM_UNITS, batch_first=True)
+            (filters1, kernel1, stride1), (filters2, kernel2, stride2) = LSTM_CONV
+            self.conv1 = torch.nn.Conv1d(12, filters1, kernel1, stride=stride1)
+            self.conv2 = torch.nn.Conv1d(filters1, filters2, kernel2, stride=stride2)
+            self.lstm = torch.nn.LSTM(filters2, LSTM_UNITS, batch_first=True)
             self.head = torch.nn.Linear(LSTM_UNITS, 2)
 
         def forward(self, x):
@@ -305,7 +307,7 @@ def run_demo(outdir, models_dir=None, records: int = 2, methods=DEFAULT_METHODS,
     ``per_lead.csv`` (:func:`signxai.signals.aggregate.per_lead` of every map) and ``summary.json``.
 
     ``models_dir`` holds what :func:`train_demo_models` wrote; without it the models are trained into
-    ``outdir/models`` first (about half a minute on 2 cores). The summary gives per model and method the largest
+    ``outdir/models`` first (15-45 s on 2 cores). The summary gives per model and method the largest
     difference between the Keras and PyTorch maps (relative to max|R|) and, for the ST-elevation records, the share
     of |R| in the planted leads V1–V4 and in the planted ST segments (:func:`signxai.signals.synthetic.st_mask`).
     """
@@ -387,7 +389,8 @@ def run_demo(outdir, models_dir=None, records: int = 2, methods=DEFAULT_METHODS,
         print(_summary_text(summary))
         if planted:
             print(f"(an evenly spread map: {summary['chance_share_in_V1_V4']:.2f} in V1-V4, "
-                  f"{summary['chance_share_in_planted_st']:.2f} in the planted ST segments)")
+                  f"{summary['chance_share_in_planted_st']:.2f} in the planted ST segments, 0.25 in the last "
+                  f"quarter)")
         print(f"wrote {len(rows) // len(leads)} plots, per_lead.csv and summary.json to {outdir}")
     return summary
 
@@ -403,29 +406,34 @@ def _method_summary(maps, x, y, peaks, time_axis, leads) -> dict:
     framework = "torch" if "torch" in frameworks else frameworks[0]
     st_records = [i for i in range(len(x)) if y[i] == 1]
     if st_records:
-        lead_share, segment_share = [], []
+        lead_share, segment_share, last_share = [], [], []
         for i in st_records:
             magnitude = np.abs(maps[framework, i])
             total = magnitude.sum() or 1.0
             lead_share.append(magnitude[:, st_columns].sum() / total)
             segment_share.append(magnitude[st_mask(time_axis, peaks[i])].sum() / total)
+            last_share.append(magnitude[3 * len(magnitude) // 4:].sum() / total)
         out["st_records_share_in_V1_V4"] = float(np.mean(lead_share))
         out["st_records_share_in_planted_st"] = float(np.mean(segment_share))
+        out["st_records_share_in_last_quarter"] = float(np.mean(last_share))  # an LSTM's recency
     return out
 
 
 def _summary_text(summary) -> str:
-    lines = [f"{'model':<6} {'method':<24} {'|R| in V1-V4':>13} {'|R| in ST':>10} {'Keras vs PyTorch':>17}"]
+    lines = [f"{'model':<6} {'method':<24} {'|R| in V1-V4':>13} {'|R| in ST':>10} {'last 1/4':>9} "
+             f"{'Keras vs PyTorch':>17}"]
     for name, model in summary["models"].items():
         for method, values in model["methods"].items():
             share = values.get("st_records_share_in_V1_V4")
             segment = values.get("st_records_share_in_planted_st")
             diff = values.get("keras_vs_torch_max_rel_diff")
+            last = values.get("st_records_share_in_last_quarter")
             lines.append(f"{name:<6} {method:<24} {'' if share is None else f'{share:.2f}':>13} "
                          f"{'' if segment is None else f'{segment:.2f}':>10} "
+                         f"{'' if last is None else f'{last:.2f}':>9} "
                          f"{'' if diff is None else f'{diff:.2g}':>17}")
-    lines.append("(shares of |R| on the ST-elevation records, PyTorch maps; Keras vs PyTorch: "
-                 "max|R_tf - R_pt| / max|R_pt|)")
+    lines.append("(shares of |R| on the ST-elevation records, PyTorch maps: in the planted leads, in the planted ST "
+                 "segments, in the record's last quarter; Keras vs PyTorch: max|R_tf - R_pt| / max|R_pt|)")
     return "\n".join(lines)
 
 
@@ -447,7 +455,7 @@ def configure_parser(parser) -> None:
 def add_parser(commands) -> None:
     """Register ``signxai ecg-demo`` on the sub-command parsers of the command line (``signxai.cli``)."""
     parser = commands.add_parser(
-        "ecg-demo", help="explain synthetic 12-lead ECGs with a demo CNN in PyTorch and Keras (no download)",
+        "ecg-demo", help="explain synthetic 12-lead ECGs with a demo CNN and LSTM in PyTorch and Keras (no download)",
         description="Train (or load, --models) the synthetic 12-lead ECG demo models (normal vs. ST elevation in "
                     "V1-V4), explain held-out records with SIGN, LRP and gradient methods in both frameworks, and "
                     "write one 12-lead plot per record, method and framework, per_lead.csv and summary.json.")
