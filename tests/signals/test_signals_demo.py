@@ -93,6 +93,12 @@ def test_keras_twin_of_the_demo_lstm_has_the_same_logits_and_pickles():
     got = np.asarray(twin(x, training=False))
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    # the Keras -> PyTorch converter reads the twin back into a module computing the original model
+    from signxai.converters.direct_tf_to_torch import convert_tf_to_torch_direct
+
+    with torch.no_grad():
+        back = convert_tf_to_torch_direct(twin).eval()(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1))))
+    np.testing.assert_allclose(back.numpy(), expected, atol=1e-5 * np.abs(expected).max())
     buffer = io.BytesIO()
     torch.save(model, buffer)  # the demo saves the whole module; the class must be found by name
     buffer.seek(0)
