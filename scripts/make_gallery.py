@@ -21,6 +21,7 @@ It writes
   into the frequency and the time-frequency domain.
 * ``ecg_12lead.png`` — LRP-ε on a held-out synthetic 12-lead record with planted ST elevation (V1–V4), the clinical 4×3
   layout of :func:`signxai.signals.plot_ecg`; the CNN of ``signxai.signals.demo`` is trained first (docs/ecg.md#demo).
+* ``ecg_lstm.png`` — the same record explained by the demo's Conv1D + LSTM model, 12×1 layout (the whole record).
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -272,11 +273,16 @@ def ecg_12lead():
     with tempfile.TemporaryDirectory() as folder:
         train_demo_models(folder, verbose=False)
         model = load_model(Path(folder) / "ecg_cnn.pt").model
+        lstm = load_model(Path(folder) / "ecg_lstm.pt").model
     x, _, _ = demo_records(1)  # an ST-elevation record
     R = signxai.calculate_relevancemap(model, channels_first(x), "lrp_epsilon_0_1")[0]
     fig = plot_ecg(x[0], R, FS, STANDARD_LEADS, layout="4x3", relevance_layout="channels_first", figsize=(13, 5.6),
                    title="ECG demo: synthetic ST elevation in V1–V4, LRP-ε (red: evidence for 'ST elevation')")
     fig.savefig(OUT / "ecg_12lead.png", **PNG)
+    R = signxai.calculate_relevancemap(lstm, channels_first(x), "lrp_epsilon_0_1")[0]
+    fig = plot_ecg(x[0], R, FS, STANDARD_LEADS, layout="12x1", relevance_layout="channels_first", figsize=(13, 9),
+                   title="ECG demo, Conv1D + LSTM model: the same record, LRP-ε over the whole 10 s")
+    fig.savefig(OUT / "ecg_lstm.png", **PNG)
 
 
 def main() -> int:

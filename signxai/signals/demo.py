@@ -1,5 +1,5 @@
-"""The ECG demo: a synthetic 12-lead data set, a small 1-D CNN trained in PyTorch with its Keras twin, and
-explanations drawn on the 12-lead plot (docs/ecg.md#demo). Nothing is downloaded.
+"""The ECG demo: a synthetic 12-lead data set, a small 1-D CNN and a Conv1D + LSTM model trained in PyTorch with
+their Keras twins, and explanations drawn on the 12-lead plot (docs/ecg.md#demo). Nothing is downloaded.
 
     python scripts/train_ecg_demo.py MODELS_DIR          # train, build the Keras twin, check the logits, save both
     python -m signxai.signals.demo OUTDIR                # (or: signxai ecg-demo OUTDIR) explain a few records
@@ -14,8 +14,10 @@ trained one. ``"cnn"`` is three Conv1D(k = 7, 'same') + ReLU blocks (16, 16, 32 
 first two), global average pooling and a Dense layer with 2 logits, defined once as a
 :mod:`signxai.converters.spec_models` spec; its Keras twin gets the trained weights copied in Keras layout. The
 training seeds come from NumPy generators only (He-initialised weights from the seed, shuffling by
-``numpy.random.default_rng``): no global RNG is seeded. A recurrent twin (an LSTM pair) can be added as another
-entry with its own ``build_torch`` / ``keras_twin`` and the method families it supports (``methods``).
+``numpy.random.default_rng``): no global RNG is seeded. ``"lstm"`` is a CRNN: two strided 'valid' Conv1D + ReLU
+layers (16 filters, k = 8, stride 4: 1000 samples -> 61 steps), an LSTM(32) and a Dense head on its last hidden
+state (:class:`ECGConvLSTM`); its Keras twin (Conv1D, LSTM, Dense) gets the weights copied directly. It trains with
+gradient clipping (``Architecture.clip_norm``) for 8 epochs.
 """
 from __future__ import annotations
 
@@ -56,13 +58,16 @@ CNN_SPEC = {"input_shape": [int(FS * DURATION), 12], "layers": [
 class Architecture:
     """A demo model: ``build_torch(seed)`` returns the untrained PyTorch model (input ``(N, 12, T)``),
     ``keras_twin(torch_model)`` the Keras model (input ``(N, T, 12)``) with the same weights; ``methods`` limits the
-    explained methods (None: all of the demo's)."""
+    explained methods (None: all of the demo's); ``epochs`` and ``clip_norm`` are its training recipe
+    (:func:`train_torch`)."""
 
     name: str
     build_torch: Callable
     keras_twin: Callable
     methods: tuple | None = None
     description: str = ""
+    epochs: int = 6
+    clip_norm: float | None = None
 
 
 def _cnn_torch(seed: int):
@@ -96,15 +101,116 @@ def keras_layout_weights(torch_model) -> dict:
     return weights
 
 
+# The recurrent model (docs/ecg.md#demo): a CRNN as ECG models are built. Two strided 'valid' convolutions shorten
+# the 1000 samples to 61 steps (k = 8, stride 4 twice: 1000 -> 249 -> 61), an LSTM reads them and its last hidden
+# state feeds the Dense head. 'valid' padding because PyTorch has no 'same' padding for strides > 1 and Keras pads
+# 'same' asymmetrically.
+LSTM_CONV = ((16, 8, 4), (16, 8, 4))  # (filters, kernel, stride) per Conv1D
+LSTM_UNITS = 32
+
+
+def _crnn_module_class():
+    import torch
+
+    class ECGConvLSTM(torch.nn.Module):
+        """Conv1D(16, k=8, stride 4) + ReLU, twice, → LSTM(32) over the 61 steps → Linear(2) on the last state.
+        Input ``(N, 12, T)``."""
+
+        def __init__(self):
+            super().__init__()
+            (filters1, kernel1, stride1), (filters2, kernel2, stride2) = LSTM_CONV
+            self.conv1 = torch.nn.Conv1d(12, filters1, kernel1, stride=stride1)
+            self.conv2 = torch.nn.Conv1d(filters1, filters2, kernel2, stride=stride2)
+            self.lstm = torch.nn.LSTM(filters2, LSTM_UNITS, batch_first=True)
+            self.head = torch.nn.Linear(LSTM_UNITS, 2)
+
+        def forward(self, x):
+            x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+            sequence, _ = self.lstm(x.transpose(1, 2))
+            return self.head(sequence[:, -1])
+
+    return ECGConvLSTM
+
+
+def __getattr__(name):  # the module class is defined lazily (importing this module loads no framework)
+    if name == "ECGConvLSTM":  # once: pickle (torch.save / torch.load of the whole module) finds it by name
+        cls = globals().get(name) or _crnn_module_class()
+        cls.__module__, cls.__qualname__ = __name__, name
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _lstm_torch(seed: int):
+    """The untrained CRNN with weights drawn from ``numpy.random.default_rng(seed)`` (the global torch RNG is left
+    alone: the constructor's own draws happen inside ``torch.random.fork_rng``): He-normal convolutions, PyTorch's
+    U(±1/√H) for the LSTM with the forget-gate bias at 1, Glorot-uniform head, zero conv and head biases."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        model = __getattr__("ECGConvLSTM")()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            shape = tuple(parameter.shape)
+            if name.startswith("conv") and name.endswith("weight"):
+                value = rng.normal(0.0, np.sqrt(2.0 / (shape[1] * shape[2])), shape)
+            elif name.startswith("lstm"):
+                bound = 1.0 / np.sqrt(LSTM_UNITS)
+                value = rng.uniform(-bound, bound, shape)
+                if name.startswith("bias_ih"):
+                    value[LSTM_UNITS:2 * LSTM_UNITS] = 1.0  # gates i, f, g, o: forget bias 1
+            elif name == "head.weight":
+                bound = np.sqrt(6.0 / (shape[0] + shape[1]))
+                value = rng.uniform(-bound, bound, shape)
+            else:
+                value = np.zeros(shape)
+            parameter.copy_(torch.from_numpy(value.astype(np.float32)))
+    return model.train()
+
+
+def _lstm_keras(torch_model):
+    """The Keras twin: Conv1D(strides, 'valid', ReLU) ×2 → LSTM(32) (last state) → Dense(2), weights copied:
+    conv kernels in Keras layout, LSTM ``kernel = W_ihᵀ``, ``recurrent_kernel = W_hhᵀ``, ``bias = b_ih + b_hh``
+    (gate order i, f, g/c, o in both frameworks; docs/converters.md#recurrent)."""
+    from signxai._keras_torch import conv_kernel_to_keras, dense_kernel_to_keras
+
+    keras = import_keras()
+
+    def numpy(parameter):
+        return parameter.detach().cpu().numpy()
+
+    layers: list = [keras.Input((int(FS * DURATION), 12))]
+    for index, (filters, kernel, stride) in enumerate(LSTM_CONV, 1):
+        layers.append(keras.layers.Conv1D(filters, kernel, strides=stride, padding="valid", activation="relu",
+                                          name=f"conv{index}"))
+    lstm = keras.layers.LSTM(LSTM_UNITS, name="lstm")
+    head = keras.layers.Dense(2, name="head")
+    model = keras.Sequential(layers + [lstm, head], name="ecg_lstm")
+    for index in range(1, len(LSTM_CONV) + 1):
+        conv = getattr(torch_model, f"conv{index}")
+        model.get_layer(f"conv{index}").set_weights([conv_kernel_to_keras(numpy(conv.weight)), numpy(conv.bias)])
+    cell = torch_model.lstm
+    lstm.set_weights([numpy(cell.weight_ih_l0).T, numpy(cell.weight_hh_l0).T,
+                      numpy(cell.bias_ih_l0) + numpy(cell.bias_hh_l0)])
+    head.set_weights([dense_kernel_to_keras(numpy(torch_model.head.weight)), numpy(torch_model.head.bias)])
+    return model
+
+
 ARCHITECTURES = {
     "cnn": Architecture("cnn", _cnn_torch, _cnn_keras, None,
                         "3 x Conv1D(k=7) + ReLU (16, 16, 32 filters), max pooling, global average pooling, Dense(2)"),
+    "lstm": Architecture("lstm", _lstm_torch, _lstm_keras, None,
+                         "2 x Conv1D(16, k=8, stride 4) + ReLU (1000 -> 61 steps), LSTM(32), last state, Dense(2)",
+                         epochs=8, clip_norm=1.0),
 }
 
 
 # ------------------------------------------------------------------------------------------------------- training
-def train_torch(model, x, y, epochs: int = 6, batch_size: int = 32, lr: float = 3e-3, seed: int = TRAIN_SEED):
-    """Adam on cross-entropy; ``x`` channels-first. Batches are shuffled by ``numpy.random.default_rng(seed)``."""
+def train_torch(model, x, y, epochs: int = 6, batch_size: int = 32, lr: float = 3e-3, seed: int = TRAIN_SEED,
+                clip_norm: float | None = None):
+    """Adam on cross-entropy; ``x`` channels-first. Batches are shuffled by ``numpy.random.default_rng(seed)``;
+    ``clip_norm`` clips the gradient's global norm before each step (the LSTM's recipe)."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -119,6 +225,8 @@ def train_torch(model, x, y, epochs: int = 6, batch_size: int = 32, lr: float = 
             optimiser.zero_grad()
             loss = loss_fn(model(inputs[batch]), labels[batch])
             loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             optimiser.step()
     return model.eval()
 
@@ -130,12 +238,12 @@ def _logits_torch(model, x_channels_first) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x_channels_first))).double().numpy()
 
 
-def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_test: int = N_TEST,
-                      epochs: int = 6, verbose: bool = True) -> dict:
+def train_demo_models(outdir, architectures=("cnn", "lstm"), n_train: int = N_TRAIN, n_test: int = N_TEST,
+                      epochs: int | None = None, verbose: bool = True) -> dict:
     """Generate the data, train each architecture in PyTorch, build its Keras twin, check that the logits agree
     (max |Δ| ≤ 1e-4 · max|logit| on the held-out set, else a RuntimeError) and save ``ecg_<name>.pt`` (the whole
     pickled module), ``ecg_<name>.keras`` and :data:`METADATA` in ``outdir``. Returns the metadata (accuracies,
-    seconds, logit differences)."""
+    seconds, logit differences). ``epochs`` overrides each architecture's own number of epochs."""
     import torch  # before TensorFlow (README, known traps)
 
     keras = import_keras()
@@ -151,7 +259,9 @@ def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_
     for name in architectures:
         arch = ARCHITECTURES[name]
         start = time.perf_counter()
-        model = train_torch(arch.build_torch(WEIGHT_SEED), channels_first(x_train), y_train, epochs=epochs)
+        arch_epochs = arch.epochs if epochs is None else epochs
+        model = train_torch(arch.build_torch(WEIGHT_SEED), channels_first(x_train), y_train, epochs=arch_epochs,
+                            clip_norm=arch.clip_norm)
         seconds = time.perf_counter() - start
         keras_model = arch.keras_twin(model)
         logits_pt = _logits_torch(model, channels_first(x_test))
@@ -166,7 +276,7 @@ def train_demo_models(outdir, architectures=("cnn",), n_train: int = N_TRAIN, n_
         keras_model.save(outdir / f"ecg_{name}.keras")
         meta["models"][name] = {"description": arch.description, "train_accuracy": train_accuracy,
                                 "test_accuracy": test_accuracy, "train_seconds": round(seconds, 2),
-                                "epochs": epochs, "logit_max_rel_diff": difference,
+                                "epochs": arch_epochs, "logit_max_rel_diff": difference,
                                 "methods": list(arch.methods) if arch.methods else None}
         if verbose:
             print(f"{name}: trained in {seconds:.1f} s, accuracy train {train_accuracy:.3f} / held-out "
@@ -197,7 +307,7 @@ def run_demo(outdir, models_dir=None, records: int = 2, methods=DEFAULT_METHODS,
     ``per_lead.csv`` (:func:`signxai.signals.aggregate.per_lead` of every map) and ``summary.json``.
 
     ``models_dir`` holds what :func:`train_demo_models` wrote; without it the models are trained into
-    ``outdir/models`` first (about half a minute on 2 cores). The summary gives per model and method the largest
+    ``outdir/models`` first (15-45 s on 2 cores). The summary gives per model and method the largest
     difference between the Keras and PyTorch maps (relative to max|R|) and, for the ST-elevation records, the share
     of |R| in the planted leads V1–V4 and in the planted ST segments (:func:`signxai.signals.synthetic.st_mask`).
     """
@@ -279,7 +389,8 @@ def run_demo(outdir, models_dir=None, records: int = 2, methods=DEFAULT_METHODS,
         print(_summary_text(summary))
         if planted:
             print(f"(an evenly spread map: {summary['chance_share_in_V1_V4']:.2f} in V1-V4, "
-                  f"{summary['chance_share_in_planted_st']:.2f} in the planted ST segments)")
+                  f"{summary['chance_share_in_planted_st']:.2f} in the planted ST segments, 0.25 in the last "
+                  f"quarter)")
         print(f"wrote {len(rows) // len(leads)} plots, per_lead.csv and summary.json to {outdir}")
     return summary
 
@@ -295,29 +406,34 @@ def _method_summary(maps, x, y, peaks, time_axis, leads) -> dict:
     framework = "torch" if "torch" in frameworks else frameworks[0]
     st_records = [i for i in range(len(x)) if y[i] == 1]
     if st_records:
-        lead_share, segment_share = [], []
+        lead_share, segment_share, last_share = [], [], []
         for i in st_records:
             magnitude = np.abs(maps[framework, i])
             total = magnitude.sum() or 1.0
             lead_share.append(magnitude[:, st_columns].sum() / total)
             segment_share.append(magnitude[st_mask(time_axis, peaks[i])].sum() / total)
+            last_share.append(magnitude[3 * len(magnitude) // 4:].sum() / total)
         out["st_records_share_in_V1_V4"] = float(np.mean(lead_share))
         out["st_records_share_in_planted_st"] = float(np.mean(segment_share))
+        out["st_records_share_in_last_quarter"] = float(np.mean(last_share))  # an LSTM's recency
     return out
 
 
 def _summary_text(summary) -> str:
-    lines = [f"{'model':<6} {'method':<24} {'|R| in V1-V4':>13} {'|R| in ST':>10} {'Keras vs PyTorch':>17}"]
+    lines = [f"{'model':<6} {'method':<24} {'|R| in V1-V4':>13} {'|R| in ST':>10} {'last 1/4':>9} "
+             f"{'Keras vs PyTorch':>17}"]
     for name, model in summary["models"].items():
         for method, values in model["methods"].items():
             share = values.get("st_records_share_in_V1_V4")
             segment = values.get("st_records_share_in_planted_st")
             diff = values.get("keras_vs_torch_max_rel_diff")
+            last = values.get("st_records_share_in_last_quarter")
             lines.append(f"{name:<6} {method:<24} {'' if share is None else f'{share:.2f}':>13} "
                          f"{'' if segment is None else f'{segment:.2f}':>10} "
+                         f"{'' if last is None else f'{last:.2f}':>9} "
                          f"{'' if diff is None else f'{diff:.2g}':>17}")
-    lines.append("(shares of |R| on the ST-elevation records, PyTorch maps; Keras vs PyTorch: "
-                 "max|R_tf - R_pt| / max|R_pt|)")
+    lines.append("(shares of |R| on the ST-elevation records, PyTorch maps: in the planted leads, in the planted ST "
+                 "segments, in the record's last quarter; Keras vs PyTorch: max|R_tf - R_pt| / max|R_pt|)")
     return "\n".join(lines)
 
 
@@ -339,7 +455,7 @@ def configure_parser(parser) -> None:
 def add_parser(commands) -> None:
     """Register ``signxai ecg-demo`` on the sub-command parsers of the command line (``signxai.cli``)."""
     parser = commands.add_parser(
-        "ecg-demo", help="explain synthetic 12-lead ECGs with a demo CNN in PyTorch and Keras (no download)",
+        "ecg-demo", help="explain synthetic 12-lead ECGs with a demo CNN and LSTM in PyTorch and Keras (no download)",
         description="Train (or load, --models) the synthetic 12-lead ECG demo models (normal vs. ST elevation in "
                     "V1-V4), explain held-out records with SIGN, LRP and gradient methods in both frameworks, and "
                     "write one 12-lead plot per record, method and framework, per_lead.csv and summary.json.")
