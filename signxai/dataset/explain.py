@@ -74,7 +74,8 @@ def load_results(out) -> DatasetResults:
 
 def explain_dataset(model_or_factory, source, methods, out, *, target=None, batch_size=32, engine="local",
                     format=None, on_error="raise", dtype="float32", column=None, shape=None, image_size=None,
-                    caffe=False, num_actors=2, actor_options=None, progress=True, inputs=None, **params) -> DatasetResult:
+                    caffe=False, num_actors=2, actor_options=None, progress=True, inputs=None,
+                    **params) -> DatasetResult:
     """Explain every sample of ``source`` with each of ``methods`` into the store ``out``, chunk by chunk.
 
     * ``model_or_factory``: a Keras 3 model, a ``torch.nn.Module``, a zero-argument callable that builds one (each
@@ -136,6 +137,11 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
     else:
         source = open_multi_source(source, names, column=column, shape=shape, image_size=image_size, caffe=caffe,
                                    on_error=on_error)
+        integral = [names[p] for p in explained if names[p] in source.integral()]
+        if integral:
+            raise ValueError(f"input(s) {integral} hold integers (indices, e.g. for an embedding): they are held fixed "
+                             f"as int64 but cannot be explained; leave them out with inputs= "
+                             f"(docs/api.md#multi-input)")
     target = _job.normalize_target(target, source.n)
     n_classes = _probe(model, source, methods, dtype, batch_size, on_error, names, explained)
     _job.check_target(target, n_classes)

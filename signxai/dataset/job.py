@@ -19,7 +19,8 @@ from signxai.core.targets import NEGATIVE
 from signxai.loading import ModelSpec
 from signxai.loading import framework_of as _framework
 
-_RESERVED = {"inputs": "inputs=", "target": "target=", "neuron_selection": "target=", "neuron_selection_mode": "target=", "batched": None,
+_RESERVED = {"inputs": "inputs=",
+             "target": "target=", "neuron_selection": "target=", "neuron_selection_mode": "target=", "batched": None,
              "batchmode": None, "dtype": "dtype="}
 
 

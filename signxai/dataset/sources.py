@@ -90,10 +90,10 @@ class ArraySource(Source):
 
     kind = "array"
 
-    def __init__(self, array):
+    def __init__(self, array, min_ndim=2):
         array = array if isinstance(array, np.ndarray) else np.asarray(array)
         _check_dtype(array.dtype, "the source array")
-        if array.ndim < 2:
+        if array.ndim < min_ndim:  # 1: an input of a multi-input model may hold one number per sample
             raise ValueError(f"the source array has shape {array.shape}; give a batch of shape (N, ...) with the "
                              f"samples along the first axis")
         self.array, self.n, self.sample_shape = array, len(array), tuple(array.shape[1:])
@@ -118,7 +118,7 @@ class NpySource(Source):
 
     kind = "npy"
 
-    def __init__(self, path):
+    def __init__(self, path, min_ndim=2):
         self.path = Path(path)
         try:
             mapped = np.load(self.path, mmap_mode="r")
@@ -127,7 +127,7 @@ class NpySource(Source):
         if not isinstance(mapped, np.memmap) and not isinstance(mapped, np.ndarray):
             raise ValueError(f"{self.path} is not a .npy array file")
         _check_dtype(mapped.dtype, str(self.path))
-        if mapped.ndim < 2:
+        if mapped.ndim < min_ndim:
             raise ValueError(f"{self.path} holds an array of shape {mapped.shape}; a .npy source must hold a batch "
                              f"(N, ...) with the samples along the first axis")
         self.n, self.sample_shape, self.dtype = len(mapped), tuple(mapped.shape[1:]), mapped.dtype
@@ -467,6 +467,12 @@ class MultiSource(Source):
             if hasattr(part, "keep_integers"):
                 part.keep_integers = True
 
+    def integral(self) -> list:
+        """The names of the inputs read as int64 (integer or boolean arrays and ``.npy`` files: indices)."""
+        dtypes = [getattr(part, "array", part).dtype if hasattr(getattr(part, "array", part), "dtype") else None
+                  for part in self.parts]
+        return [name for name, dtype in zip(self.names, dtypes) if dtype is not None and _integral(dtype)]
+
     def read(self, start: int, stop: int) -> Chunk:
         chunks = [part.read(start, stop) for part in self.parts]
         ok = np.logical_and.reduce([c.ok for c in chunks])
@@ -533,8 +539,16 @@ def open_multi_source(source, names, *, column=None, shape=None, image_size=None
         if isinstance(entry, (list, tuple)) and entry and all(hasattr(e, "shape") for e in entry):
             raise ValueError(f"input {name!r} of the source is a list of arrays; give one array (N, ...) per input")
         try:
-            parts.append(open_source(entry, None, column=col, shape=shp, image_size=image_size, caffe=caffe,
-                                     on_error=on_error))
+            if hasattr(entry, "detach"):
+                entry = entry.detach().cpu().numpy()
+            if isinstance(entry, (str, os.PathLike)) and Path(entry).suffix.lower() == ".npy" and \
+                    Path(entry).is_file():
+                parts.append(NpySource(entry, min_ndim=1))  # an input may hold one number per sample (N,)
+            elif isinstance(entry, np.ndarray):
+                parts.append(ArraySource(entry, min_ndim=1))
+            else:
+                parts.append(open_source(entry, None, column=col, shape=shp, image_size=image_size, caffe=caffe,
+                                         on_error=on_error))
         except (ValueError, TypeError) as error:
             raise type(error)(f"input {name!r} of the source: {error}") from error
     return MultiSource(parts, names)
