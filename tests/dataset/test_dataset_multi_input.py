@@ -236,3 +236,23 @@ def test_an_unreadable_sample_of_one_input_is_skipped_for_all_inputs(twins, tmp_
         kept = [4, 6, 7]
         solo = signxai.calculate_relevancemaps(km, [signal[kept], demographics[kept]], "gradient", inputs=name)
         assert maps[kept].tobytes() == solo.tobytes()
+
+
+@pytest.mark.slow  # starts a Ray instance and an actor (about 25 s on 2 cores)
+def test_ray_engine_writes_the_local_store(twins, tmp_path):
+    """engine='ray' with one in-memory input (put in Ray's object store) and one .npy file: the same store, byte for
+    byte, as the local engine."""
+    ray = pytest.importorskip("ray")  # the ray extra
+    km, _, signal, demographics = twins
+    np.save(tmp_path / "demo.npy", demographics)
+    source = {"signal": signal, "demographics": tmp_path / "demo.npy"}
+    local, distributed = tmp_path / "local.zarr", tmp_path / "ray.zarr"
+    signxai.explain_dataset(km, source, METHODS, local, batch_size=BATCH, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = signxai.explain_dataset(km, source, METHODS, distributed, batch_size=BATCH, engine="ray",
+                                         num_actors=1, progress=False)
+    finally:
+        ray.shutdown()
+    assert result.computed_chunks == 3
+    assert _tree(distributed) == _tree(local)
