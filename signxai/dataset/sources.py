@@ -267,6 +267,10 @@ class FilesSource(Source):
             return np.asarray(x, dtype=np.float32)
         from signxai.loading import InputError, load_image
 
+        if self.model_info is None:  # one input of a multi-input model: no per-input image layout is known
+            raise _ModelMismatch("images are not read as one input of a multi-input model (its layout and size per "
+                                 "input are unknown): give that input as .npy files or an array "
+                                 "(docs/api.md#multi-input-datasets)")
         try:
             return np.asarray(load_image(path, self.model_info, self.caffe, self.image_size), dtype=np.float32)
         except InputError as error:  # the model cannot take images (or not these): not a problem of one file

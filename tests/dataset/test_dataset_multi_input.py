@@ -200,12 +200,16 @@ def test_bad_multi_input_sources_are_refused_clearly(twins, eeg, eeg_x, tmp_path
         (km, [signal, demographics], {"inputs": [0, "signal"]}, r"names an input twice"),
         (km, [signal, tmp_path / "missing.npy"], {}, r"input 'demographics' of the source: no such file"),
         (km, tmp_path / "both.npz", {}, r"a \.npz archive cannot be read chunk by chunk"),
+        (km, [signal, [tmp_path / "a.png"]], {}, r"input 'demographics' of the source: images are not read as one "
+                                                  r"input of a multi-input model"),
         (km, [signal, demographics], {"column": {"age": "x"}}, r"column= names \['age'\]"),
         (eeg.keras_model, {"input": eeg_x}, {}, r"the source holds several inputs \(a dict\), but the model takes "
                                                 r"one input"),
         (eeg.keras_model, eeg_x, {"inputs": 1}, r"inputs=1: the model has one input"),
     ]
     (tmp_path / "both.npz").write_bytes(b"")
+    from PIL import Image
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
     for model, source, kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             signxai.explain_dataset(model, source, "gradient", out, progress=False, **kwargs)
