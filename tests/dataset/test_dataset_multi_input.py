@@ -196,6 +196,8 @@ def test_bad_multi_input_sources_are_refused_clearly(twins, eeg, eeg_x, tmp_path
          r"missing: \['demographics'\]"),
         (tm, [pt(signal)], {}, r"a list of 1 entries, but the model takes 2 inputs"),
         (tm, pt(signal), {}, r"the model takes 2 inputs \['signal', 'demographics'\], but the source is one ndarray"),
+        (km, [signal[:, 1:], demographics], {}, r"the model cannot take the source's samples of shape "
+                                                 r"\[\(15, 3\), \(2,\)\]: .*'signal'"),
         (km, [signal, demographics], {"inputs": "age"}, r"inputs='age' is not an input of the model"),
         (km, [signal, demographics], {"inputs": [0, "signal"]}, r"names an input twice"),
         (km, [signal, tmp_path / "missing.npy"], {}, r"input 'demographics' of the source: no such file"),
@@ -241,22 +243,3 @@ def test_an_unreadable_sample_of_one_input_is_skipped_for_all_inputs(twins, tmp_
         solo = signxai.calculate_relevancemaps(km, [signal[kept], demographics[kept]], "gradient", inputs=name)
         assert maps[kept].tobytes() == solo.tobytes()
 
-
-@pytest.mark.slow  # starts a Ray instance and an actor (about 25 s on 2 cores)
-def test_ray_engine_writes_the_local_store(twins, tmp_path):
-    """engine='ray' with one in-memory input (put in Ray's object store) and one .npy file: the same store, byte for
-    byte, as the local engine."""
-    ray = pytest.importorskip("ray")  # the ray extra
-    km, _, signal, demographics = twins
-    np.save(tmp_path / "demo.npy", demographics)
-    source = {"signal": signal, "demographics": tmp_path / "demo.npy"}
-    local, distributed = tmp_path / "local.zarr", tmp_path / "ray.zarr"
-    signxai.explain_dataset(km, source, METHODS, local, batch_size=BATCH, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = signxai.explain_dataset(km, source, METHODS, distributed, batch_size=BATCH, engine="ray",
-                                         num_actors=1, progress=False)
-    finally:
-        ray.shutdown()
-    assert result.computed_chunks == 3
-    assert _tree(distributed) == _tree(local)
