@@ -243,3 +243,25 @@ def test_an_unreadable_sample_of_one_input_is_skipped_for_all_inputs(twins, tmp_
         solo = signxai.calculate_relevancemaps(km, [signal[kept], demographics[kept]], "gradient", inputs=name)
         assert maps[kept].tobytes() == solo.tobytes()
 
+
+
+def test_the_command_line_takes_one_named_file_per_input(twins, tmp_path, capsys):
+    from signxai.cli import main
+
+    km, _, signal, demographics = twins
+    km.save(tmp_path / "twin.keras")
+    np.save(tmp_path / "s.npy", signal)
+    np.save(tmp_path / "d.npy", demographics)
+    args = ["explain-dataset", "--model", str(tmp_path / "twin.keras"), "--input", f"demographics={tmp_path}/d.npy",
+            f"signal={tmp_path}/s.npy", "--inputs", "signal", "--methods", "lrp_epsilon_0_1", "--out",
+            str(tmp_path / "m.zarr"), "--batch-size", str(BATCH), "--no-progress"]
+    assert main(args) == 0
+    assert f"{N} samples x 1 method(s)" in capsys.readouterr().out
+    stored = load_results(tmp_path / "m.zarr")
+    assert list(stored.maps["lrp_epsilon_0_1"]) == ["signal"]
+    want = reference(km, [signal, demographics], "lrp_epsilon_0_1", inputs="signal")
+    assert stored.maps["lrp_epsilon_0_1"]["signal"][:].tobytes() == want.tobytes()
+    assert main(args[:4] + [f"signal={tmp_path}/s.npy", str(tmp_path / "d.npy")] + args[6:]) == 2
+    assert "give every --input as NAME=PATH" in capsys.readouterr().err
+    assert main(args[:4] + [str(tmp_path / "s.npy")] + args[6:]) == 2
+    assert "the model takes 2 inputs ['signal', 'demographics'], but the source is one" in capsys.readouterr().err
