@@ -265,3 +265,21 @@ def test_the_command_line_takes_one_named_file_per_input(twins, tmp_path, capsys
     assert "give every --input as NAME=PATH" in capsys.readouterr().err
     assert main(args[:4] + [str(tmp_path / "s.npy")] + args[6:]) == 2
     assert "the model takes 2 inputs ['signal', 'demographics'], but the source is one" in capsys.readouterr().err
+
+
+def test_one_parquet_table_with_a_column_per_input(twins, tmp_path):
+    """Both inputs from one Parquet file: column= and shape= per input (flat rows reshaped)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    km, _, signal, demographics = twins
+    table = pa.table({"s": pa.array([row.ravel() for row in signal], pa.list_(pa.float32())),
+                      "d": pa.array([list(row) for row in demographics], pa.list_(pa.float32()))})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=3)
+    path = tmp_path / "t.parquet"
+    out = tmp_path / "maps"
+    signxai.explain_dataset(km, {"signal": path, "demographics": path}, "gradient", out, format="npy",
+                            column={"signal": "s", "demographics": "d"}, shape={"signal": (16, 3)},
+                            batch_size=BATCH, progress=False)
+    stored = load_results(out).maps["gradient"]
+    for name, want in zip(NAMES, reference(km, [signal, demographics], "gradient")):
+        assert np.asarray(stored[name]).tobytes() == want.tobytes()
