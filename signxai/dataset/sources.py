@@ -538,7 +538,7 @@ def open_multi_source(source, names, *, column=None, shape=None, image_size=None
         return [value] * len(names)
 
     columns, shapes = per_input(column, "column"), per_input(shape, "shape")
-    parts = []
+    parts: list[Source] = []
     for name, entry, col, shp in zip(names, entries, columns, shapes):
         if isinstance(entry, (list, tuple)) and entry and all(hasattr(e, "shape") for e in entry):
             raise ValueError(f"input {name!r} of the source is a list of arrays; give one array (N, ...) per input")
