@@ -2,6 +2,8 @@
 
     signxai explain-dataset --model ecg.keras --input ecgs.npy --methods gradient,lrp_epsilon_0_1 --out maps.zarr
     signxai explain-dataset --model net.pt --input 'images/*.png' --methods 'lrp_epsilon*' --out maps.zarr
+    signxai explain-dataset --model twin.keras --input signal=s.npy demographics=d.npy --inputs signal \\
+        --methods gradient --out m.zarr
     signxai explain-dataset --model ecg.keras --input table.parquet --column ecg --methods gradient --out m.zarr \\
         --engine ray --actors 4
 
@@ -29,7 +31,10 @@ def add_parser(commands) -> None:
                              "or .onnx, as for `signxai explain`")
     parser.add_argument("--input", required=True, nargs="+", metavar="DIR|GLOB|FILE",
                         help="a .npy batch (N, ...), a .parquet table, a folder or quoted glob of images or "
-                             "one-sample .npy files, or several such files")
+                             "one-sample .npy files, or several such files; a multi-input model: NAME=PATH per "
+                             "input (docs/api.md#multi-input-datasets)")
+    parser.add_argument("--inputs", metavar="NAME[,NAME...]",
+                        help="a multi-input model's explained inputs, by name or position (default: every input)")
     parser.add_argument("--methods", required=True,
                         help="method names: a comma-separated list and/or globs such as 'lrp_epsilon*'")
     parser.add_argument("--out", required=True, type=Path, help="the store: a folder (e.g. maps.zarr)")
@@ -63,8 +68,20 @@ def run(args) -> int:
     methods = select_methods(args.methods)  # unknown names fail before the slow imports
     params = dict(parse_param(text) for text in args.param)
     args.target = None if args.target is None else parse_target(args.target)
-    source = args.input[0] if len(args.input) == 1 else [Path(p) for p in args.input]
-    for path in ([source] if not isinstance(source, list) else source):
+    named = [p for p in args.input if "=" in p and not Path(p).exists()]
+    if named and len(named) != len(args.input):
+        raise InputError(f"give every --input as NAME=PATH (one per input of a multi-input model) or none: "
+                         f"{[p for p in args.input if p not in named]} has no NAME=")
+    if named:
+        source = dict(p.split("=", 1) for p in named)
+        if len(source) != len(named):
+            raise InputError(f"an input is named twice in --input {named}")
+    else:
+        source = args.input[0] if len(args.input) == 1 else [Path(p) for p in args.input]
+    if args.inputs is not None:
+        args.inputs = [int(i) if i.lstrip("-").isdigit() else i for i in args.inputs.split(",") if i]
+    for path in (list(source.values()) if isinstance(source, dict) else [source] if not isinstance(source, list)
+                 else source):
         if not Path(path).exists() and not any(c in str(path) for c in "*?["):
             raise InputError(f"no such file or folder: {path}")
     if not args.model.is_file():
@@ -99,4 +116,4 @@ def _run(args, source, methods, params):
         args.model, source, methods, args.out, target=args.target, batch_size=args.batch_size, engine=args.engine,
         format=args.format, on_error=args.on_error, dtype=args.dtype, column=args.column, shape=args.shape,
         image_size=tuple(args.size) if args.size else None, caffe=args.caffe, num_actors=args.actors,
-        progress=not args.no_progress, **params)
+        progress=not args.no_progress, inputs=args.inputs, **params)

@@ -354,16 +354,6 @@ def test_the_callers_model_and_arrays_are_not_modified(twin):
     np.testing.assert_array_equal(d, demographics)
 
 
-def test_explain_dataset_refuses_multi_input_with_the_way_round(twin, tmp_path):
-    from signxai.dataset import explain_dataset
-    km, tm, signal, demographics = twin
-    for model, source in ((km, [signal, demographics]), (tm, {"signal": pt(signal), "demographics": demographics})):
-        with pytest.raises(ValueError, match=r"single-input models: the model takes 2 inputs \['signal', "
-                                             r"'demographics'\].*calculate_relevancemaps\(model, \[X1"):
-            explain_dataset(model, source, "gradient", tmp_path / "store", progress=False)
-    assert not (tmp_path / "store").exists()
-
-
 # --- held-fixed operands of sums and products are constants in both frameworks -------------------------------------
 
 class Gated(nn.Module):

@@ -10,7 +10,7 @@ import numpy as np
 
 from signxai.dataset import job as _job
 from signxai.dataset import store as _store
-from signxai.dataset.sources import open_source
+from signxai.dataset.sources import open_multi_source, open_source
 from signxai._version import __version__
 from signxai.loading import ModelSpec, framework_of
 
@@ -60,15 +60,22 @@ class DatasetResults:
 
 
 def load_results(out) -> DatasetResults:
-    """Open a store written by :func:`explain_dataset` (Zarr or ``.npy``) for reading."""
+    """Open a store written by :func:`explain_dataset` (Zarr or ``.npy``) for reading. A multi-input store's
+    ``maps[method]`` is a dict input name → array (docs/api.md#multi-input-datasets)."""
     store = _store.open_existing(out)
     attrs = store.attrs()
-    return DatasetResults(**store.arrays(), attrs=attrs)
+    arrays = store.arrays()
+    order = attrs.get(_store.ATTRS_KEY, {}).get("inputs", {}).get("explained")
+    if order:  # a multi-input store: maps[method][input], the inputs in the model's order
+        arrays["maps"] = {method: {name: maps[name] for name in order if name in maps}
+                          for method, maps in arrays["maps"].items()}
+    return DatasetResults(**arrays, attrs=attrs)
 
 
 def explain_dataset(model_or_factory, source, methods, out, *, target=None, batch_size=32, engine="local",
                     format=None, on_error="raise", dtype="float32", column=None, shape=None, image_size=None,
-                    caffe=False, num_actors=2, actor_options=None, progress=True, **params) -> DatasetResult:
+                    caffe=False, num_actors=2, actor_options=None, progress=True, inputs=None,
+                    **params) -> DatasetResult:
     """Explain every sample of ``source`` with each of ``methods`` into the store ``out``, chunk by chunk.
 
     * ``model_or_factory``: a Keras 3 model, a ``torch.nn.Module``, a zero-argument callable that builds one (each
@@ -76,7 +83,11 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
     * ``source``: a NumPy array (N, ...) in the model's layout, a ``.npy`` file (read chunk by chunk), a folder,
       glob or list of images or one-sample ``.npy`` files, or a Parquet file with one tensor per row in ``column``
       (``shape=`` reshapes flat rows). Images are converted as ``signxai explain`` converts them (``image_size``,
-      ``caffe``).
+      ``caffe``). A multi-input model takes a list (its inputs in order) or a dict (by input name) with one such
+      entry per input, all with the same number of samples; ``column=``/``shape=`` may then be given per input
+      (docs/api.md#multi-input-datasets).
+    * ``inputs``: a multi-input model's explained input(s) (positions or names, as ``calculate_relevancemap``;
+      default: every input); the store holds ``maps/<method>/<input name>`` per explained input.
     * ``methods``: a method name, a list of names, or a dict name → parameters; ``**params`` apply to every method.
     * ``out``: the store (Zarr by default; ``format="npy"``: one ``.npy`` per array). A store of the same job is
       resumed: finished chunks are skipped. A store of another job is an error; nothing is overwritten.
@@ -92,7 +103,8 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
     * ``on_error``: ``"raise"`` stops at an unreadable sample (finished chunks are kept), ``"skip"`` records it
       (path and reason in ``errors``; ``valid`` False, NaN maps) and goes on.
 
-    The maps are those of ``calculate_relevancemaps(model, X[chunk], method, target=..., dtype=dtype)`` on each chunk,
+    The maps are those of ``calculate_relevancemaps(model, X[chunk], method, target=..., dtype=dtype)`` on each chunk
+    (multi-input: ``calculate_relevancemaps(model, [X1[chunk], X2[chunk], ...], method, inputs=[...], ...)``),
     identical for both engines.
     """
     if engine not in ENGINES:
@@ -116,16 +128,25 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
 
     model_spec = ModelSpec(model_or_factory)
     model, info = model_spec.build()
-    _refuse_multi_input(model, source)
+    names, explained = _model_inputs(model, source, inputs)
     fingerprint = _job.model_fingerprint(model)
-    source = open_source(source, info, column=column, shape=shape, image_size=image_size, caffe=caffe,
-                         on_error=on_error)
+    if names is None:
+        source = open_source(source, info, column=column, shape=shape, image_size=image_size, caffe=caffe,
+                             on_error=on_error)
+        _check_sample_shape(info, source.sample_shape)
+    else:
+        source = open_multi_source(source, names, column=column, shape=shape, image_size=image_size, caffe=caffe,
+                                   on_error=on_error)
+        integral = [names[p] for p in explained if names[p] in source.integral()]
+        if integral:
+            raise ValueError(f"input(s) {integral} hold integers (indices, e.g. for an embedding): they are held fixed "
+                             f"as int64 but cannot be explained; leave them out with inputs= "
+                             f"(docs/api.md#multi-input)")
     target = _job.normalize_target(target, source.n)
-    _check_sample_shape(info, source.sample_shape)
-    n_classes = _probe(model, source, methods, dtype, batch_size, on_error)
+    n_classes = _probe(model, source, methods, dtype, batch_size, on_error, names, explained)
     _job.check_target(target, n_classes)
     job = _job.Job(model_spec, source, out, format, methods, target, dtype, batch_size, n_classes, fingerprint,
-                   on_error)
+                   on_error, names, explained)
 
     signature = {
         "store_version": STORE_VERSION, "signxai_version": __version__,
@@ -136,6 +157,8 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
         "sample_shape": list(source.sample_shape), "n_classes": n_classes, "batch_size": batch_size,
         "source": source.identity(), "files": source.files(),
     }
+    if names is not None:  # a resumed job must explain the same inputs (docs/api.md#multi-input-datasets)
+        signature["inputs"] = {"names": list(names), "explained": [names[p] for p in explained]}
     store = _open_store(out, format, signature, job)
     done = store.done()
     pending = [k for k in range(job.n_chunks) if k not in done]
@@ -172,17 +195,22 @@ def explain_dataset(model_or_factory, source, methods, out, *, target=None, batc
                          seconds=seconds)
 
 
-def _refuse_multi_input(model, source) -> None:
-    """Datasets of several model inputs are not stored yet (docs/api.md#multi-input): a clear error, with the way
-    round it, instead of a source read as one input."""
-    from signxai.api import _backend_for
-    names = _backend_for(model).input_names(model)
+def _model_inputs(model, source, inputs):
+    """``(names, explained positions)`` of a multi-input model, ``(None, None)`` for a one-input model (whose
+    ``inputs=`` may only name its input, and whose source must not hold several inputs)."""
+    from signxai.api import _backend_for, _selected_inputs
+    names = list(_backend_for(model).input_names(model))
+    if len(names) > 1:
+        positions, _ = _selected_inputs(inputs, names)
+        return names, positions
+    if inputs is not None and not (inputs in (0, [0]) or (names and inputs in (names[0], [names[0]]))):
+        raise ValueError(f"inputs={inputs!r}: the model has one input {names}; leave inputs= out")
     arrays = isinstance(source, (list, tuple)) and len(source) > 1 and all(hasattr(s, "shape") for s in source)
-    if len(names) > 1 or isinstance(source, dict) or (arrays and len({tuple(s.shape) for s in source}) > 1):
-        what = f"the model takes {len(names)} inputs {names}" if len(names) > 1 else "the source holds several inputs"
-        raise ValueError(f"explain_dataset explains single-input models: {what}. For a multi-input model call "
-                         f"signxai.calculate_relevancemaps(model, [X1[a:b], X2[a:b]], method) chunk by chunk "
-                         f"(docs/api.md#multi-input)")
+    if isinstance(source, dict) or (arrays and len({tuple(s.shape) for s in source}) > 1):
+        what = "a dict" if isinstance(source, dict) else "arrays of different shapes"
+        raise ValueError(f"the source holds several inputs ({what}), but the model takes one input {names}: give "
+                         f"one array (N, ...), file, folder or glob (docs/api.md#multi-input-datasets)")
+    return None, None
 
 
 def _choose_format(out: Path, format):
@@ -212,7 +240,7 @@ def _check_sample_shape(info, shape) -> None:
                          f"{wanted}) ({layout}): give a batch (N, ...) of such samples in the model's layout")
 
 
-def _probe(model, source, methods, dtype, batch_size, on_error) -> int:
+def _probe(model, source, methods, dtype, batch_size, on_error, names=None, explained=None) -> int:
     """Explain the first readable sample with every method (so that a bad model, method or parameter fails before
     anything is written); returns the number of classes."""
     from signxai.api import calculate_relevancemaps
@@ -225,21 +253,23 @@ def _probe(model, source, methods, dtype, batch_size, on_error) -> int:
                              f"remove it, or pass on_error='skip' to skip bad samples)")
         rows = np.flatnonzero(chunk.ok)
         if len(rows):
-            x = chunk.x[rows[:1]]
+            x = [a[rows[:1]] for a in chunk.x] if names is not None else chunk.x[rows[:1]]
             break
     else:
         raise ValueError(f"no sample of the source can be read (first error: "
                          f"{chunk.errors[0]['path']}: {chunk.errors[0]['error']})")
     try:
-        logits = _job.model_logits(model, x)
+        logits = _job.model_logits(model, x, names)
     except Exception as error:
         message = " ".join(str(error).split())
-        raise ValueError(f"the model cannot take the source's samples of shape {x.shape[1:]}: {message:.300}") \
+        shapes = [tuple(a.shape[1:]) for a in x] if names is not None else x.shape[1:]
+        raise ValueError(f"the model cannot take the source's samples of shape {shapes}: {message:.300}") \
             from error
     target = logits.argmax(axis=1)
+    extra = {} if names is None else {"inputs": list(explained)}
     for method in methods:
         try:
-            calculate_relevancemaps(model, x, method.name, target=target, dtype=dtype, **method.params)
+            calculate_relevancemaps(model, x, method.name, target=target, dtype=dtype, **extra, **method.params)
         except (ValueError, TypeError) as error:
             raise type(error)(f"{method.name}: {error}") from error
     return int(logits.shape[1])

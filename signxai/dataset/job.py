@@ -19,7 +19,8 @@ from signxai.core.targets import NEGATIVE
 from signxai.loading import ModelSpec
 from signxai.loading import framework_of as _framework
 
-_RESERVED = {"target": "target=", "neuron_selection": "target=", "neuron_selection_mode": "target=", "batched": None,
+_RESERVED = {"inputs": "inputs=",
+             "target": "target=", "neuron_selection": "target=", "neuron_selection_mode": "target=", "batched": None,
              "batchmode": None, "dtype": "dtype="}
 
 
@@ -140,9 +141,16 @@ def _without_names(config):
     return config
 
 
-def model_logits(model, x: np.ndarray) -> np.ndarray:
-    """The model's logits for a float32 batch, from the backend's inference forward (no flag is changed)."""
+def model_logits(model, x, names=None) -> np.ndarray:
+    """The model's logits for a float32 batch, from the backend's inference forward (no flag is changed). A
+    multi-input model (``names``: its inputs) takes ``x`` as a list in input order; it runs as the bound view with
+    input 0 explained and the others fixed (docs/api.md#multi-input), integer inputs as int64."""
     framework = _framework(model)
+    if names is not None and len(names) > 1:
+        from signxai.core.inputs import Bound
+
+        fixed = [a if a.dtype == np.int64 else a.astype(np.float32) for a in x[1:]]
+        model, x = Bound(model, 0, names, fixed), x[0].astype(np.float32)
     if framework == "pytorch":
         from signxai.torch_signxai.backend import BACKEND
     elif framework == "keras":
@@ -178,6 +186,18 @@ class Job:
     n_classes: int
     fingerprint: str
     on_error: str
+    names: list | None = None  # a multi-input model's inputs, in order (None: one input)
+    explained: list | None = None  # the positions of the explained inputs (docs/api.md#multi-input-datasets)
+
+    @property
+    def multi(self) -> bool:
+        return self.names is not None
+
+    def map_names(self, method: str) -> list:
+        """The store's arrays of one method: ``maps/<method>``, or ``maps/<method>/<input>`` per explained input."""
+        if not self.multi:
+            return [f"maps/{method}"]
+        return [f"maps/{method}/{self.names[p]}" for p in self.explained]
 
     @property
     def n(self) -> int:
@@ -242,8 +262,13 @@ def target_description(target):
 
 def layout(job: Job) -> dict:
     """name → (shape, dtype, fill value, attrs) of every array in the store."""
-    arrays = {f"maps/{m.name}": ((job.n, *job.source.sample_shape), job.dtype, float("nan"), m.attrs())
-              for m in job.methods}
+    if job.multi:
+        arrays = {name: ((job.n, *job.source.sample_shape[p]), job.dtype, float("nan"),
+                         {**m.attrs(), "input": job.names[p], "position": p})
+                  for m in job.methods for name, p in zip(job.map_names(m.name), job.explained)}
+    else:
+        arrays = {f"maps/{m.name}": ((job.n, *job.source.sample_shape), job.dtype, float("nan"), m.attrs())
+                  for m in job.methods}
     arrays["logits"] = ((job.n, job.n_classes), "float32", float("nan"),
                         {"description": "the model's logits"})
     arrays["predictions"] = ((job.n,), "int64", -1, {"description": "argmax of the logits (-1: not computed)"})
@@ -296,31 +321,42 @@ class Runner:
 
 
 def explain_chunk(model, x, ok, job: Job, start: int) -> dict:
-    """The arrays of one chunk (layout names → values); rows with ``ok == False`` get NaN maps and -1 classes."""
+    """The arrays of one chunk (layout names → values); rows with ``ok == False`` get NaN maps and -1 classes. A
+    multi-input job's ``x`` is a list of arrays, one per input, and each method gives one map per explained input
+    (docs/api.md#multi-input-datasets)."""
     from signxai.api import calculate_relevancemaps
 
-    n = len(x)
-    arrays = {f"maps/{m.name}": np.full((n, *x.shape[1:]), np.nan, job.dtype) for m in job.methods}
+    n = len(ok)
+    xs = x if job.multi else [x]
+    positions = job.explained if job.multi else [0]
+    arrays = {name: np.full((n, *xs[p].shape[1:]), np.nan, job.dtype)
+              for m in job.methods for name, p in zip(job.map_names(m.name), positions)}
     arrays["logits"] = np.full((n, job.n_classes), np.nan, np.float32)
     arrays["predictions"] = np.full(n, -1, np.int64)
     arrays["targets"] = np.full(n, -1, np.int64)
     arrays["valid"] = ok.copy()
     if not ok.any():
         return arrays
-    batch = x if ok.all() else x[ok]
-    logits = model_logits(model, batch)
+    batches = [a if ok.all() else a[ok] for a in xs]
+    logits = model_logits(model, batches if job.multi else batches[0], job.names)
     predictions = logits.argmax(axis=1).astype(np.int64)  # ties: the lowest index, as calculate_relevancemaps
     explained = targets = predictions
     if isinstance(job.target, str):  # NEGATIVE: the single output, negated (stored as output 0)
-        explained, targets = job.target, np.zeros(len(batch), np.int64)
+        explained, targets = job.target, np.zeros(len(predictions), np.int64)
     elif isinstance(job.target, int):
-        explained = targets = np.full(len(batch), job.target, np.int64)
+        explained = targets = np.full(len(predictions), job.target, np.int64)
     elif job.target is not None:
         explained = targets = job.target[start:start + n][ok]
     arrays["logits"][ok] = logits
     arrays["predictions"][ok] = predictions
     arrays["targets"][ok] = targets
     for method in job.methods:
-        arrays[f"maps/{method.name}"][ok] = calculate_relevancemaps(model, batch, method.name, target=explained,
-                                                                    dtype=job.dtype, **method.params)
+        if job.multi:
+            maps = calculate_relevancemaps(model, batches, method.name, target=explained, dtype=job.dtype,
+                                           inputs=list(job.explained), **method.params)
+        else:
+            maps = [calculate_relevancemaps(model, batches[0], method.name, target=explained, dtype=job.dtype,
+                                            **method.params)]
+        for name, value in zip(job.map_names(method.name), maps):
+            arrays[name][ok] = value
     return arrays

@@ -12,6 +12,7 @@ framework installed, and the source and the store must lie on a file system that
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ import os
 import numpy as np
 
 from signxai.dataset.job import Runner
-from signxai.dataset.sources import ArraySource
+from signxai.dataset.sources import ArraySource, MultiSource
 from signxai.loading import import_frameworks
 
 
@@ -50,7 +51,12 @@ class ChunkWorker:
         self.runner, self.failure = None, ""
         try:
             job = cloudpickle.loads(payload)
-            if array is not None:
+            if isinstance(array, dict):  # a multi-input source: its in-memory parts, by position
+                parts = list(job.source.parts)
+                for p, ref in array.items():
+                    parts[int(p)] = ArraySource(ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref)
+                job.source = MultiSource(parts, job.source.names)
+            elif array is not None:
                 job.source = ArraySource(ray.get(array) if isinstance(array, ray.ObjectRef) else array)
             self.runner = Runner(job)
         except tuple(_USER_ERRORS.values()) as error:
@@ -95,6 +101,13 @@ def run_ray(job, pending, finished, *, num_actors: int, actor_options: dict) -> 
         if isinstance(job.source, ArraySource):
             array = ray.put(job.source.array)
             job = dataclasses.replace(job, source=None)
+        elif isinstance(job.source, MultiSource) and any(isinstance(p, ArraySource) for p in job.source.parts):
+            source = job.source
+            array = {str(p): ray.put(part.array) for p, part in enumerate(source.parts)
+                     if isinstance(part, ArraySource)}  # each in-memory input put once, shared by the actors
+            shell = copy.copy(source)  # the file parts travel in the payload; the arrays as object refs
+            shell.parts = [None if isinstance(part, ArraySource) else part for part in source.parts]
+            job = dataclasses.replace(job, source=shell)
         payload = cloudpickle.dumps(job)
         dataset = ray.data.from_items([{"chunk": int(k)} for k in pending], override_num_blocks=len(pending))
         options = {"num_cpus": 1, **actor_options}

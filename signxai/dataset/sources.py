@@ -76,6 +76,10 @@ def _check_dtype(dtype, what) -> None:
         raise ValueError(f"{what} has dtype {dtype}; samples must be real numbers (store them as float32)")
 
 
+def _integral(dtype) -> bool:
+    return bool(np.issubdtype(dtype, np.integer) or dtype == np.bool_)
+
+
 def _sampled_rows(n):
     return sorted(set(np.linspace(0, n - 1, min(n, _SAMPLED_ROWS)).round().astype(int).tolist())) if n else []
 
@@ -86,16 +90,18 @@ class ArraySource(Source):
 
     kind = "array"
 
-    def __init__(self, array):
+    def __init__(self, array, min_ndim=2):
         array = array if isinstance(array, np.ndarray) else np.asarray(array)
         _check_dtype(array.dtype, "the source array")
-        if array.ndim < 2:
+        if array.ndim < min_ndim:  # 1: an input of a multi-input model may hold one number per sample
             raise ValueError(f"the source array has shape {array.shape}; give a batch of shape (N, ...) with the "
                              f"samples along the first axis")
         self.array, self.n, self.sample_shape = array, len(array), tuple(array.shape[1:])
+        self.keep_integers = False  # set by MultiSource: a held-fixed input of indices stays int64
 
     def _read(self, start, stop):
-        x = np.array(self.array[start:stop], dtype=np.float32, copy=True)
+        dtype = np.int64 if self.keep_integers and _integral(self.array.dtype) else np.float32
+        x = np.array(self.array[start:stop], dtype=dtype, copy=True)
         return Chunk(x, np.ones(len(x), bool))
 
     def identity(self):
@@ -112,7 +118,7 @@ class NpySource(Source):
 
     kind = "npy"
 
-    def __init__(self, path):
+    def __init__(self, path, min_ndim=2):
         self.path = Path(path)
         try:
             mapped = np.load(self.path, mmap_mode="r")
@@ -121,13 +127,14 @@ class NpySource(Source):
         if not isinstance(mapped, np.memmap) and not isinstance(mapped, np.ndarray):
             raise ValueError(f"{self.path} is not a .npy array file")
         _check_dtype(mapped.dtype, str(self.path))
-        if mapped.ndim < 2:
+        if mapped.ndim < min_ndim:
             raise ValueError(f"{self.path} holds an array of shape {mapped.shape}; a .npy source must hold a batch "
                              f"(N, ...) with the samples along the first axis")
         self.n, self.sample_shape, self.dtype = len(mapped), tuple(mapped.shape[1:]), mapped.dtype
         self.fortran = bool(mapped.flags.f_contiguous and not mapped.flags.c_contiguous)
         self.offset = int(getattr(mapped, "offset", 0))
         self.row_items = int(np.prod(self.sample_shape))
+        self.keep_integers = False  # set by MultiSource: a held-fixed input of indices stays int64
         del mapped
 
     def label(self, index):
@@ -135,9 +142,10 @@ class NpySource(Source):
 
     def _read(self, start, stop):
         count = stop - start
+        wanted = np.int64 if self.keep_integers and _integral(self.dtype) else np.float32
         if self.fortran:  # rare: a Fortran-ordered file has no contiguous rows
             mapped = np.load(self.path, mmap_mode="r")
-            x = np.array(mapped[start:stop], dtype=np.float32)
+            x = np.array(mapped[start:stop], dtype=wanted)
             del mapped
         else:
             with open(self.path, "rb") as file:
@@ -145,7 +153,7 @@ class NpySource(Source):
                 data = np.fromfile(file, dtype=self.dtype, count=count * self.row_items)
             if data.size != count * self.row_items:
                 raise ValueError(f"{self.path} is truncated: rows {start}..{stop - 1} are missing")
-            x = data.reshape(count, *self.sample_shape).astype(np.float32)
+            x = data.reshape(count, *self.sample_shape).astype(wanted)
         return Chunk(x, np.ones(count, bool))
 
     def identity(self):
@@ -259,6 +267,10 @@ class FilesSource(Source):
             return np.asarray(x, dtype=np.float32)
         from signxai.loading import InputError, load_image
 
+        if self.model_info is None:  # one input of a multi-input model: no per-input image layout is known
+            raise _ModelMismatch("images are not read as one input of a multi-input model (its layout and size per "
+                                 "input are unknown): give that input as .npy files or an array "
+                                 "(docs/api.md#multi-input-datasets)")
         try:
             return np.asarray(load_image(path, self.model_info, self.caffe, self.image_size), dtype=np.float32)
         except InputError as error:  # the model cannot take images (or not these): not a problem of one file
@@ -437,6 +449,113 @@ def _tensor_rows(array, shape, what, first_row):
     x = np.zeros((n, *data.shape[1:]), np.float32)
     x[ok] = data
     return x, ok
+
+
+# ------------------------------------------------------------------------------------------------- multi-input
+class MultiSource(Source):
+    """The inputs of a multi-input model (docs/api.md#multi-input-datasets): one source per input, in the model's
+    input order, all with ``n`` rows; row ``i`` of every part is sample ``i``. A chunk's ``x`` is a list with one
+    array per input; a sample is usable only where every part could read it (its errors name the input)."""
+
+    kind = "inputs"
+
+    def __init__(self, parts, names):
+        self.parts, self.names = list(parts), list(names)
+        sizes = {name: part.n for name, part in zip(self.names, self.parts)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"the inputs of the source have different numbers of samples {sizes}: every input "
+                             f"needs one row per sample")
+        self.n = self.parts[0].n
+        self.sample_shape = [tuple(part.sample_shape) for part in self.parts]
+        for part in self.parts:
+            if hasattr(part, "keep_integers"):
+                part.keep_integers = True
+
+    def integral(self) -> list:
+        """The names of the inputs read as int64 (integer or boolean arrays and ``.npy`` files: indices)."""
+        dtypes = [getattr(part, "array", part).dtype if hasattr(getattr(part, "array", part), "dtype") else None
+                  for part in self.parts]
+        return [name for name, dtype in zip(self.names, dtypes) if dtype is not None and _integral(dtype)]
+
+    def read(self, start: int, stop: int) -> Chunk:
+        chunks = [part.read(start, stop) for part in self.parts]
+        ok = np.logical_and.reduce([c.ok for c in chunks])
+        errors = [dict(e, path=f"{name}: {e['path']}") for name, c in zip(self.names, chunks) for e in c.errors]
+        return Chunk([c.x for c in chunks], ok, sorted(errors, key=lambda e: e["index"]))
+
+    def label(self, index):
+        return f"sample {index}"
+
+    def files(self):
+        files = {name: part.files() for name, part in zip(self.names, self.parts)}
+        return files if any(v is not None for v in files.values()) else None
+
+    def identity(self):
+        return {"kind": self.kind, "n": self.n, "inputs": {name: part.identity()
+                                                           for name, part in zip(self.names, self.parts)}}
+
+
+def open_multi_source(source, names, *, column=None, shape=None, image_size=None, caffe=False,
+                      on_error="raise") -> MultiSource:
+    """A :class:`MultiSource` for a list/tuple (the inputs in order) or a dict (by input name) whose entries are
+    what :func:`open_source` takes for one input. ``column=`` and ``shape=`` may be given per input (a dict by name
+    or a list in input order)."""
+    hint = (f"give the source as a list of {len(names)} entries in this order, or a dict with these keys, each an "
+            f"array (N, ...) or a .npy/Parquet file, folder or glob of that input (docs/api.md#multi-input-datasets)")
+    if isinstance(source, MultiSource):
+        return source
+    if isinstance(source, dict):
+        unknown = [k for k in source if k not in names]
+        missing = [n for n in names if n not in source]
+        if unknown or missing:
+            raise ValueError(f"the source is a dict with keys {list(source)}, but the model's inputs are {names}"
+                             + (f"; unknown: {unknown}" if unknown else "")
+                             + (f"; missing: {missing}" if missing else "") + f"; {hint}")
+        entries = [source[n] for n in names]
+    elif isinstance(source, (list, tuple)):
+        if len(source) != len(names):
+            raise ValueError(f"the source is a {type(source).__name__} of {len(source)} entries, but the model takes "
+                             f"{len(names)} inputs {names}; {hint}")
+        entries = list(source)
+    elif isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".npz":
+        raise ValueError(f"{source}: a .npz archive cannot be read chunk by chunk; save one .npy file per input "
+                         f"(a dict name -> path), or pass dict(np.load(path)) to read it whole")
+    else:
+        raise ValueError(f"the model takes {len(names)} inputs {names}, but the source is one "
+                         f"{type(source).__name__}; {hint}")
+
+    def per_input(value, what):
+        if isinstance(value, dict):
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise ValueError(f"{what}= names {unknown}, which are not inputs of the model {names}")
+            return [value.get(n) for n in names]
+        if isinstance(value, list) and (what == "column" or (value and not isinstance(value[0], int))):
+            if len(value) != len(names):
+                raise ValueError(f"{what}= is a list of {len(value)} entries, but the model takes {len(names)} "
+                                 f"inputs {names}; give one per input or a dict by input name")
+            return list(value)
+        return [value] * len(names)
+
+    columns, shapes = per_input(column, "column"), per_input(shape, "shape")
+    parts: list[Source] = []
+    for name, entry, col, shp in zip(names, entries, columns, shapes):
+        if isinstance(entry, (list, tuple)) and entry and all(hasattr(e, "shape") for e in entry):
+            raise ValueError(f"input {name!r} of the source is a list of arrays; give one array (N, ...) per input")
+        try:
+            if hasattr(entry, "detach"):
+                entry = entry.detach().cpu().numpy()
+            if isinstance(entry, (str, os.PathLike)) and Path(entry).suffix.lower() == ".npy" and \
+                    Path(entry).is_file():
+                parts.append(NpySource(entry, min_ndim=1))  # an input may hold one number per sample (N,)
+            elif isinstance(entry, np.ndarray):
+                parts.append(ArraySource(entry, min_ndim=1))
+            else:
+                parts.append(open_source(entry, None, column=col, shape=shp, image_size=image_size, caffe=caffe,
+                                         on_error=on_error))
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"input {name!r} of the source: {error}") from error
+    return MultiSource(parts, names)
 
 
 # ---------------------------------------------------------------------------------------------------- opening

@@ -1,6 +1,7 @@
 """Output stores, written chunk by chunk and resumable.
 
-Zarr (default): one group with ``maps/<method>``, ``logits``, ``predictions``, ``targets`` and ``valid``, chunked
+Zarr (default): one group with ``maps/<method>`` (a multi-input job: ``maps/<method>/<input>`` per explained
+input, docs/api.md#multi-input-datasets), ``logits``, ``predictions``, ``targets`` and ``valid``, chunked
 along the samples axis with one job chunk per Zarr chunk, and a ``chunks`` log array (one JSON string per job
 chunk, chunked by 1). Zarr's local store writes every chunk file to a temporary file and renames it into place, so
 a chunk file is either absent or complete. A job chunk counts as finished only once its log entry exists, and the log
@@ -147,7 +148,10 @@ class ZarrStore:
         zarr = zarr_module()
         group = zarr.open_group(str(self.path), mode="r")
         maps = group["maps"]
-        return {"maps": {name: maps[name] for name in sorted(maps.array_keys())},
+        found = {name: maps[name] for name in maps.array_keys()}
+        found.update({method: {name: maps[method][name] for name in sorted(maps[method].array_keys())}
+                      for method in maps.group_keys()})  # a multi-input store: maps/<method>/<input>
+        return {"maps": dict(sorted(found.items())),
                 **{name: group[name] for name in ("logits", "predictions", "targets", "valid")}}
 
 
@@ -170,6 +174,7 @@ class NpyStore:
             (tmp / "maps").mkdir(parents=True)
             (tmp / "_chunks").mkdir()
             for name, (shape, dtype, _fill, _attrs) in layout.items():
+                cls._file(tmp, name).parent.mkdir(parents=True, exist_ok=True)  # maps/<method>/ per input
                 array = np.lib.format.open_memmap(cls._file(tmp, name), mode="w+", dtype=dtype, shape=shape)
                 del array  # a sparse file of zeros: nothing is loaded or written in full
             meta = {ATTRS_KEY: attrs, "complete": False,
@@ -230,8 +235,11 @@ class NpyStore:
         _atomic_write_text(self.path / _NPY_META, json.dumps(meta, indent=1))
 
     def arrays(self) -> dict:
-        names = sorted(p.stem for p in (self.path / "maps").glob("*.npy"))
-        return {"maps": {name: np.load(self._file(self.path / "maps", name), mmap_mode="r") for name in names},
+        root = self.path / "maps"
+        found = {p.stem: np.load(p, mmap_mode="r") for p in root.glob("*.npy")}
+        found.update({d.name: {p.stem: np.load(p, mmap_mode="r") for p in sorted(d.glob("*.npy"))}
+                      for d in root.iterdir() if d.is_dir()})  # a multi-input store: maps/<method>/<input>.npy
+        return {"maps": dict(sorted(found.items())),
                 **{name: np.load(self._file(self.path, name), mmap_mode="r")
                    for name in ("logits", "predictions", "targets", "valid")}}
 

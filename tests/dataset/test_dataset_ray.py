@@ -96,3 +96,24 @@ def test_an_actors_user_error_reaches_the_caller_as_itself(eeg, eeg_x_cf, tmp_pa
             raise RuntimeError("a wrapper") from cause
     except RuntimeError as wrapped:
         assert type(_user_error(wrapped)) is ValueError
+
+
+def test_multi_input_in_memory_and_npy_inputs_give_the_local_store(ray_cluster, tmp_path):
+    """A multi-input model (docs/api.md#multi-input-datasets): one in-memory input (put in Ray's object store) and
+    one .npy input; the Ray store equals the local one byte for byte."""
+    from test_multi_input import TwinNet, keras_twin
+    from twins import set_twin_weights
+
+    km = keras_twin()
+    set_twin_weights(km, TwinNet(), ["conv", "demo", "mix", "head"], np.random.RandomState(0), 0.7, 0.2)
+    rng = np.random.RandomState(5)
+    signal, demographics = rng.normal(size=(10, 16, 3)).astype(np.float32), rng.normal(size=(10, 2))
+    np.save(tmp_path / "demo.npy", demographics)
+    source = {"signal": signal, "demographics": tmp_path / "demo.npy"}
+    local, distributed = tmp_path / "local.zarr", tmp_path / "ray.zarr"
+    signxai.explain_dataset(km, source, METHODS, local, batch_size=4, progress=False)
+    result = signxai.explain_dataset(km, source, METHODS, distributed, batch_size=4, engine="ray", num_actors=1,
+                                     progress=False)
+    assert result.computed_chunks == 3 and sorted(load_results(distributed).maps["gradient"]) == \
+        ["demographics", "signal"]
+    assert _tree(distributed) == _tree(local)
