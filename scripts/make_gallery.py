@@ -21,6 +21,9 @@ It writes
   into the frequency and the time-frequency domain.
 * ``ecg_12lead.png`` — LRP-ε on a held-out synthetic 12-lead record with planted ST elevation (V1–V4), the clinical 4×3
   layout of :func:`signxai.signals.plot_ecg`; the CNN of ``signxai.signals.demo`` is trained first (docs/ecg.md#demo).
+* ``transformer_faithfulness.png`` — the mean MoRF and LeRF pixel-flipping curves of AttnLRP, CP-LRP and the gradient
+  methods on the digits ViT (:mod:`signxai.vit_demo`, docs/transformers.md#faithfulness; 500 held-out digits, five
+  noise images, about a minute).
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -279,6 +282,12 @@ def ecg_12lead():
     fig.savefig(OUT / "ecg_12lead.png", **PNG)
 
 
+def transformer_faithfulness():
+    from signxai.vit_demo import faithfulness_study, plot_curves
+
+    plot_curves(faithfulness_study()).savefig(OUT / "transformer_faithfulness.png", **PNG)
+
+
 def main() -> int:
     from signxai.demo import load_demo
     from signxai.loading import import_keras
@@ -292,6 +301,7 @@ def main() -> int:
     eeg_window()
     frequency_window()
     ecg_12lead()
+    transformer_faithfulness()
     for path in sorted(OUT.glob("*.png")):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     return 0
