@@ -6,11 +6,12 @@ learned positional embedding, two pre-LN blocks with four-head self-attention (b
 ``F.scaled_dot_product_attention``), LayerNorm, an exact-erf GELU MLP (32→64→32), residual sums, a final LayerNorm,
 mean pooling over the tokens and a linear head with 10 logits. Input: ``(N, 1, 8, 8)`` intensities in [0, 1].
 
-It is trained by ``scripts/train_transformer_demo.py`` (:func:`train`: seeded, about 20 s on one CPU thread) on the
+It is trained by ``scripts/train_transformer_demo.py`` (:func:`train`: seeded, 30–75 s on one CPU thread) on the
 1,297 training digits of the split that ``scripts/train_sign_experiment.py`` uses, so the 500 held-out digits of
 ``signxai/data/sign_experiment/digits_test.npz`` were never seen. The weights are stored in
 ``signxai/data/demo_vit_digits.npz`` (the ``state_dict`` as float32 arrays and the held-out ``accuracy``).
-PyTorch is imported only when a model is built.
+:func:`build_keras_model` gives its Keras 3 twin with the same weights (maps equal to ~1e-6 of the peak).
+PyTorch and Keras are imported only when a model is built.
 """
 from __future__ import annotations
 
@@ -81,6 +82,61 @@ def load_model():
     model = build_model()
     model.load_state_dict(state)
     return model.eval(), accuracy
+
+
+def build_keras_model(torch_model):
+    """The Keras 3 twin of a digits ViT with the same weights (docs/transformers.md#faithfulness): ``Conv2D`` patches
+    and a ``Reshape`` to 16 tokens (row-major, as PyTorch's ``flatten(2)``), a positional table added by a small
+    layer, ``MultiHeadAttention`` (4 heads of 8), ``LayerNormalization`` (ε = 1e-5), exact GELU ``Dense`` layers,
+    ``GlobalAveragePooling1D`` and the head. Input ``(N, 8, 8, 1)`` (channels-last). The PyTorch model is only read."""
+    from signxai.loading import import_keras
+
+    keras = import_keras()
+
+    class PositionEmbedding(keras.layers.Layer):  # type: ignore[name-defined]  # keras is imported at run time
+        """``x + P`` with a learned (T, E) table P."""
+
+        def build(self, input_shape):
+            self.table = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="table")
+
+        def call(self, x):
+            return x + self.table
+
+    key_dim = WIDTH // HEADS
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(WIDTH, PATCH, strides=PATCH, name="patch")(inputs)
+    h = keras.layers.Reshape((TOKENS, WIDTH), name="tokens")(h)
+    h = PositionEmbedding(name="position")(h)
+    for b in range(BLOCKS):
+        a = keras.layers.LayerNormalization(epsilon=EPS, name=f"ln1_{b}")(h)
+        a = keras.layers.MultiHeadAttention(HEADS, key_dim, name=f"mha_{b}")(a, a)
+        h = keras.layers.Add(name=f"res1_{b}")([h, a])
+        m = keras.layers.LayerNormalization(epsilon=EPS, name=f"ln2_{b}")(h)
+        m = keras.layers.Dense(MLP, activation="gelu", name=f"fc1_{b}")(m)
+        m = keras.layers.Dense(WIDTH, name=f"fc2_{b}")(m)
+        h = keras.layers.Add(name=f"res2_{b}")([h, m])
+    h = keras.layers.LayerNormalization(epsilon=EPS, name="ln_f")(h)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(h), name="digits_vit")
+
+    w = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in torch_model.state_dict().items()}
+    model.get_layer("patch").set_weights([w["patch.weight"].transpose(2, 3, 1, 0), w["patch.bias"]])
+    model.get_layer("position").set_weights([w["position"]])
+    for b in range(BLOCKS):
+        p = f"blocks.{b}."
+        mha = []
+        for name in ("query", "key", "value"):
+            mha += [w[p + f"attention.{name}.weight"].T.reshape(WIDTH, HEADS, key_dim),
+                    w[p + f"attention.{name}.bias"].reshape(HEADS, key_dim)]
+        mha += [w[p + "attention.out.weight"].T.reshape(HEADS, key_dim, WIDTH), w[p + "attention.out.bias"]]
+        model.get_layer(f"mha_{b}").set_weights(mha)
+        for name in ("ln1", "ln2"):
+            model.get_layer(f"{name}_{b}").set_weights([w[p + f"{name}.weight"], w[p + f"{name}.bias"]])
+        for name in ("fc1", "fc2"):
+            model.get_layer(f"{name}_{b}").set_weights([w[p + f"{name}.weight"].T, w[p + f"{name}.bias"]])
+    model.get_layer("ln_f").set_weights([w["ln_f.weight"], w["ln_f.bias"]])
+    model.get_layer("head").set_weights([w["head.weight"].T, w["head.bias"]])
+    return model
 
 
 def load_test_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +221,7 @@ RANDOM_ROW = "random order (baseline)"
 
 
 def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, batch_size: int = 256,
-                       replacement="uniform") -> dict:
+                       replacement="uniform", framework: str = "torch") -> dict:
     """Explain the first ``n`` held-out digits (for each one's predicted class) with every method and score the maps
     by pixel flipping with :func:`signxai.metrics.pixel_flipping` (64 steps: one pixel per step) in both orders:
     MoRF (most relevant first) and LeRF (least relevant first: the negated map). Per digit: ``AUC = 1 − AOC`` of each
@@ -176,7 +232,8 @@ def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, bat
 
     Returns ``{"fractions", "accuracy", "n", "seeds", "seconds", "rows": {label: {"morf", "lerf", "abpc": (n,)
     arrays, "morf_curve", "lerf_curve": (n, 65) arrays}}}``, with the random-order baseline as the row
-    ``RANDOM_ROW`` (its order is the same for both directions, so its ABPC is 0)."""
+    ``RANDOM_ROW`` (its order is the same for both directions, so its ABPC is 0). ``framework="keras"`` runs the
+    study on the Keras twin (:func:`build_keras_model`, channels-last digits): the same numbers to float32 rounding."""
     import time
 
     from signxai.api import calculate_relevancemaps
@@ -187,9 +244,13 @@ def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, bat
     seeds = tuple(seeds) if replacement == "uniform" else (0,)
     if not seeds:
         raise ValueError("seeds must name at least one seed of the replacement noise")
+    if framework not in ("torch", "keras"):
+        raise ValueError(f"framework must be 'torch' or 'keras', got {framework!r}")
     model, accuracy = load_model()
     x, _ = load_test_digits()
     x = x[:int(n)]
+    if framework == "keras":
+        model, x = build_keras_model(model), np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     rows, seconds, fractions = {}, {}, None
     for label, method, kwargs in methods:
         start = time.perf_counter()
@@ -214,7 +275,8 @@ def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, bat
             rows[RANDOM_ROW] = dict(morf=auc, lerf=auc, abpc=np.zeros(len(x)), morf_curve=curve, lerf_curve=curve)
     if RANDOM_ROW in rows:
         rows[RANDOM_ROW] = rows.pop(RANDOM_ROW)  # last
-    return dict(fractions=fractions, accuracy=accuracy, n=len(x), seeds=seeds, seconds=seconds, rows=rows)
+    return dict(fractions=fractions, accuracy=accuracy, n=len(x), seeds=seeds, seconds=seconds, rows=rows,
+                framework=framework)
 
 
 def _mean_se(values) -> str:
@@ -270,8 +332,8 @@ def plot_curves(study: dict):
 
 
 def main(argv=None) -> int:
-    """``python -m signxai.vit_demo OUTDIR [--n N] [--seeds S ...] [--replacement R]``: write ``faithfulness.md``,
-    ``faithfulness.png`` and ``faithfulness.npz`` (every per-digit value and curve) to OUTDIR."""
+    """``python -m signxai.vit_demo OUTDIR [--n N] [--seeds S ...] [--replacement R] [--framework F]``: write
+    ``faithfulness.md``, ``faithfulness.png`` and ``faithfulness.npz`` (every per-digit value and curve) to OUTDIR."""
     import argparse
     from pathlib import Path
 
@@ -282,16 +344,19 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=N_TEST, help=f"held-out digits to explain (1…{N_TEST})")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="seeds of the replacement noise images (results are averaged over them)")
+    parser.add_argument("--framework", choices=("torch", "keras"), default="torch",
+                        help="explain the PyTorch model or its Keras twin (same weights, same numbers)")
     parser.add_argument("--replacement", default="uniform",
                         help="'uniform' (noise over the digit's range, the default) or a number (e.g. 0: background)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     replacement = args.replacement if args.replacement == "uniform" else float(args.replacement)
-    study = faithfulness_study(args.n, args.seeds, replacement=replacement)
+    study = faithfulness_study(args.n, args.seeds, replacement=replacement, framework=args.framework)
     table = markdown_table(study)
     noise = f"uniform noise (mean over the noise images of seeds {', '.join(map(str, study['seeds']))})"
-    text = (f"Digits ViT (held-out accuracy {study['accuracy']:.3f}), first {study['n']} held-out digits, "
+    name = "Keras twin" if args.framework == "keras" else "PyTorch"
+    text = (f"Digits ViT ({name}; held-out accuracy {study['accuracy']:.3f}), first {study['n']} held-out digits, "
             f"pixel flipping in 64 steps, "
             f"replacement {noise if replacement == 'uniform' else replacement}; "
             f"mean ± standard error.\n\n{table}")

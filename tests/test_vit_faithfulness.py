@@ -87,3 +87,35 @@ def test_attnlrp_is_faithful_on_100_digits():
         assert mean > 2 * se, (other, mean, se)
     random_row = study["rows"][vit_demo.RANDOM_ROW]
     assert study["rows"][ATTN]["morf"].mean() < random_row["morf"].mean()
+
+
+@pytest.fixture(scope="module")
+def keras_model(model):
+    return vit_demo.build_keras_model(model[0])
+
+
+def test_keras_twin_gives_the_same_logits_and_maps(model, keras_model):
+    from signxai.api import calculate_relevancemaps
+
+    x, _ = vit_demo.load_test_digits()
+    x = x[:4]
+    xk = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    with torch.no_grad():
+        logits = model[0](torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.asarray(keras_model(xk, training=False)), logits, rtol=0, atol=1e-4)
+    for _, method, kwargs in vit_demo.METHODS[:4]:
+        rt = np.asarray(calculate_relevancemaps(model[0], x, method, **kwargs)).transpose(0, 2, 3, 1)
+        rk = np.asarray(calculate_relevancemaps(keras_model, xk, method, **kwargs))
+        assert np.abs(rt - rk).max() <= 1e-5 * np.abs(rt).max(), (method, kwargs)
+
+
+@pytest.mark.slow
+def test_keras_twin_gives_the_same_scores():
+    methods = vit_demo.METHODS[:1]
+    torch_study = vit_demo.faithfulness_study(4, seeds=(0,), methods=methods)
+    keras_study = vit_demo.faithfulness_study(4, seeds=(0,), methods=methods, framework="keras")
+    for label in (ATTN, vit_demo.RANDOM_ROW):
+        np.testing.assert_allclose(keras_study["rows"][label]["abpc"], torch_study["rows"][label]["abpc"],
+                                   rtol=0, atol=1e-4)
+        np.testing.assert_allclose(keras_study["rows"][label]["morf_curve"],
+                                   torch_study["rows"][label]["morf_curve"], rtol=0, atol=1e-4)
