@@ -73,6 +73,13 @@ def test_bad_n_is_refused(n):
         vit_demo.faithfulness_study(n)
 
 
+def test_bad_framework_and_empty_seeds_are_refused():
+    with pytest.raises(ValueError, match="framework must be 'torch' or 'keras'"):
+        vit_demo.faithfulness_study(2, framework="jax")
+    with pytest.raises(ValueError, match="seeds must name at least one seed"):
+        vit_demo.faithfulness_study(2, seeds=())
+
+
 @pytest.mark.slow
 def test_attnlrp_is_faithful_on_100_digits():
     """What holds robustly (docs/transformers.md#faithfulness): AttnLRP-ε's ABPC is positive and above the
