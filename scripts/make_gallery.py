@@ -22,6 +22,9 @@ It writes
 * ``ecg_12lead.png`` — LRP-ε on a held-out synthetic 12-lead record with planted ST elevation (V1–V4), the clinical 4×3
   layout of :func:`signxai.signals.plot_ecg`; the CNN of ``signxai.signals.demo`` is trained first (docs/ecg.md#demo).
 * ``ecg_lstm.png`` — the same record explained by the demo's Conv1D + LSTM model, 12×1 layout (the whole record).
+* ``transformer_faithfulness.png`` — the mean MoRF and LeRF pixel-flipping curves of AttnLRP, CP-LRP and the gradient
+  methods on the digits ViT (:mod:`signxai.vit_demo`, docs/transformers.md#faithfulness; 500 held-out digits, five
+  noise images, about a minute).
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -280,9 +283,15 @@ def ecg_12lead():
                    title="ECG demo: synthetic ST elevation in V1–V4, LRP-ε (red: evidence for 'ST elevation')")
     fig.savefig(OUT / "ecg_12lead.png", **PNG)
     R = signxai.calculate_relevancemap(lstm, channels_first(x), "lrp_epsilon_0_1")[0]
-    fig = plot_ecg(x[0], R, FS, STANDARD_LEADS, layout="12x1", relevance_layout="channels_first", figsize=(13, 9),
+    fig = plot_ecg(x[0], R, FS, STANDARD_LEADS, layout="12x1", relevance_layout="channels_first", figsize=(8, 5.5),
                    title="ECG demo, Conv1D + LSTM model: the same record, LRP-ε over the whole 10 s")
     fig.savefig(OUT / "ecg_lstm.png", **PNG)
+
+
+def transformer_faithfulness():
+    from signxai.vit_demo import faithfulness_study, plot_curves
+
+    plot_curves(faithfulness_study()).savefig(OUT / "transformer_faithfulness.png", **PNG)
 
 
 def main() -> int:
@@ -298,6 +307,7 @@ def main() -> int:
     eeg_window()
     frequency_window()
     ecg_12lead()
+    transformer_faithfulness()
     for path in sorted(OUT.glob("*.png")):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     return 0
