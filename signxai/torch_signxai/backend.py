@@ -118,6 +118,11 @@ class TorchBackend(Backend):
                                  f"statistics, so its inference-mode output is undefined")
         _refuse_softmax_output(model, self._eval_mode)
 
+    def token_view(self, model, ids):
+        """docs/transformers.md#text (signxai/torch_signxai/tokens.py)."""
+        from signxai.torch_signxai.tokens import token_view
+        return token_view(model, ids, self._eval_mode)
+
     def capture_bound(self, model):
         """The torch.fx capture of a multi-input model with input ``model.position`` explained (no torch.export
         fallback: docs/api.md#multi-input)."""
