@@ -18,11 +18,13 @@ import numpy as np
 
 from signxai.core.explain import explain
 from signxai.core.inputs import Bound
+from signxai.core.layout import from_canonical, to_canonical
 from signxai.core.targets import Targets
 
 
 class TokenView(NamedTuple):
-    """``model`` takes the embedding vectors (and, with ``takes_ids``, the ids after them); ``lookup(ids)`` gives the
+    """``model`` takes the embedding vectors in the backend's layout (``(N, T, H)`` channels-last; ``(N, H, T)`` for a
+    channels-first backend) (and, with ``takes_ids``, the ids after them); ``lookup(ids)`` gives the
     vectors of an int64 batch ``(N, T)`` as a float array ``(N, T, H)``; ``embedding`` names the lookup."""
     model: Any
     lookup: Callable[[np.ndarray], np.ndarray]
@@ -75,13 +77,15 @@ def explain_tokens(backend, model, x, resolved, target, batched: Optional[bool],
                          f"sequences is (N, T), one sequence is (T,)")
     if (batch < 0).any():
         raise ValueError(f"token ids must be >= 0; x holds {int((batch < 0).sum())} negative id(s)")
-    vectors = np.asarray(view.lookup(batch)).astype(dtype)
+    # the vectors (N, T, H) in the backend's caller layout (PyTorch: channels-first (N, H, T), which its view
+    # transposes back), so that layout-dependent draws (SmoothGrad's noise) agree across frameworks
+    vectors = from_canonical(np.asarray(view.lookup(batch)).astype(dtype), backend.channels_first)
     work = backend.model_for(view.model, dtype)
     explained = Bound(work, 0, ("embeddings", "ids"), [batch]) if view.takes_ids else work
     with backend.computation():
         result = explain(backend, explained, vectors, resolved, Targets(target, unbatched=not is_batched),
                          batch_size=batch_size)
-    tokens = per_token(resolved, np.asarray(result))
+    tokens = per_token(resolved, to_canonical(np.asarray(result), backend.channels_first))
     return tokens if is_batched else tokens[0]
 
 

@@ -35,14 +35,16 @@ class Injected(nn.Module):
 
 
 class TokenModel(nn.Module):
-    """``model`` with its token embedding replaced by :class:`Injected`: ``forward(embeddings, ids)``."""
+    """``model`` with its token embedding replaced by :class:`Injected`: ``forward(embeddings, ids)``, the embedding
+    vectors in PyTorch's channels-first layout of signxai (``(N, H, T)``, docs/api.md#arguments), transposed back to
+    the ``(N, T, H)`` the model computes with."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, embeddings, ids):
-        token = _VECTORS.set(embeddings)
+        token = _VECTORS.set(embeddings.transpose(1, 2))
         try:
             return self.model(ids)
         finally:
