@@ -181,3 +181,66 @@ def test_refusals_name_the_cause():
             return self.head(torch.nn.functional.embedding(ids, self.table).mean(1))
     with pytest.raises(ValueError, match="not an nn.Embedding"):
         signxai.calculate_relevancemap(Functional().eval(), torch.as_tensor(twin()[2]), "gradient")
+
+
+# --- HuggingFace BERT and GPT-2 from small random configs (no downloads) ---------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def hf_models():
+    transformers = pytest.importorskip("transformers")
+    generator = torch.Generator().manual_seed(0)
+    bert = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, num_labels=3, initializer_range=0.5)).eval()
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16, activation_function="gelu",
+        initializer_range=0.5, bos_token_id=0, eos_token_id=0)).eval()
+    ids = torch.randint(0, 50, (2, 6), generator=generator)
+    return {"bert": (bert, 1, lambda y: y[:, 1]), "gpt2": (gpt2, (-1, 7), lambda y: y[:, -1, 7])}, ids
+
+
+def _hf_embedding_grad(model, ids, select):
+    model = copy.deepcopy(model).double().eval()
+    watched = {}
+
+    def hook(module, args, output):
+        watched["e"] = output.detach().requires_grad_(True)
+        return watched["e"]
+    model.get_input_embeddings().register_forward_hook(hook)
+    (grad,) = torch.autograd.grad(select(model(ids).logits).sum(), watched["e"])
+    return grad.numpy(), watched["e"].detach().numpy()
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_hf_text_models(name):
+    """Gradient × input is autograd at the word embedding (the model's own position/type embeddings and masks
+    untouched); LRP runs on the verified capture (torch.export of the token view) and, on GPT-2, keeps tokens after
+    the explained position at exactly 0."""
+    models, ids = hf_models()
+    model, target, select = models[name]
+    grad, e = _hf_embedding_grad(model, ids, select)
+    reference = (grad * e).sum(-1)
+    mine = signxai.calculate_relevancemap(model, ids, "gradient_x_input", target=target, dtype="float64")
+    assert np.abs(mine - reference).max() <= 1e-10 * np.abs(reference).max()
+    r = signxai.calculate_relevancemap(model, ids, "lrp_epsilon_0_1", target=target, dtype="float64")
+    assert r.shape == (2, 6) and np.isfinite(r).all() and np.abs(r).max() > 0
+    if name == "gpt2":
+        r = signxai.calculate_relevancemap(model, ids, "lrp_epsilon_0_1", target=(2, 7), dtype="float64")
+        assert not r[:, 3:].any() and np.abs(r[:, :3]).min() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_hf_every_family(name, method):
+    models, ids = hf_models()
+    model, target, _ = models[name]
+    kwargs = sweep_kwargs(method, model.get_input_embeddings().weight.detach().numpy())
+    if name == "gpt2" and "std_x" in method:  # GPT-2's Conv1D projects (N·T, E) rows: no per-sample std
+        with pytest.raises(ValueError, match=r"transformer\.h\..*\(dense, addmm\).*one sample per index"):
+            signxai.calculate_relevancemap(model, ids, method, target=target, **kwargs)
+        return
+    r32 = signxai.calculate_relevancemap(model, ids, method, target=target, **kwargs)
+    r64 = signxai.calculate_relevancemap(model, ids, method, target=target, dtype="float64", **kwargs)
+    assert r32.shape == (2, 6) and np.isfinite(r64).all() and np.abs(r64).max() > 0
+    assert np.abs(r32 - r64).max() <= 1e-3 * np.abs(r64).max()

@@ -156,7 +156,12 @@ class TorchBackend(Backend):
         """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
         of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
         if isinstance(model, Bound):
-            return self.graph(model)
+            if not getattr(model.model, "export_capture", False):
+                return self.graph(model)
+            try:  # a token view (docs/transformers.md#text): torch.fx, else torch.export on (vectors, ids)
+                return self.graph(model)
+            except TraceError:
+                return self._exported_token_view(model, x)
         graph = self._try_graph(model)
         if graph is not None:
             return graph
@@ -169,6 +174,19 @@ class TorchBackend(Backend):
             example = torch.as_tensor(x, device=self._device(model))
             example = example if len(example) > 1 else torch.cat([example, example])  # export specialises 1
             return Capture(model, self._eval_mode, example=example.detach()).graph
+        return self._per_model(self._exported, model, key, build, limit=4)
+
+    def _exported_token_view(self, model, x):
+        """The non-strict torch.export capture of a token view on ``x`` and its held-fixed ids (per sample shape and
+        dtype, dynamic batch axis; docs/transformers.md#text)."""
+        key = ("tokens", tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""))
+
+        def build():
+            device = self._device(model)
+            examples = [torch.as_tensor(x, device=device)] + [torch.as_tensor(f, device=device) for f in model.fixed]
+            examples = [e if len(e) > 1 else torch.cat([e, e]) for e in examples]  # export specialises 1
+            return Capture(model.model, self._eval_mode, example=tuple(e.detach() for e in examples),
+                           explained=model.position).graph
         return self._per_model(self._exported, model, key, build, limit=4)
 
     def sample_rank(self, model):

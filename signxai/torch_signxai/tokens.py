@@ -39,6 +39,9 @@ class TokenModel(nn.Module):
     vectors in PyTorch's channels-first layout of signxai (``(N, H, T)``, docs/api.md#arguments), transposed back to
     the ``(N, T, H)`` the model computes with."""
 
+    #: its rule-based capture falls back to torch.export on (vectors, ids) where torch.fx fails (HF BERT, GPT-2)
+    export_capture = True
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
