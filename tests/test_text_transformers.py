@@ -146,6 +146,8 @@ def test_shapes_unbatched_and_caller_untouched():
             signxai.calculate_relevancemap(model, x[0], "gradient", batched=True)
         with pytest.raises(ValueError, match="must be >= 0"):
             signxai.calculate_relevancemap(model, -x, "gradient")
+        with pytest.raises(ValueError, match="reference array has no meaning for token ids"):
+            signxai.calculate_relevancemap(model, x, "integrated_gradients", reference=np.zeros((2, TOKENS)))
     assert isinstance(torch_model.tok, torch.nn.Embedding)
     assert all(torch.equal(v, state[k]) for k, v in torch_model.state_dict().items())
     np.testing.assert_array_equal(ids, before)

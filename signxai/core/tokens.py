@@ -75,6 +75,12 @@ def explain_tokens(backend, model, x, resolved, target, batched: Optional[bool],
     if batched is not None and bool(batched) != is_batched:
         raise ValueError(f"batched={batched} contradicts token ids of shape {tuple(ids.shape)}: a batch of "
                          f"sequences is (N, T), one sequence is (T,)")
+    for method in (resolved, *(getattr(resolved, "chain", ()) or ())):
+        reference = dict(getattr(method, "params", {}) or {}).get("reference")
+        if reference is not None and np.ndim(reference) > 0:
+            raise ValueError("a reference array has no meaning for token ids: the reference lies in embedding "
+                             "space (one vector per token); give a scalar (default 0: the zero vector) "
+                             "(docs/transformers.md#token-maps)")
     if (batch < 0).any():
         raise ValueError(f"token ids must be >= 0; x holds {int((batch < 0).sum())} negative id(s)")
     # the vectors (N, T, H) in the backend's caller layout (PyTorch: channels-first (N, H, T), which its view
