@@ -9,6 +9,7 @@ import numpy as np
 from signxai.core.explain import explain
 from signxai.core.inputs import Bound
 from signxai.core.targets import Targets
+from signxai.core.tokens import explain_tokens, is_token_ids
 from signxai.methods import resolve_method
 
 _ALIASES = {"neuron_selection": "target", "neuron_selection_mode": "target", "batchmode": "batched",
@@ -133,6 +134,11 @@ def calculate_relevancemap(model, x, method, *, target=None, batched=None, input
         return _explain_inputs(backend, model, x, names, resolved, target, batched, dtype, batch_size, inputs)
     if inputs is not None and not (inputs in (0, [0]) or (names and inputs in (names[0], [names[0]]))):
         raise ValueError(f"inputs={inputs!r}: the model has one input; leave inputs= out")
+    if is_token_ids(x):  # token ids: explained at the embedding output (docs/transformers.md#text)
+        backend.check(model)
+        tokens = explain_tokens(backend, model, x, resolved, target, batched, dtype, batch_size)
+        if tokens is not None:
+            return tokens
     array = _to_numpy(x, backend)
     backend.check(model)
     is_batched = _is_batched(backend, model, array, batched)

@@ -293,7 +293,7 @@ def test_per_timestep_gradient_is_autograd(sequence):
 @pytest.mark.parametrize("target, message", [
     (None, r"per-timestep outputs.*give target=\(t, k\)"), ("max_activation", r"\(t, k\)"),
     ("negative", r"has no meaning here"), (3, r"not valid.*\(t, k\)"), ((10, 0), r"\(10, 0\).*out of range"),
-    ((0, 3), r"out of range.*0 ≤ index 1 ≤ 2"), ((-1, 0), "out of range"), ((1, 2, 0), r"shape \(3, 3\)"),
+    ((0, 3), r"out of range.*0 ≤ index 1 ≤ 2"), ((0, -4), r"\(0, -4\).*out of range"), ((1, 2, 0), r"shape \(3, 3\)"),
     (np.zeros((2, 2), int), r"shape \(2, 2\).*3 sample"), ((1.0, 2.0), "not valid"), ("all", "not valid")])
 def test_per_timestep_target_errors(sequence, target, message):
     for model, x in both(sequence):

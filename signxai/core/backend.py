@@ -155,6 +155,12 @@ class Backend:
             return bound
         return make
 
+    def token_view(self, model, ids: np.ndarray):
+        """The model's token view (signxai/core/tokens.py, docs/transformers.md#text): a
+        :class:`signxai.core.tokens.TokenView`; ValueError where the model does not look its ids up in an
+        embedding table. ``ids``: an example int64 batch."""
+        raise NotImplementedError
+
     def graph_for(self, model, x) -> Graph:
         """The captured graph to explain ``x`` (a batch) with; a backend may capture per sample shape."""
         return self.graph(model)

@@ -58,7 +58,8 @@ def _position_indices(target, n: int, shape: tuple, unbatched: bool) -> np.ndarr
     samples (shape (r,)) or one per sample (shape (N, r))."""
     r = len(shape)
     names = "(t, k)" if r == 2 else f"a tuple of {r} indices"
-    valid = f"{names} with " + ", ".join(f"0 ≤ index {a} ≤ {d - 1}" for a, d in enumerate(shape))
+    valid = f"{names} with " + ", ".join(f"0 ≤ index {a} ≤ {d - 1}" for a, d in enumerate(shape)) + (
+        " (negative indices count from the end: −1 is the last)")
     how = (f"the model output has shape {shape} per sample ((N, T, K) per-timestep outputs, not (N, K) logits): give "
            f"target={names} (one position for every sample), an (N, {r}) integer array (one per sample), or a "
            f"callable f(outputs) -> (N,) (docs/api.md#targets); {valid}")
@@ -73,10 +74,11 @@ def _position_indices(target, n: int, shape: tuple, unbatched: bool) -> np.ndarr
         raise ValueError(f"target has shape {values.shape}, but the input has {n} sample(s)"
                          f"{' (unbatched)' if unbatched else ''} and the output {r} axes per sample: {how}")
     high = np.asarray(shape)
-    bad = np.flatnonzero(((values < 0) | (values >= high)).any(axis=1))
+    bad = np.flatnonzero(((values < -high) | (values >= high)).any(axis=1))
     if len(bad):
         raise ValueError(f"target {tuple(int(v) for v in values[bad[0]])} (sample {int(bad[0])}) is out of range: "
                          f"the model output has shape {shape} per sample, so use {valid}")
+    values = np.where(values < 0, values + high, values)  # negative indices count from the end (t = −1: the last)
     return np.ravel_multi_index(tuple(values.T.astype(np.int64)), shape).astype(np.int64)
 
 

@@ -205,6 +205,18 @@ class KerasBackend(Backend):
         """Per input (in input order), the rank of one sample as the model declares it."""
         return [len(t.shape) - 1 for t in self.view(model).inputs]
 
+    def token_view(self, model, ids):
+        """docs/transformers.md#text (signxai/tf_signxai/tokens.py)."""
+        from signxai.tf_signxai.tokens import token_view
+        try:
+            functional_model = self.view(model)
+        except CaptureError as error:
+            if not any(isinstance(layer, keras.layers.Embedding) for layer in unbound(model)._flatten_layers()):
+                return None  # integers that are values, not token ids
+            raise ValueError(f"x holds integers (token ids); their token view needs the model's layer graph: "
+                             f"{error}") from error
+        return token_view(functional_model)
+
     def capture_bound(self, model):
         return Capture(self.view(model.model), explained=model.position).graph
 

@@ -118,6 +118,11 @@ class TorchBackend(Backend):
                                  f"statistics, so its inference-mode output is undefined")
         _refuse_softmax_output(model, self._eval_mode)
 
+    def token_view(self, model, ids):
+        """docs/transformers.md#text (signxai/torch_signxai/tokens.py)."""
+        from signxai.torch_signxai.tokens import token_view
+        return token_view(model, ids, self._eval_mode)
+
     def capture_bound(self, model):
         """The torch.fx capture of a multi-input model with input ``model.position`` explained (no torch.export
         fallback: docs/api.md#multi-input)."""
@@ -151,7 +156,13 @@ class TorchBackend(Backend):
         """The torch.fx capture where the model can be traced symbolically; else a non-strict torch.export capture
         of the model on ``x`` (per sample shape and dtype, dynamic batch axis; docs/layers.md#export-capture)."""
         if isinstance(model, Bound):
-            graph = self.graph(model)
+            if not getattr(model.model, "export_capture", False):
+                graph = self.graph(model)
+            else:
+                try:  # a token view (docs/transformers.md#text): torch.fx, else torch.export on (vectors, ids)
+                    graph = self.graph(model)
+                except TraceError:
+                    graph = self._exported_token_view(model, x)
             if getattr(graph, "per_shape", False):
                 raise ValueError(RECURRENT_MULTI_INPUT)
             return graph
@@ -173,6 +184,19 @@ class TorchBackend(Backend):
             example = torch.as_tensor(x, device=self._device(model))
             example = example if len(example) > 1 else torch.cat([example, example])  # export specialises 1
             return Capture(model, self._eval_mode, example=example.detach()).graph
+        return self._per_model(self._exported, model, key, build, limit=4)
+
+    def _exported_token_view(self, model, x):
+        """The non-strict torch.export capture of a token view on ``x`` and its held-fixed ids (per sample shape and
+        dtype, dynamic batch axis; docs/transformers.md#text)."""
+        key = ("tokens", tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""))
+
+        def build():
+            device = self._device(model)
+            examples = [torch.as_tensor(x, device=device)] + [torch.as_tensor(f, device=device) for f in model.fixed]
+            examples = [e if len(e) > 1 else torch.cat([e, e]) for e in examples]  # export specialises 1
+            return Capture(model.model, self._eval_mode, example=tuple(e.detach() for e in examples),
+                           explained=model.position).graph
         return self._per_model(self._exported, model, key, build, limit=4)
 
     def sample_rank(self, model):

@@ -430,6 +430,13 @@ class Capture:
                 return self.clamp(node)
             if target is torch.addcmul:
                 return self.addcmul(node, parents)
+            if target is torch.ops.aten.addmm.default and len(node.args) >= 3 and not node.kwargs:
+                # ``addmm(b, x, W)`` = ``x W + b`` with constant b, W (HF GPT-2's Conv1D, exported): F.linear(x, Wᵀ, b)
+                if len(parents) != 1 or not self.dependent(node.args[1]) or self.dependent(node.args[0]) or \
+                        self.dependent(node.args[2]):
+                    return g.UNSUPPORTED, {"reason": "addmm with an input-dependent weight or bias has no rule"}
+                bias, _, weight = self.constant_args(node)[0][:3]
+                return g.KERNEL, {"kernel": _kernel_from_function(F.linear, (None, weight.T, bias), {})}
             if target in FUNCTIONAL_KERNELS:
                 if len(parents) != 1 or not self.dependent(node.args[0] if node.args else node.kwargs.get("input")):
                     return g.UNSUPPORTED, {"reason": "a kernel computed from the input"}
@@ -682,8 +689,8 @@ class _Explained(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x):
-        return select_output(self.model(x), lambda t: isinstance(t, torch.Tensor))
+    def forward(self, x, *fixed):
+        return select_output(self.model(x, *fixed), lambda t: isinstance(t, torch.Tensor))
 
 
 def recurrent_steps(module, sample):
@@ -716,8 +723,11 @@ def export(model, example):
     axis (docs/layers.md#export-capture): Python control flow, iteration and sizes run concretely. Parameters stay
     the model's own tensors; in-place operators are replaced by their functional forms."""
     try:
-        program = torch.export.export(_Explained(model), (example,), strict=False,
-                                      dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        examples = example if isinstance(example, tuple) else (example,)  # a token view: (vectors, ids)
+        program = torch.export.export(_Explained(model), examples, strict=False,
+                                      dynamic_shapes=({0: torch.export.Dim.AUTO},) + (
+                                          (tuple({0: torch.export.Dim.AUTO} for _ in examples[1:]),)
+                                          if len(examples) > 1 else ()))
     except Exception as error:  # export reports unsupported code with many exception types
         raise TraceError(f"the PyTorch model could be captured neither with torch.fx nor with torch.export "
                          f"({type(error).__name__}: {str(error)[:400]}); the rule-based methods (guided backprop, "
