@@ -14,7 +14,7 @@ from torch import nn
 
 import keras
 
-from transformer_twins import EPS, HEADS, MLP, WIDTH, PositionEmbedding
+from transformer_twins import EPS, HEADS, MLP, WIDTH, PositionEmbedding, TwinWeights
 
 TOKENS, VOCAB, CLASSES = 7, 11, 3
 
@@ -80,56 +80,18 @@ class TorchText(nn.Module):
         return self.head(h if self.causal else h.mean(dim=1))
 
 
-def _copy(param, value):
-    with torch.no_grad():
-        param.copy_(torch.as_tensor(np.ascontiguousarray(value), dtype=param.dtype))
-
-
 def set_weights(keras_model, torch_model, seed: int, bias: bool):
     """Random weights drawn once and given to both models (biases, β and the positional table zero for
     ``bias=False``)."""
-    rng = np.random.RandomState(seed)
-
-    def draw(*shape, scale=0.5, is_bias=False):
-        return (rng.normal(0, scale, shape) if (bias or not is_bias) else np.zeros(shape)).astype(np.float32)
-
-    def dense(name, module, n_in, n_out):
-        w, b = draw(n_in, n_out, scale=1 / np.sqrt(n_in)), draw(n_out, scale=0.2, is_bias=True)
-        keras_model.get_layer(name).set_weights([w, b])
-        _copy(module.weight, w.T)
-        _copy(module.bias, b)
-
-    def layer_norm(name, module):
-        gamma, beta = 1 + draw(WIDTH, scale=0.2), draw(WIDTH, scale=0.2, is_bias=True)
-        keras_model.get_layer(name).set_weights([gamma, beta])
-        _copy(module.weight, gamma)
-        _copy(module.bias, beta)
-
-    table = draw(VOCAB, WIDTH, scale=1.0)
+    weights = TwinWeights(keras_model, seed, bias)
+    table = weights.draw(VOCAB, WIDTH, scale=1.0)
     keras_model.get_layer("tok").set_weights([table])
-    _copy(torch_model.tok.weight, table)
-    position = draw(TOKENS, WIDTH, is_bias=True)
-    keras_model.get_layer("position").set_weights([position])
-    _copy(torch_model.position, position)
-    key_dim = WIDTH // HEADS
-    for b, block in enumerate(torch_model.blocks):
-        layer_norm(f"ln1_{b}", block.ln1)
-        qkv = [(draw(WIDTH, HEADS, key_dim, scale=1 / np.sqrt(WIDTH)), draw(HEADS, key_dim, scale=0.2, is_bias=True))
-               for _ in range(3)]
-        out_w, out_b = draw(HEADS, key_dim, WIDTH, scale=1 / np.sqrt(WIDTH)), draw(WIDTH, scale=0.2, is_bias=True)
-        keras_model.get_layer(f"mha_{b}").set_weights([qkv[0][0], qkv[0][1], qkv[1][0], qkv[1][1], qkv[2][0],
-                                                        qkv[2][1], out_w, out_b])
-        for linear, (w, b_) in zip((block.sdpa.query, block.sdpa.key, block.sdpa.value), qkv):
-            _copy(linear.weight, w.reshape(WIDTH, WIDTH).T)
-            _copy(linear.bias, b_.reshape(WIDTH))
-        _copy(block.sdpa.out.weight, out_w.reshape(WIDTH, WIDTH).T)
-        _copy(block.sdpa.out.bias, out_b)
-        layer_norm(f"ln2_{b}", block.ln2)
-        dense(f"fc1_{b}", block.fc1, WIDTH, MLP)
-        dense(f"fc2_{b}", block.fc2, MLP, WIDTH)
-    layer_norm("ln_f", torch_model.ln_f)
-    outputs = VOCAB if torch_model.causal else CLASSES
-    dense("head", torch_model.head, WIDTH, outputs)
+    with torch.no_grad():
+        torch_model.tok.weight.copy_(torch.as_tensor(table))
+    weights.position(torch_model.position, TOKENS)
+    weights.blocks(torch_model.blocks)
+    weights.layer_norm("ln_f", torch_model.ln_f)
+    weights.dense("head", torch_model.head, WIDTH, VOCAB if torch_model.causal else CLASSES)
 
 
 def text_twin(blocks: int = 2, causal: bool = False, bias: bool = True, seed: int = 0, n: int = 2):

@@ -100,53 +100,71 @@ def _copy(param, value):
         param.copy_(torch.as_tensor(np.ascontiguousarray(value), dtype=param.dtype))
 
 
-def set_weights(keras_model, torch_model, blocks: int, seed: int, bias: bool):
-    """Random weights drawn once and given to both models (biases and β zero for ``bias=False``)."""
-    rng = np.random.RandomState(seed)
+class TwinWeights:
+    """Random weights drawn once (in a fixed order) and given to a Keras model and its PyTorch twin: Dense/Linear,
+    LayerNorm, the positional table and the pre-LN blocks (biases, β and the positional table zero for
+    ``bias=False``). Shared by the encoder twin here and the text twin (tests/text_twins.py)."""
 
-    def draw(*shape, scale=0.5, is_bias=False):
-        return (rng.normal(0, scale, shape) if (bias or not is_bias) else np.zeros(shape)).astype(np.float32)
+    def __init__(self, keras_model, seed: int, bias: bool):
+        self.keras_model, self.rng, self.bias = keras_model, np.random.RandomState(seed), bias
 
-    def dense(name, module, n_in, n_out):
-        w, b = draw(n_in, n_out, scale=1 / np.sqrt(n_in)), draw(n_out, scale=0.2, is_bias=True)
-        keras_model.get_layer(name).set_weights([w, b])
+    def draw(self, *shape, scale=0.5, is_bias=False):
+        return (self.rng.normal(0, scale, shape) if (self.bias or not is_bias) else np.zeros(shape)).astype(
+            np.float32)
+
+    def dense(self, name, module, n_in, n_out):
+        w, b = self.draw(n_in, n_out, scale=1 / np.sqrt(n_in)), self.draw(n_out, scale=0.2, is_bias=True)
+        self.keras_model.get_layer(name).set_weights([w, b])
         _copy(module.weight, w.T)
         _copy(module.bias, b)
 
-    def layer_norm(name, module):
-        gamma, beta = 1 + draw(WIDTH, scale=0.2), draw(WIDTH, scale=0.2, is_bias=True)
-        keras_model.get_layer(name).set_weights([gamma, beta])
+    def layer_norm(self, name, module):
+        gamma, beta = 1 + self.draw(WIDTH, scale=0.2), self.draw(WIDTH, scale=0.2, is_bias=True)
+        self.keras_model.get_layer(name).set_weights([gamma, beta])
         _copy(module.weight, gamma)
         _copy(module.bias, beta)
 
-    dense("patch", torch_model.patch, FEATURES, WIDTH)
-    position = draw(TOKENS, WIDTH, is_bias=True)
-    keras_model.get_layer("position").set_weights([position])
-    _copy(torch_model.position, position)
-    key_dim = WIDTH // HEADS
-    for b, block in enumerate(torch_model.blocks):
-        layer_norm(f"ln1_{b}", block.ln1)
-        mha = keras_model.get_layer(f"mha_{b}")
-        qkv = [(draw(WIDTH, HEADS, key_dim, scale=1 / np.sqrt(WIDTH)), draw(HEADS, key_dim, scale=0.2, is_bias=True))
-               for _ in range(3)]
-        out_w, out_b = draw(HEADS, key_dim, WIDTH, scale=1 / np.sqrt(WIDTH)), draw(WIDTH, scale=0.2, is_bias=True)
-        mha.set_weights([qkv[0][0], qkv[0][1], qkv[1][0], qkv[1][1], qkv[2][0], qkv[2][1], out_w, out_b])
-        if block.attention == "mha":
-            _copy(block.mha.in_proj_weight, np.concatenate([w.reshape(WIDTH, WIDTH).T for w, _ in qkv]))
-            _copy(block.mha.in_proj_bias, np.concatenate([b_.reshape(WIDTH) for _, b_ in qkv]))
-            _copy(block.mha.out_proj.weight, out_w.reshape(WIDTH, WIDTH).T)
-            _copy(block.mha.out_proj.bias, out_b)
-        else:
-            for linear, (w, b_) in zip((block.sdpa.query, block.sdpa.key, block.sdpa.value), qkv):
-                _copy(linear.weight, w.reshape(WIDTH, WIDTH).T)
-                _copy(linear.bias, b_.reshape(WIDTH))
-            _copy(block.sdpa.out.weight, out_w.reshape(WIDTH, WIDTH).T)
-            _copy(block.sdpa.out.bias, out_b)
-        layer_norm(f"ln2_{b}", block.ln2)
-        dense(f"fc1_{b}", block.fc1, WIDTH, MLP)
-        dense(f"fc2_{b}", block.fc2, MLP, WIDTH)
-    layer_norm("ln_f", torch_model.ln_f)
-    dense("head", torch_model.head, WIDTH, CLASSES)
+    def position(self, parameter, tokens):
+        table = self.draw(tokens, WIDTH, is_bias=True)
+        self.keras_model.get_layer("position").set_weights([table])
+        _copy(parameter, table)
+
+    def blocks(self, torch_blocks):
+        """The pre-LN blocks ``ln1_b``, ``mha_b``, ``ln2_b``, ``fc1_b``, ``fc2_b``: ``nn.MultiheadAttention``
+        (``block.attention == "mha"``) or the batch-first SDPA projections (``block.sdpa``)."""
+        key_dim = WIDTH // HEADS
+        for b, block in enumerate(torch_blocks):
+            self.layer_norm(f"ln1_{b}", block.ln1)
+            qkv = [(self.draw(WIDTH, HEADS, key_dim, scale=1 / np.sqrt(WIDTH)),
+                    self.draw(HEADS, key_dim, scale=0.2, is_bias=True)) for _ in range(3)]
+            out_w = self.draw(HEADS, key_dim, WIDTH, scale=1 / np.sqrt(WIDTH))
+            out_b = self.draw(WIDTH, scale=0.2, is_bias=True)
+            self.keras_model.get_layer(f"mha_{b}").set_weights([qkv[0][0], qkv[0][1], qkv[1][0], qkv[1][1],
+                                                                 qkv[2][0], qkv[2][1], out_w, out_b])
+            if getattr(block, "attention", "sdpa") == "mha":
+                _copy(block.mha.in_proj_weight, np.concatenate([w.reshape(WIDTH, WIDTH).T for w, _ in qkv]))
+                _copy(block.mha.in_proj_bias, np.concatenate([b_.reshape(WIDTH) for _, b_ in qkv]))
+                _copy(block.mha.out_proj.weight, out_w.reshape(WIDTH, WIDTH).T)
+                _copy(block.mha.out_proj.bias, out_b)
+            else:
+                for linear, (w, b_) in zip((block.sdpa.query, block.sdpa.key, block.sdpa.value), qkv):
+                    _copy(linear.weight, w.reshape(WIDTH, WIDTH).T)
+                    _copy(linear.bias, b_.reshape(WIDTH))
+                _copy(block.sdpa.out.weight, out_w.reshape(WIDTH, WIDTH).T)
+                _copy(block.sdpa.out.bias, out_b)
+            self.layer_norm(f"ln2_{b}", block.ln2)
+            self.dense(f"fc1_{b}", block.fc1, WIDTH, MLP)
+            self.dense(f"fc2_{b}", block.fc2, MLP, WIDTH)
+
+
+def set_weights(keras_model, torch_model, blocks: int, seed: int, bias: bool):
+    """Random weights drawn once and given to both models (biases and β zero for ``bias=False``)."""
+    weights = TwinWeights(keras_model, seed, bias)
+    weights.dense("patch", torch_model.patch, FEATURES, WIDTH)
+    weights.position(torch_model.position, TOKENS)
+    weights.blocks(torch_model.blocks)
+    weights.layer_norm("ln_f", torch_model.ln_f)
+    weights.dense("head", torch_model.head, WIDTH, CLASSES)
 
 
 class _TokensFirst(nn.Module):
