@@ -14,7 +14,7 @@ from torch import nn
 
 import keras
 
-from transformer_twins import EPS, HEADS, MLP, WIDTH, PositionEmbedding, TwinWeights
+from transformer_twins import EPS, HEADS, MLP, WIDTH, Block, PositionEmbedding, TwinWeights
 
 TOKENS, VOCAB, CLASSES = 7, 11, 3
 
@@ -38,40 +38,13 @@ def keras_text(blocks: int, causal: bool):
     return keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(h))
 
 
-class Attention(nn.Module):
-    def __init__(self, causal: bool):
-        super().__init__()
-        self.causal = causal
-        self.query, self.key, self.value = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
-        self.out = nn.Linear(WIDTH, WIDTH)
-
-    def forward(self, a):
-        n, t, _ = a.shape
-        q, k, v = (f(a).reshape(n, t, HEADS, WIDTH // HEADS).transpose(1, 2) for f in (self.query, self.key,
-                                                                                         self.value))
-        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.out(o.transpose(1, 2).reshape(n, t, WIDTH))
-
-
-class Block(nn.Module):
-    def __init__(self, causal: bool):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(WIDTH, eps=EPS), nn.LayerNorm(WIDTH, eps=EPS)
-        self.sdpa = Attention(causal)
-        self.fc1, self.act, self.fc2 = nn.Linear(WIDTH, MLP), nn.GELU(), nn.Linear(MLP, WIDTH)
-
-    def forward(self, h):
-        h = h + self.sdpa(self.ln1(h))
-        return h + self.fc2(self.act(self.fc1(self.ln2(h))))
-
-
 class TorchText(nn.Module):
     def __init__(self, blocks: int, causal: bool):
         super().__init__()
         self.causal = causal
         self.tok = nn.Embedding(VOCAB, WIDTH)
         self.position = nn.Parameter(torch.zeros(TOKENS, WIDTH))
-        self.blocks = nn.Sequential(*[Block(causal) for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[Block("sdpa", causal) for _ in range(blocks)])
         self.ln_f = nn.LayerNorm(WIDTH, eps=EPS)
         self.head = nn.Linear(WIDTH, VOCAB if causal else CLASSES)
 

@@ -49,10 +49,11 @@ def keras_encoder(blocks: int):
 
 class SelfAttention(nn.Module):
     """Two-head self-attention written with batch-first projections and ``F.scaled_dot_product_attention`` (traced
-    by torch.fx; ``nn.MultiheadAttention`` is captured by torch.export)."""
+    by torch.fx; ``nn.MultiheadAttention`` is captured by torch.export); ``causal``: a causal mask."""
 
-    def __init__(self):
+    def __init__(self, causal: bool = False):
         super().__init__()
+        self.causal = causal
         self.query, self.key, self.value = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
         self.out = nn.Linear(WIDTH, WIDTH)
 
@@ -60,19 +61,22 @@ class SelfAttention(nn.Module):
         n, t, _ = a.shape
         q, k, v = (f(a).reshape(n, t, HEADS, WIDTH // HEADS).transpose(1, 2) for f in (self.query, self.key,
                                                                                          self.value))
-        o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.out(o.transpose(1, 2).reshape(n, t, WIDTH))
 
 
 class Block(nn.Module):
-    def __init__(self, attention="mha"):
+    """A pre-LN block: ``nn.MultiheadAttention`` (``attention="mha"``) or :class:`SelfAttention` (``"sdpa"``,
+    optionally causal), a GELU MLP and two residual sums."""
+
+    def __init__(self, attention="mha", causal: bool = False):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(WIDTH, eps=EPS), nn.LayerNorm(WIDTH, eps=EPS)
         self.attention = attention
         if attention == "mha":
             self.mha = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
         else:
-            self.sdpa = SelfAttention()
+            self.sdpa = SelfAttention(causal)
         self.fc1, self.act, self.fc2 = nn.Linear(WIDTH, MLP), nn.GELU(), nn.Linear(MLP, WIDTH)
 
     def forward(self, h):
