@@ -14,7 +14,7 @@ from torch import nn
 
 import keras
 
-from transformer_twins import EPS, HEADS, MLP, WIDTH, Block, PositionEmbedding, TwinWeights
+from transformer_twins import EPS, WIDTH, Block, PositionEmbedding, TwinWeights, keras_blocks
 
 TOKENS, VOCAB, CLASSES = 7, 11, 3
 
@@ -23,15 +23,7 @@ def keras_text(blocks: int, causal: bool):
     inputs = keras.Input((TOKENS,), dtype="int32")
     h = keras.layers.Embedding(VOCAB, WIDTH, name="tok")(inputs)
     h = PositionEmbedding(name="position")(h)
-    for b in range(blocks):
-        a = keras.layers.LayerNormalization(epsilon=EPS, name=f"ln1_{b}")(h)
-        a = keras.layers.MultiHeadAttention(HEADS, WIDTH // HEADS, name=f"mha_{b}")(a, a, use_causal_mask=causal)
-        h = keras.layers.Add(name=f"res1_{b}")([h, a])
-        m = keras.layers.LayerNormalization(epsilon=EPS, name=f"ln2_{b}")(h)
-        m = keras.layers.Dense(MLP, activation="gelu", name=f"fc1_{b}")(m)
-        m = keras.layers.Dense(WIDTH, name=f"fc2_{b}")(m)
-        h = keras.layers.Add(name=f"res2_{b}")([h, m])
-    h = keras.layers.LayerNormalization(epsilon=EPS, name="ln_f")(h)
+    h = keras.layers.LayerNormalization(epsilon=EPS, name="ln_f")(keras_blocks(h, blocks, causal))
     if causal:
         return keras.Model(inputs, keras.layers.Dense(VOCAB, name="head")(h))
     h = keras.layers.GlobalAveragePooling1D(name="pool")(h)

@@ -30,19 +30,26 @@ class PositionEmbedding(keras.layers.Layer):
         return x + self.table
 
 
-def keras_encoder(blocks: int):
-    inputs = keras.Input((TOKENS, FEATURES))
-    h = keras.layers.Dense(WIDTH, name="patch")(inputs)
-    h = PositionEmbedding(name="position")(h)
+def keras_blocks(h, blocks: int, causal: bool = False):
+    """``blocks`` pre-LN blocks on the token tensor ``h`` (names ``ln1_b``, ``mha_b``, ``res1_b``, ``ln2_b``,
+    ``fc1_b``, ``fc2_b``, ``res2_b``): two-head self-attention (causal: a causal mask), an exact-erf GELU MLP and two
+    residual sums. Shared with the text twin (tests/text_twins.py)."""
     for b in range(blocks):
         a = keras.layers.LayerNormalization(epsilon=EPS, name=f"ln1_{b}")(h)
-        a = keras.layers.MultiHeadAttention(HEADS, WIDTH // HEADS, name=f"mha_{b}")(a, a)
+        a = keras.layers.MultiHeadAttention(HEADS, WIDTH // HEADS, name=f"mha_{b}")(a, a, use_causal_mask=causal)
         h = keras.layers.Add(name=f"res1_{b}")([h, a])
         m = keras.layers.LayerNormalization(epsilon=EPS, name=f"ln2_{b}")(h)
         m = keras.layers.Dense(MLP, activation="gelu", name=f"fc1_{b}")(m)
         m = keras.layers.Dense(WIDTH, name=f"fc2_{b}")(m)
         h = keras.layers.Add(name=f"res2_{b}")([h, m])
-    h = keras.layers.LayerNormalization(epsilon=EPS, name="ln_f")(h)
+    return h
+
+
+def keras_encoder(blocks: int):
+    inputs = keras.Input((TOKENS, FEATURES))
+    h = keras.layers.Dense(WIDTH, name="patch")(inputs)
+    h = PositionEmbedding(name="position")(h)
+    h = keras.layers.LayerNormalization(epsilon=EPS, name="ln_f")(keras_blocks(h, blocks))
     h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
     return keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(h))
 
