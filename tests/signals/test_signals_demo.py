@@ -61,12 +61,7 @@ def test_keras_twin_of_the_demo_cnn_has_the_same_logits():
     arch = ARCHITECTURES["cnn"]
     model = arch.build_torch(0).eval()
     twin = arch.keras_twin(model)
-    x, _, _ = make_dataset(4, seed=9)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))).numpy()
-    got = np.asarray(twin(x, training=False))
-    assert np.abs(expected).max() > 0
-    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    x, expected = _assert_same_logits(model, twin)
 
 
 def test_keras_twin_of_the_demo_lstm_has_the_same_logits_and_pickles():
@@ -87,12 +82,7 @@ def test_keras_twin_of_the_demo_lstm_has_the_same_logits_and_pickles():
     twin = arch.keras_twin(model)
     assert [layer.name for layer in twin.layers] == ["conv1", "conv2", "lstm", "head"]
     assert twin.get_layer("conv2").output.shape[1] == 61  # 1000 samples -> 249 -> 61 steps
-    x, _, _ = make_dataset(4, seed=9)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))).numpy()
-    got = np.asarray(twin(x, training=False))
-    assert np.abs(expected).max() > 0
-    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    x, expected = _assert_same_logits(model, twin)
     # the Keras -> PyTorch converter reads the twin back into a module computing the original model
     from signxai.converters.direct_tf_to_torch import convert_tf_to_torch_direct
 
@@ -159,3 +149,16 @@ def test_importing_signals_loads_no_framework_scipy_or_wfdb():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _assert_same_logits(model, twin):
+    """The Keras twin's logits equal the PyTorch model's on four demo records; returns the records and the logits."""
+    import torch
+
+    x, _, _ = make_dataset(4, seed=9)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))).numpy()
+    got = np.asarray(twin(x, training=False))
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    return x, expected
