@@ -102,9 +102,10 @@ def test_tensorflow_methods_with_the_same_rules_share_a_pass(monkeypatch):
     model, x = cnn("keras"), cnn_input("keras")
     first = explain(model, x, "lrp_epsilon_0_1")
     np.testing.assert_array_equal(explain(model, x, "lrp_epsilon", epsilon=0.1), first)  # the same rules
-    explain(model, x, "lrp_epsilon_0_01")  # other rules: another pass
-    keys = [k for k in TF_BACKEND._compiled[model] if k[0] == "graph_backward"]
-    assert len(keys) == 2
+    explain(model, x, "lrp_epsilon_0_01")  # another ε: the same pass, ε is its input (docs/api.md#compiled-passes)
+    assert len([k for k in TF_BACKEND._compiled[model] if k[0] == "graph_backward"]) == 1
+    explain(model, x, "lrp_z")  # other rules: another pass
+    assert len([k for k in TF_BACKEND._compiled[model] if k[0] == "graph_backward"]) == 2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -18,6 +18,7 @@ import numpy as np
 from signxai.core.engine import propagate, record
 from signxai.core.graph import Graph
 from signxai.core.inputs import Bound, holding, rows
+from signxai.core.keys import Parameterised
 from signxai.core.ops import Tape, Tensor, TensorOps
 from signxai.core.targets import Targets
 from signxai.core.verify import differs, first_differing_node, mismatch_error
@@ -296,27 +297,36 @@ class Backend:
         the target's coefficients (``e_c`` for a class, docs/api.md#targets).
 
         ``key`` identifies the mapping by value (e.g. the parsed method), or is a function returning such a key
-        (evaluated only by backends that compile: the others never pay for it); None runs uncached."""
+        (evaluated only by backends that compile: the others never pay for it); None runs uncached. A
+        :class:`~signxai.core.keys.Parameterised` key identifies the mapping by its structure: a compiling backend
+        passes its values into the pass as tensors and calls ``mapping_factory(graph, parameters=…)`` with them
+        (docs/api.md#compiled-passes)."""
         graph = self.graph_for(model, x)
         if self.refuses_before_pass:
             graph.check_supported(graph.output)
 
         def pass_key():
             value = key() if callable(key) else key
+            if isinstance(value, Parameterised):  # numeric parameters as tensor inputs (docs/api.md#compiled-passes)
+                frozen = freeze(value.structure)
+                return None if frozen is None else Parameterised((frozen, lrp_head), value.values)
             frozen = None if value is None else freeze(value)
             return None if frozen is None else (frozen, lrp_head)
 
         def make_body(ref):
-            def backward(x, requested):
+            def backward(x, requested, parameters=None):
                 graph = self.graph_for(ref(), x)
+                # the mapping of a pass compiled with its rule parameters as tensors (Parameterised key) reads them
+                factory = mapping_factory if parameters is None else functools.partial(mapping_factory,
+                                                                                       parameters=parameters)
                 # a mapping may compute some layers' outputs itself (Rule.forward): built before the forward where
                 # the graph is supported, else after the checks below, which then raise first as before
-                mapping = mapping_factory(graph) if graph.is_supported(graph.output) else None
+                mapping = factory(graph) if graph.is_supported(graph.output) else None
                 ops, values = self.record_for_backward(graph, x, lrp_head, getattr(mapping, "forward", None))
                 y = values[graph.output]
                 weights, chosen = self.select(y, requested)  # C = ∂q/∂y (docs/api.md#targets)
                 graph.check_supported(graph.output)  # before any relevance is computed
-                mapping = mapping_factory(graph) if mapping is None else mapping
+                mapping = factory(graph) if mapping is None else mapping
                 start = graph.strip_trailing_activations(graph.output) if lrp_head else graph.output
                 signal = values[start] * weights if lrp_head else weights  # the head: C ⊙ z, or C
                 with self.no_grad():

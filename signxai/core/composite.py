@@ -25,6 +25,7 @@ import numpy as np
 
 from signxai.core import graph as g
 from signxai.core import rules as r
+from signxai.core.keys import Parameterised
 
 # --- layer kinds ----------------------------------------------------------------------------------------------
 
@@ -165,6 +166,39 @@ class Rule:
         raise NotImplementedError(f"{type(self).__name__} does not implement relevance(ops, layer, inputs, "
                                   f"output, R)")
 
+    #: the parameters that are numbers (or arrays of numbers) the rule only computes with: a compiled pass takes their
+    #: values as tensor inputs, so that other values of them reuse its trace (docs/api.md#compiled-passes). A
+    #: parameter that is None is no such input (its None-ness belongs in :meth:`structure`).
+    numeric: tuple = ()
+
+    def structure(self) -> tuple:
+        """What of the numeric parameters' values decides which code the rule runs (e.g. β = 0 skips the negative
+        half): part of the key of a compiled pass, which reads the values themselves as tensors. Default: nothing."""
+        return ()
+
+    def slots(self) -> list:
+        """``[(name, value)]``: the numeric parameters that a compiled pass takes as tensor inputs, in order, each
+        value as a float64 array (docs/api.md#compiled-passes)."""
+        return [(key, np.asarray(value, np.float64)) for key, value in self._params
+                if key in self.numeric and value is not None]
+
+    def with_values(self, values: dict) -> "Rule":
+        """A copy of this rule with the numeric parameters ``values`` (scalar or array tensors of a compiled pass,
+        shaped like :meth:`slots`' values) and this rule's :meth:`structure`; not validated
+        (docs/api.md#compiled-passes)."""
+        structure = self.structure()
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "_params", tuple((key, values.get(key, value)) for key, value in self._params))
+        for key, value in values.items():
+            object.__setattr__(copy, key, value)
+        copy._bind(structure)
+        return copy
+
+    def _bind(self, structure=None) -> None:
+        """Builds what the rule computes with from its parameters (and, for a copy made by :meth:`with_values`, the
+        structure of the rule it copies)."""
+
     def forward(self, ops, layer, inputs):
         """Optional: the layer's output computed by the rule in the forward pass, as ``(output, saved)``, when its
         relevance reuses tensors of that computation; ``relevance`` is then called with ``saved=saved``. The
@@ -242,9 +276,13 @@ class Epsilon(KernelRule):
     """``R_in = a ⊙ Wᵀ SD(R, z + ε·sign0(z))``."""
 
     epsilon: float
+    numeric = ("epsilon",)
 
     def __init__(self, epsilon):
         super().__init__(epsilon=_number("Epsilon", "epsilon", epsilon, lambda v: v > 0, "a finite number > 0"))
+        self._bind()
+
+    def _bind(self, structure=None):
         self._rule = r.epsilon_rule(self.epsilon)
 
     def kernel_relevance(self, ops, kernel, a, z, R):
@@ -255,10 +293,14 @@ class StdxEpsilon(KernelRule):
     """Epsilon with ``ε = stdfactor · std(a)`` per sample and layer (docs/lrp.md#kernel-rules)."""
 
     stdfactor: float
+    numeric = ("stdfactor",)
 
     def __init__(self, stdfactor):
         super().__init__(stdfactor=_number("StdxEpsilon", "stdfactor", stdfactor, lambda v: v > 0,
                                            "a finite number > 0"))
+        self._bind()
+
+    def _bind(self, structure=None):
         self._rule = r.stdx_epsilon_rule(self.stdfactor)
 
     def relevance(self, ops, layer, inputs, output, R):
@@ -278,12 +320,20 @@ class AlphaBeta(KernelRule):
 
     alpha: float
     beta: float
+    numeric = ("alpha", "beta")
 
     def __init__(self, alpha, beta):
         check = dict(test=lambda v: v >= 0, constraint="a finite number >= 0")
         super().__init__(alpha=_number("AlphaBeta", "alpha", alpha, **check),
                          beta=_number("AlphaBeta", "beta", beta, **check))
-        self._rule = r.alpha_beta_rule(self.alpha, self.beta)
+        self._bind()
+
+    def structure(self):
+        return self._structure
+
+    def _bind(self, structure=None):
+        self._structure = r.alpha_beta_structure(self.alpha, self.beta) if structure is None else structure
+        self._rule = r.alpha_beta_rule(self.alpha, self.beta, self._structure)
 
     def relevance(self, ops, layer, inputs, output, R, saved=None):
         return [self._rule(ops, layer.kernel, inputs[0], output, R, nonnegative=layer.input_nonnegative,
@@ -292,7 +342,7 @@ class AlphaBeta(KernelRule):
     def forward(self, ops, layer, inputs):
         """With β ≠ 0 and a nonnegative input both halves ``W⁺a``, ``W⁻a`` are needed: the layer's output is
         computed from them (docs/lrp.md#alpha-beta-split), one convolution fewer than the layer's own plus both."""
-        if self.beta == 0 or not layer.input_nonnegative or layer.kernel.bias_term is None:
+        if self._structure.beta_zero or not layer.input_nonnegative or layer.kernel.bias_term is None:
             return None
         split = r.AlphaBetaSplit(ops, layer.kernel, inputs[0])
         return split.output, split
@@ -319,6 +369,10 @@ class ZBox(KernelRule):
     """Z^B with input bounds ``low ≤ a ≤ high`` (scalars, or arrays broadcastable to one sample in the model's own
     layout: channels-last for Keras, channels-first for PyTorch) (docs/lrp.md#kernel-rules, D1)."""
 
+    numeric = ("low", "high")
+    low: Any
+    high: Any
+
     def __init__(self, low, high):
         low, high = _bound("ZBox", "low", low), _bound("ZBox", "high", high)
         try:
@@ -328,7 +382,10 @@ class ZBox(KernelRule):
         if np.any(lo > hi):
             raise ValueError("ZBox: low must be <= high elementwise")
         super().__init__(low=low, high=high)
-        self._rule = r.zb_rule(low, high)
+        self._bind()
+
+    def _bind(self, structure=None):
+        self._rule = r.zb_rule(self.low, self.high)
 
     def kernel_relevance(self, ops, kernel, a, z, R):
         return self._rule(ops, kernel, a, z, R)
@@ -338,9 +395,13 @@ class Sign(KernelRule):
     """SIGN (``mu = 0``) and SIGN-μ: ``R_in = s_μ(a) ⊙ Wᵀ SD(R, z)`` (the Z denominator, no ε)."""
 
     mu: float
+    numeric = ("mu",)
 
     def __init__(self, mu=0.0):
         super().__init__(mu=_number("Sign", "mu", mu))
+        self._bind()
+
+    def _bind(self, structure=None):
         self._rule = r.sign_rule(self.mu)
 
     def kernel_relevance(self, ops, kernel, a, z, R):
@@ -380,9 +441,13 @@ class Uniform(Rule):
 
     kinds = ("bilinear", "product")
     epsilon: Optional[float]
+    numeric = ("epsilon",)
 
     def __init__(self, epsilon=None):
         super().__init__(epsilon=_optional_epsilon("Uniform", epsilon))
+
+    def structure(self):
+        return (self.epsilon is None,)
 
     def relevance(self, ops, layer, inputs, output, R):
         return r.uniform_rule(ops, layer.node, inputs, output, R, self.epsilon)
@@ -407,9 +472,13 @@ class ValuesOnly(Rule):
 
     kinds = ("bilinear", "product")
     epsilon: Optional[float]
+    numeric = ("epsilon",)
 
     def __init__(self, epsilon=None):
         super().__init__(epsilon=_optional_epsilon("ValuesOnly", epsilon))
+
+    def structure(self):
+        return (self.epsilon is None,)
 
     def relevance(self, ops, layer, inputs, output, R):
         if layer.signal is None:
@@ -433,9 +502,13 @@ class LayerNormRule(Rule):
 
     kinds = ("norm",)
     epsilon: Optional[float]
+    numeric = ("epsilon",)
 
     def __init__(self, epsilon=None):
         super().__init__(epsilon=_optional_epsilon("LayerNormRule", epsilon))
+
+    def structure(self):
+        return (self.epsilon is None,)
 
     def relevance(self, ops, layer, inputs, output, R):
         return [r.layer_norm_rule(ops, layer.node, inputs[0], output, R, self.epsilon)]
@@ -670,26 +743,52 @@ class Composite:
 
 
 def _rule_key(rule):
+    """The structure of a built-in rule: its class, :meth:`Rule.structure`, its non-numeric parameters by value and
+    the shapes of its numeric ones (whose values are the compiled pass's tensor inputs); None for other classes."""
     if type(rule) not in BUILTIN_RULES:
         return None
-    return (type(rule).__name__, tuple((key, np.asarray(value) if isinstance(value, (list, tuple)) else value)
-                                       for key, value in rule._params))
+    slots = rule.slots()
+    numeric = {key for key, _ in slots}
+    return (type(rule).__name__, tuple(rule.structure()),
+            tuple((key, np.asarray(value) if isinstance(value, (list, tuple)) else value)
+                  for key, value in rule._params if key not in numeric),
+            tuple((key, value.shape) for key, value in slots))
 
 
 def lrp_key(method, graph):
-    """A value key of the LRP mapping of ``method`` (a resolved method record or a Composite) on ``graph``, for the
-    backends' caches of compiled passes: the rule of every node, as class name and parameters. A catalog name and a
-    rule map that assign the same rules get the same key (and so the same compiled pass). None (run uncached) where
-    a rule is not a built-in rule class: a user-defined class may be redefined with other code under its name."""
+    """A key of the LRP mapping of ``method`` (a resolved method record or a Composite) on ``graph``, for the
+    backends' caches of compiled passes (docs/api.md#compiled-passes): its ``structure`` is the rule of every node
+    as class name, :meth:`Rule.structure` and parameter shapes; its ``values`` are the numeric parameters
+    (:meth:`Rule.slots`, node by node), which a compiled pass takes as tensor inputs, so every ε of
+    ``lrp_epsilon_*`` reuses one trace. A catalog name and a rule map that assign the same rules get the same key.
+    None (run uncached) where a rule is not a built-in rule class: a user-defined class may be redefined with other
+    code under its name."""
     graph.check_supported(graph.output)
     composite = method if isinstance(method, Composite) else compile_method(method)
-    parts = []
+    parts, values = [], []
     for index, (rule, _) in sorted(composite.assign(graph).items()):
         rule_key = _rule_key(rule)
         if rule_key is None:
             return None
         parts.append((index, rule_key))
-    return ("lrp", tuple(parts))
+        values += [value for _, value in rule.slots()]
+    return Parameterised(("lrp", tuple(parts)), tuple(values))
+
+
+def with_parameters(assignment: dict, parameters) -> dict:
+    """``assignment`` (:meth:`Composite.assign`) with each rule's numeric parameters taken from ``parameters`` (one
+    tensor per slot, in the order of :func:`lrp_key`'s values): what a compiled pass computes with."""
+    parameters = list(parameters)
+    substituted, position = {}, 0
+    for index, (rule, layer) in sorted(assignment.items()):
+        names = [key for key, _ in rule.slots()]
+        if names:
+            rule = rule.with_values(dict(zip(names, parameters[position:position + len(names)])))
+            position += len(names)
+        substituted[index] = (rule, layer)
+    if position != len(parameters):
+        raise ValueError(f"the compiled pass received {len(parameters)} rule parameters for {position} slots")
+    return substituted
 
 
 def _names_closest_first(pattern, layers, limit=40):
@@ -775,9 +874,13 @@ def compile_method(method) -> Composite:
 class LRP:
     """Per-node relevance mappings of one composite (or resolved LRP method) on one graph (docs/lrp.md)."""
 
-    def __init__(self, method, graph):
+    def __init__(self, method, graph, parameters=None):
+        """``parameters``: the numeric rule parameters as tensors of a compiled pass (:func:`lrp_key`), which replace
+        the rules' own values; None computes with the rules as they are."""
         composite = method if isinstance(method, Composite) else compile_method(method)
         self.assignment = composite.assign(graph)
+        if parameters is not None:
+            self.assignment = with_parameters(self.assignment, parameters)
         self._saved: dict = {}  # per node: what its rule's forward kept for the relevance (Rule.forward)
 
     def forward(self, ops, index, node, inputs):

@@ -80,7 +80,8 @@ def _guided(backend, model, x, targets, deconvnet):
 
 def _lrp(run, x, method, targets, driver):
     backend, model = run.backend, run.model
-    result = backend.graph_backward(model, x, targets, lambda graph: LRP(method, graph), lrp_head=True,
+    result = backend.graph_backward(model, x, targets, lambda graph, parameters=None: LRP(method, graph, parameters),
+                                    lrp_head=True,
                                     key=lambda: lrp_key(method, backend.graph_for(model, x)))
     if not run.nested:  # noisy points of a wrapper are not the caller's samples
         _warn_if_vanished(backend, model, x, targets, method, result)

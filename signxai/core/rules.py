@@ -11,6 +11,8 @@ captured graph to rule objects (one dispatch path for rule maps and catalog name
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from signxai.core import graph as g
 
 STABILIZER = 1e-7
@@ -135,15 +137,30 @@ def _plus(t, bias):
     return t if bias is None else t + bias
 
 
-def alpha_beta_rule(alpha, beta):
+class AlphaBetaStructure(NamedTuple):
+    """What of α and β decides the code of the α-β rule: a factor 1 is skipped (``1·t`` is ``t`` exactly), β = 0
+    skips the negative half (docs/api.md#compiled-passes: a compiled pass is keyed by it, and takes α, β as tensors)."""
+    alpha_one: bool
+    beta_zero: bool
+    beta_one: bool
+
+
+def alpha_beta_structure(alpha, beta) -> AlphaBetaStructure:
+    return AlphaBetaStructure(bool(alpha == 1), bool(beta == 0), bool(beta == 1))
+
+
+def alpha_beta_rule(alpha, beta, structure=None):
     """signxai's AlphaBeta: both denominators carry the full bias, split as b⁺ + b⁻ (docs/lrp.md#kernel-rules).
 
     Where the input has no negative entries (e.g. after a ReLU) the a⁻ half is skipped: it adds exactly b⁻ to the
     denominator and exactly 0 to the relevance, so the result is bit-identical. ``nonnegative=True`` says so
     statically (the graph knows the input comes from a ReLU): no run-time test, and no conditional in a traced pass.
+    ``structure`` (:func:`alpha_beta_structure` of the numbers) where ``alpha`` and ``beta`` are tensors.
     """
-    def times(ops, c, t):  # 1·t is t exactly: skip the pass; t is the rule's own temporary
-        return t if c == 1 else ops.multiply_into(t, c)
+    structure = alpha_beta_structure(alpha, beta) if structure is None else structure
+
+    def times(ops, c, one, t):  # 1·t is t exactly: skip the pass; t is the rule's own temporary
+        return t if one else ops.multiply_into(t, c)
 
     def rule(ops, kernel, a, z, R, nonnegative=False, split=None):
         if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
@@ -151,8 +168,8 @@ def alpha_beta_rule(alpha, beta):
                 denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
                 return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator),
                                                           part_map), a)
-            activator = times(ops, alpha, share(split.z_pos, split.pos_map, split.neg_map))
-            return activator - times(ops, beta, share(split.z_neg, split.neg_map, split.pos_map))
+            activator = times(ops, alpha, structure.alpha_one, share(split.z_pos, split.pos_map, split.neg_map))
+            return activator - times(ops, beta, structure.beta_one, share(split.z_neg, split.neg_map, split.pos_map))
         # with a statically nonnegative input a⁺ is a itself and a⁻ is not needed (one pass fewer each)
         a_pos = a if nonnegative else ops.positive(a)
         a_neg = None if nonnegative else ops.negative(a)
@@ -177,10 +194,10 @@ def alpha_beta_rule(alpha, beta):
                 return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
-        activator = times(ops, alpha, part(ops.positive, ops.negative))
-        if beta == 0:
+        activator = times(ops, alpha, structure.alpha_one, part(ops.positive, ops.negative))
+        if structure.beta_zero:
             return activator
-        return activator - times(ops, beta, part(ops.negative, ops.positive))
+        return activator - times(ops, beta, structure.beta_one, part(ops.negative, ops.positive))
     return rule
 
 

@@ -16,6 +16,7 @@ import keras
 from signxai.core.backend import Backend
 from signxai.core.engine import record
 from signxai.core.inputs import RECURRENT_MULTI_INPUT, Bound, current_fixed, unbound
+from signxai.core.keys import Parameterised
 from signxai.core.targets import Targets
 from signxai.tf_signxai.capture import Capture, CaptureError, functional, functional_view, is_graph_model
 from signxai.tf_signxai.layer_table import SOFTMAX_FUNCTIONS, SOFTMAX_LAYERS
@@ -150,12 +151,14 @@ def _float64_inputs(model):
 
 
 # Every pass runs as a tf.function compiled once per (model, pass, method key, sample shape, dtype) with a dynamic
-# batch axis (docs/api.md#compiled-passes). Measured on the VGG16 twin (224×224, batch 1, 2 cores): a compiled
-# LRP-ε pass takes 1.05× the framework's own compiled gradient, eagerly 2.8×; the first call (tracing included) is
-# 1.6-2.1× a steady-state call. Setting this to False runs every pass eagerly (no tracing; slower steady state).
+# batch axis (docs/api.md#compiled-passes); an LRP method key is its rule structure, the numeric rule parameters (ε,
+# α, β, μ, std-x factor, Z^B bounds) are a tensor input, so every value of them shares one trace. Measured on the
+# VGG16 twin (224×224, batch 1, 2 cores): a compiled LRP-ε pass takes 1.05× the framework's own compiled gradient,
+# eagerly 2.8×; the first call (tracing included) is 1.6-2.1× a steady-state call. Setting this to False runs every
+# pass eagerly (no tracing; slower steady state).
 COMPILE_PASSES = True
 # At most this many compiled passes are kept per model (least recently used dropped first): a traced LRP pass holds
-# a few MB, and a sweep over a rule parameter (every ε is its own pass) must not grow without bound.
+# a few MB, and a session of many rule structures (rule maps, catalog names) must not grow without bound.
 COMPILED_PER_MODEL = 16
 
 
@@ -323,13 +326,20 @@ class KerasBackend(Backend):
     # bit-identical (docs/api.md#model-requirements) whatever the batch size. The functions hold the model only
     # weakly; variables are read at each call, so new weights are used. Targets are resolved inside the pass from
     # its own logits (argmax: lowest index on ties), so no separate logits pass runs. Only a mapping without a
-    # value key (the vanished-relevance diagnosis, which inspects tensors in Python) runs eagerly.
+    # value key (the vanished-relevance diagnosis, which inspects tensors in Python) runs eagerly. A Parameterised
+    # key (LRP: signxai.core.composite.lrp_key) is cached by its structure; its values enter the pass as one float64
+    # vector, split into one tensor per rule parameter and cast to the pass's dtype inside the trace.
     def pass_function(self, model, x, name, key, make_body, takes_targets=True, requested=None):
+        if not COMPILE_PASSES:
+            key = None
         key = key() if callable(key) else key
         ref = weakref.ref(model)
         make_body = self.bind_body(model, make_body)  # a bound view's body takes its fixed inputs after x
-        if key is None or not COMPILE_PASSES:
+        if key is None:
             return make_body(ref)
+        values = ()
+        if isinstance(key, Parameterised):  # numeric rule parameters: one tensor input (docs/api.md#compiled-passes)
+            key, values = key.structure, key.values
         sample, dtype = tuple(x.shape[1:]), tf.as_dtype(x.dtype)
         fixed = [tf.TensorSpec((None,) + f.shape[1:], tf.as_dtype(f.dtype)) for f in model.fixed] if isinstance(
             model, Bound) else []
@@ -338,12 +348,19 @@ class KerasBackend(Backend):
             tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype) for t in requested)
         kind = None if specs is None else tuple((tuple(spec.shape[1:]), spec.dtype.name) for spec in specs)
         signature = [tf.TensorSpec((None,) + sample, dtype)] + fixed + ([specs] if specs is not None else [])
+        shapes = tuple(np.shape(value) for value in values)
+        if values:
+            signature.append(tf.TensorSpec((sum(int(np.prod(s)) for s in shapes),), tf.float64))
         # each function is traced once; wrapping the body in its own partial gives it its own retracing counter
         # (TensorFlow keys the counter by code object, and every pass shares make_body's code), so a session of
         # many methods does not log "triggered tf.function retracing" warnings for traces that are not retraces
-        return self._per_model(self._compiled, model, (name, key, sample, dtype.name, kind), lambda: tf.function(
-            functools.partial(make_body(ref)), input_signature=signature, autograph=False),
-            limit=COMPILED_PER_MODEL)
+        function = self._per_model(self._compiled, model, (name, key, sample, dtype.name, kind), lambda: tf.function(
+            functools.partial(_split_parameters(make_body(ref), shapes, dtype) if values else make_body(ref)),
+            input_signature=signature, autograph=False), limit=COMPILED_PER_MODEL)
+        if not values:
+            return function
+        vector = tf.constant(np.concatenate([np.ravel(value) for value in values]).astype(np.float64))
+        return lambda *args: function(*args, vector)
 
     def requested(self, model, x, targets):
         """The targets as tensors, one structure per kind (docs/api.md#targets): ``(indices, signs)`` with
@@ -413,6 +430,19 @@ class KerasBackend(Backend):
             else:
                 targets.requested(len(x), shape)
         return targets
+
+
+def _split_parameters(body, shapes, dtype):
+    """``body`` of a pass whose rule parameters arrive as one float64 vector (its last argument): the body receives
+    them as one tensor per slot, shaped ``shapes`` and cast to the pass's dtype (the rounding of a Python number
+    converted to that dtype), after its other arguments (docs/api.md#compiled-passes)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+
+    def run(*args):
+        *args, vector = args
+        parts = tf.split(tf.cast(vector, dtype), sizes) if len(sizes) > 1 else [tf.cast(vector, dtype)]
+        return body(*args, [tf.reshape(part, shape) for part, shape in zip(parts, shapes)])
+    return run
 
 
 def _view_or_error(model):

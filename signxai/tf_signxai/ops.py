@@ -29,7 +29,9 @@ class TensorOps:
 
     @staticmethod
     def indicator(t, relation, value):
-        return tf.cast(_RELATIONS[relation](t, tf.cast(value, t.dtype)), t.dtype)
+        # a number converted to t's dtype directly (tf.cast of a Python float would round it to float32 first)
+        value = tf.cast(value, t.dtype) if tf.is_tensor(value) else tf.constant(value, t.dtype)
+        return tf.cast(_RELATIONS[relation](t, value), t.dtype)
 
     @staticmethod
     def multiply_into(t, other):
@@ -61,6 +63,8 @@ class TensorOps:
 
     @staticmethod
     def constant(value, like):
+        if tf.is_tensor(value):  # a rule parameter of a compiled pass (docs/api.md#compiled-passes)
+            return tf.cast(value, like.dtype)
         return tf.constant(np.asarray(value), dtype=like.dtype)
 
     @staticmethod
