@@ -25,7 +25,7 @@ if not __package__:  # run as a script: python benchmarks/run.py
 
 from benchmarks.models import BATCHES, ROOT
 from benchmarks.worker import (FIFTY_SAMPLES_SIGNXAI, FRAMEWORK_FORWARDS, FRAMEWORK_GRADIENTS, GRADIENT, LRP,
-                               MULTI_RULE_LRP, RSS_METHODS,
+                               MULTI_RULE_LRP, NEW_VALUE, RSS_METHODS,
                                SIGNXAI, SINGLE_OP_LRP, YARDSTICK_BATCH, ZENNIT, baseline, cases, methods_for,
                                signxai_name)
 
@@ -194,14 +194,24 @@ def targets(res: Results, batches) -> list[dict]:
                    and k[3].startswith(prefix) and (prefix or ":" not in k[3])]
             if not own:
                 continue
+            # judged on (2), the first call of a new rule parameter value on an already explained model (TensorFlow:
+            # one compiled pass per rule structure, docs/api.md#compiled-passes); (1) the first call on a fresh model
+            # object and (3) the framework's own traced gradient's first call are printed beside it
             worst = max(own, key=lambda r: r["first_s"] / r["median_s"])
-            misses = [f"{r['method']} b{r['batch']}" for r in own
-                      if r["first_s"] > FIRST_CALL_LIMIT * r["median_s"]]
-            add(f"first call ≤ {FIRST_CALL_LIMIT:g}× steady state",
-                f"{label} {model}: worst {worst['method']} b{worst['batch']}"
-                + (f"; misses: {', '.join(misses)}" if misses else f" (all {len(own)} cases)"),
-                worst["first_s"] / worst["median_s"], f"≤ {FIRST_CALL_LIMIT:g}×",
-                lambda v: v <= FIRST_CALL_LIMIT)
+            grads = [r for r in (res.time.get((fw, model, b, baseline(fw))) for b in batches[model]) if r]
+            context = (f"(1) fresh model object: worst {worst['method']} b{worst['batch']} "
+                       f"{worst['first_s'] / worst['median_s']:.1f}×; (3) {baseline(fw)}: "
+                       + ", ".join(f"b{r['batch']} {r['first_s'] / r['median_s']:.1f}×" for r in grads))
+            swept = [r for r in own if "new_value_first_s" in r]
+            if swept:
+                new = max(swept, key=lambda r: r["new_value_first_s"] / r["median_s"])
+                misses = [f"{r['method']} b{r['batch']}" for r in swept
+                          if r["new_value_first_s"] > FIRST_CALL_LIMIT * r["median_s"]]
+                add(f"(2) first call of a new rule parameter value ≤ {FIRST_CALL_LIMIT:g}× steady state",
+                    f"{label} {model}: worst {new['method']} b{new['batch']}"
+                    + (f"; misses: {', '.join(misses)}" if misses else f" (all {len(swept)} cases)") + f"; {context}",
+                    new["new_value_first_s"] / new["median_s"], f"≤ {FIRST_CALL_LIMIT:g}×",
+                    lambda v: v <= FIRST_CALL_LIMIT)
             retraced = [f"{r['method']} b{r['batch']}" for r in own if r["retraces"]]
             add("no re-trace in steady state", f"{label} {model}: " + (", ".join(retraced) or
                 f"all {len(own)} cases"), sum(r["retraces"] for r in own), "0", lambda v: v == 0, "{:d}")
@@ -256,6 +266,36 @@ def table(res: Results, batches, frameworks) -> list[str]:
     return lines
 
 
+def first_call_lines(res: Results, batches, frameworks) -> list[str]:
+    """Per LRP method with other parameter values (benchmarks.worker.NEW_VALUE): (1) the first call on a fresh model
+    object, (2) the first call of a new rule parameter value on the model the case explained, (3) the framework's own
+    traced gradient's first call, each over its steady median."""
+    rows = []
+    for fw in frameworks:
+        for model, sizes in batches.items():
+            for batch in sizes:
+                grad = res.time.get((fw, model, batch, baseline(fw)))
+                for method, (other, params) in NEW_VALUE.items():
+                    r = res.time.get((fw, model, batch, method))
+                    if not r or "new_value_first_s" not in r:
+                        continue
+                    new = other + "".join(f", {k}={v}" for k, v in params.items())
+                    rows.append(f"| {SHORT[fw]} | {model} | {batch} | {method} → {new} | "
+                                f"{r['first_s'] / r['median_s']:.1f} | {r['new_value_first_s'] / r['median_s']:.1f} "
+                                f"({r['new_value_traces']}) | "
+                                + (f"{grad['first_s'] / grad['median_s']:.1f} |" if grad else " |"))
+    if not rows:
+        return []
+    return ["## First calls", "",
+            "Each over the case's steady median: (1) the first call on a fresh model object (every cache cold, "
+            "tracing included); (2) the first call of the same rule structure with another parameter value on the "
+            "model the case has explained (traces it made in brackets; TensorFlow shares one compiled pass per rule "
+            "structure, docs/api.md#compiled-passes); (3) the framework's own traced gradient (TensorFlow: "
+            "GradientTape in a tf.function; PyTorch: autograd, nothing traced).", "",
+            "| fw | model | batch | method → new value | (1) fresh model | (2) new value (traces) | (3) fw gradient |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def rss_lines(res: Results) -> list[str]:
     if not res.rss:
         return []
@@ -307,7 +347,7 @@ def report(args, runs, res, goals, batches, loads) -> str:
              f"returned the same array bit for bit. TensorFlow rows `eager:<method>`: signxai with its passes run "
              f"eagerly (`signxai.tf_signxai.backend.COMPILE_PASSES = False`; the default compiles them), for "
              f"context; the targets and the peak-RSS probe judge the default.", "",
-             *table(res, batches, frameworks), "", *rss_lines(res),
+             *table(res, batches, frameworks), "", *first_call_lines(res, batches, frameworks), *rss_lines(res),
              f"## Targets: {passed} PASS, {len(goals) - passed} MISS", "",
              "| target | case | measured | limit | result |", "|---|---|---|---|---|"]
     lines += [f"| {g['target']} | {g['case']} | {g['shown']} | {g['limit']} | {'PASS' if g['ok'] else 'MISS'} |"

@@ -45,6 +45,18 @@ FIFTY_SAMPLES = FIFTY_SAMPLES_SIGNXAI + ("captum:integrated_gradients", "captum:
 BATCH1_ONLY = FIFTY_SAMPLES + ("grad_cam", "tf:tape_eager", "captum:guided_backprop")
 YARDSTICK_BATCH = 50  # the framework's plain gradient of 50 samples as one batch: the yardstick of IG/SmoothGrad(50)
 EPSILON = 0.1  # ε of lrp_epsilon_0_1 and of the ε layers of the composites
+# Per LRP method, the same rule structure with other values of its numeric parameters (name, keyword arguments):
+# after a case's timed calls, this is explained once on the same model object, and its time over the case's steady
+# median is "first call of a new rule parameter value" (TensorFlow shares one compiled pass per rule structure across
+# parameter values: docs/api.md#compiled-passes). lrp_z has no parameter, and α1β0 none whose other values keep its
+# structure (α = 1 and β = 0 decide the code).
+NEW_VALUE = {
+    "lrp_epsilon_0_1": ("lrp_epsilon_0_2", {}),
+    "lrp_epsilon_0_25_std_x": ("lrp_epsilon_0_1_std_x", {}),
+    "lrpsign_epsilon_0_25_std_x": ("lrpsign_epsilon_0_1_std_x", {}),
+    "lrp_sequential_composite_a": ("lrp_sequential_composite_a", {"epsilon": 0.2}),
+    "lrp_sequential_composite_b": ("lrp_sequential_composite_b", {"epsilon": 0.2}),
+}
 # Methods of the peak-RSS target (one process per framework, float32 and float64).
 RSS_METHODS = ("gradient", "lrp_epsilon_0_1", "smoothgrad", "vargrad", "integrated_gradients")
 
@@ -91,12 +103,13 @@ def cases(framework: str, batches: dict, only=None) -> list[dict]:
 
 # --- the calls ------------------------------------------------------------------------------------------------
 
-def make_call(framework, method, model, x, targets):
-    """A zero-argument function that explains ``x`` once and returns a NumPy array."""
+def make_call(framework, method, model, x, targets, **params):
+    """A zero-argument function that explains ``x`` once and returns a NumPy array (``params``: a signxai method's
+    keyword parameters)."""
     if ":" not in method:
         import signxai
 
-        return lambda: signxai.calculate_relevancemap(model, x, method, target=targets)
+        return lambda: signxai.calculate_relevancemap(model, x, method, target=targets, **params)
     tool, name = method.split(":")
     if tool == "eager":
         return _eager_call(name, model, x, targets)
@@ -310,22 +323,29 @@ def time_framework(framework: str, cfg: dict) -> dict:
             pairs[prepare(bench, YARDSTICK_BATCH)] if (signxai_name(method) or method) in FIFTY_SAMPLES else \
             pairs[key]
         record = dict(case, framework=framework, load_before=_load())
+        other = NEW_VALUE.get(method)
         try:
-            record.update(measure(lambda method=method, bench=bench, x=x, key=key:
-                                  make_call(framework, method, bench.model(), x, targets[key]),
-                                  cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"], pair))
+            model = bench.model()  # a fresh model object (no cache has seen it); the new parameter value reuses it
+            new_value = None if other is None else functools.partial(make_call, framework, other[0], model, x,
+                                                                     targets[key], **other[1])
+            record.update(measure(functools.partial(make_call, framework, method, model, x, targets[key]),
+                                  cfg["warmup"], cfg["repeats"], cfg["budget"], cfg["min_repeats"], pair, new_value))
         except Exception as error:  # one failing method must not stop the run
             record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
         record["load_after"] = _load()
+        model = new_value = None
         gc.collect()
         records.append(record)
         _progress(record)
     return {"framework": framework, "version": version, "threads": _threads(framework), "records": records}
 
 
-def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: int = 2, pair=None) -> dict:
+def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: int = 2, pair=None,
+            new_value=None) -> dict:
     """The first call on a fresh model, ``warmup`` untimed calls, then up to ``repeats`` timed calls, each right
-    after a timed call of ``pair`` (the framework gradient the ratio divides by) if given.
+    after a timed call of ``pair`` (the framework gradient the ratio divides by) if given; then, if given, one call
+    of ``new_value()`` (the same method with other rule parameter values on the same model object):
+    ``new_value_first_s``, with the traces it made.
 
     Long cases are cut short: no warm-up call when the first call took more than ``budget``/2 seconds (it has
     warmed everything already), and no further timed call once ``budget`` seconds have passed since the first call
@@ -353,6 +373,11 @@ def measure(fresh_call, warmup: int, repeats: int, budget: float, min_repeats: i
         identical &= bool(np.array_equal(result, reference))
     out = {"first_s": first, "median_s": statistics.median(times), "times_s": times, "first_traces": first_traces,
            "retraces": TRACES[0] - traces, "identical": identical}
+    if new_value is not None:
+        other, traces = new_value(), TRACES[0]
+        begun = time.perf_counter()
+        other()
+        out.update(new_value_first_s=time.perf_counter() - begun, new_value_traces=TRACES[0] - traces)
     if paired:
         out.update(paired_s=paired, paired_median_s=statistics.median(paired))
     return out
@@ -376,7 +401,11 @@ def _progress(record):
         pair = "" if "paired_median_s" not in record else (
             f" (paired fw grad {record['paired_median_s'] * 1e3:.1f} ms: "
             f"×{record['median_s'] / record['paired_median_s']:.2f})")
-        print(f"{head} first {record['first_s'] * 1e3:9.1f} ms  median {record['median_s'] * 1e3:9.1f} ms{pair}  "
+        other = "" if "new_value_first_s" not in record else (
+            f"  new parameter value first {record['new_value_first_s'] * 1e3:.1f} ms "
+            f"({record['new_value_traces']} traces)")
+        print(f"{head} first {record['first_s'] * 1e3:9.1f} ms  median {record['median_s'] * 1e3:9.1f} ms"
+              f"{pair}{other}  "
               f"n={len(record['times_s'])} retraces={record['retraces']} identical={record['identical']} "
               f"load {record['load_before']}", file=sys.stderr, flush=True)
 
