@@ -446,6 +446,8 @@ class Capture:
                 return _softmax_inside(getattr(target, "__name__", str(target)), self.softmax_axis(node))
             if target in LAYER_NORMS:
                 return self.layer_norm(node)
+            if target is F.normalize:
+                return self.l2_normalize(node)
             if target in BILINEAR_FUNCTIONS or target in BILINEAR_METHODS:
                 return self.bilinear(node, parents)
             if target in MASKED_FILLS:
@@ -497,6 +499,16 @@ class Capture:
         if kind is None:
             return g.UNSUPPORTED, {"reason": f"{what} has no rule"}
         return kind, self.out_of_place(node, parents, kind)
+
+    def l2_normalize(self, node):
+        """``F.normalize(x, p, dim, eps)``: a NORM node, the norm held constant by its rule
+        (docs/transformers.md#l2-norm)."""
+        p, dim, eps = (d if b is None else b for b, d in zip(self.bound(node, ("p", "dim", "eps")), (2.0, 1, 1e-12)))
+
+        def normalization(a):
+            held = torch.linalg.vector_norm(a.detach(), p, dim, keepdim=True).clamp_min(eps)
+            return lambda t: t / held
+        return g.NORM, {"normalization": normalization}
 
     def normalisation(self, node):
         """``x / d(‖x‖)`` — a division of ``x`` by a value computed from a norm of ``x`` alone (``F.normalize`` as
@@ -731,7 +743,7 @@ class Capture:
         if isinstance(other, fx.Node):
             other = self.constants.get(other)
         if isinstance(other, torch.Tensor) and other.numel() == 1:
-            other = float(other)
+            other = float(other.detach())
         return scalar_affine(operation, other, first is operand)
 
     def out_of_place_arithmetic(self, node, parents, function):
