@@ -111,10 +111,12 @@ class _Absorbed:
 
     def __init__(self, lrp_, samples):
         self.lrp, self.forward, self.absorbed, self.samples = lrp_, lrp_.forward, 0.0, samples
+        self.softmax = []  # (probabilities, relevance at the logits) per softmax
 
     def __call__(self, ops, index, node, inputs, output, R):
         shares = self.lrp(ops, index, node, inputs, output, R)
         if node.kind == g.SOFTMAX:
+            self.softmax.append((output.detach().numpy(), shares[0].detach().numpy()))
             def per_sample(t):
                 # (windows are batch-major: (N·windows, heads, tokens, tokens))
                 return t.detach().numpy().reshape(self.samples, -1).sum(1)
@@ -145,19 +147,25 @@ def _conserved(model, attention="attnlrp", target=3):
         return mappings[-1]
     relevance = TORCH.graph_backward(model64, x64, np.array([target] * len(x64)), factory, lrp_head=True)
     logits = TORCH.logits(model64, x64)[:, target]
-    return relevance.reshape(len(x64), -1).sum(1), mappings[-1].absorbed, logits
+    return relevance.reshape(len(x64), -1).sum(1), mappings[-1].absorbed, logits, mappings[-1].softmax
 
 
 def test_conservation_on_a_bias_free_swin():
     """torchvision Swin with its shifted block (roll, the −100 shift mask, the relative position bias): LRP-z with
     AttnLRP conserves the logit in float64 once the softmax's Taylor bias is counted; CP-LRP conserves it alone."""
     model = _bias_free(torchvision_swin())
-    total, absorbed, logits = _conserved(model)
+    total, absorbed, logits, softmax = _conserved(model)
     np.testing.assert_allclose(total + absorbed, logits, rtol=1e-9, atol=1e-12)
     # the softmax's bias term is real here (measured: 6e-4 of the larger logit; attention of random weights is flat)
     assert np.abs(absorbed).max() > 1e-4 * np.abs(logits).max()
     assert not np.allclose(total, logits, rtol=1e-6, atol=0)
-    total, absorbed, logits = _conserved(model, attention="cplrp")
+    # the shifted block's masked keys (logit −100 + score: probability ≈ e^−100 of the row's) receive relevance of
+    # that order, not exactly 0 (docs/transformers.md#swin); the unshifted block has no masked key
+    probabilities, shares = softmax[0]  # (relevance runs backwards: the shifted block's softmax first)
+    masked = probabilities < 1e-30
+    assert masked.sum() == 2 * 2 * 16 * 8 + 2 * 16 * 12 and not (softmax[1][0] < 1e-30).any()
+    assert np.abs(shares[masked]).max() < 1e-38 * np.abs(shares).max()
+    total, absorbed, logits, _ = _conserved(model, attention="cplrp")
     assert np.all(absorbed == 0)
     np.testing.assert_allclose(total, logits, rtol=1e-9, atol=1e-12)
 
@@ -250,7 +258,7 @@ def test_every_family_runs(name):
 def test_conservation_on_bias_free_two_stage_swins(name):
     """Two stages (patch merging), timm's buffer mask and Swin-V2's cosine attention, logit scale and continuous
     position bias (constants w.r.t. the input)."""
-    total, absorbed, logits = _conserved(_bias_free(SLOW_MODELS[name]()))
+    total, absorbed, logits, _ = _conserved(_bias_free(SLOW_MODELS[name]()))
     np.testing.assert_allclose(total + absorbed, logits, rtol=1e-9, atol=1e-12)
 
 
