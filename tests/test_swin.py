@@ -106,6 +106,36 @@ def test_hf_swinv2_cosine_attention_is_a_norm_node():
     assert _ok(zoo.check_families(model, _x(), QUICK)) == set()
 
 
+class _FilledMask(nn.Module):
+    """A constant built in the forward as torchvision's shift mask is: ``x.new_zeros(...)`` filled slice by slice in
+    place, and an in-place update of a clone of a tensor attribute; ``int(x.shape[0])`` makes torch.fx fail, so the
+    model is exported."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.offset = nn.Linear(4, 3), torch.ones(3)
+
+    def forward(self, x):
+        rows = int(x.shape[0])
+        mask = x.new_zeros((rows, 3))
+        mask[:, 1:] = 2.0
+        offset = self.offset.clone()
+        offset.add_(1.0)
+        return self.linear(x) + mask + offset
+
+
+def test_in_place_fills_of_constants_built_in_the_graph():
+    """The exported in-place fills are evaluated in place at capture (the verified capture reproduces the logits,
+    which it would not with the fills dropped), and the model's own tensors are not touched."""
+    model = _FilledMask().eval()
+    x = np.random.RandomState(4).randn(2, 4).astype(np.float32)
+    relevance = signxai.calculate_relevancemap(model, x, "lrp_epsilon_0_1", target=2)
+    assert relevance.shape == x.shape and np.abs(relevance).max() > 0
+    assert TORCH._exported.get(model)  # (captured by torch.export)
+    assert torch.equal(model.offset, torch.ones(3))
+
+
 class _Absorbed:
     """An LRP mapping that records, per sample, the relevance the softmax rule does not pass on (its Taylor bias)."""
 

@@ -392,11 +392,12 @@ class Capture:
         return self.call(node, args, kwargs)
 
     def model_storage(self, tensor):
-        """Whether ``tensor`` shares memory with a parameter or buffer of the model (never mutated)."""
-        if not hasattr(self, "_storages"):
-            self._storages = {t.untyped_storage().data_ptr()
-                              for t in (*self.module.parameters(), *self.module.buffers())}
-        return tensor.untyped_storage().data_ptr() in self._storages
+        """Whether ``tensor`` shares memory with a parameter, buffer or tensor attribute of the model (never
+        mutated)."""
+        owned = [*self.module.parameters(), *self.module.buffers(),
+                 *(self.constants[n] for n in self.module.graph.nodes if n.op == "get_attr" and n in self.constants)]
+        pointer = tensor.untyped_storage().data_ptr()
+        return any(isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == pointer for t in owned)
 
     def call(self, node, args, kwargs):
         if node.op == "call_module":
