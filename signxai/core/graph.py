@@ -185,8 +185,12 @@ class Graph:
                 conv_upstream[i] = True
         rank = len(shapes[0]) if shapes[0] is not None else None  # the input's: its spatial axes and channels
         native = self._native_layout(shapes)
+        live = {self.output}  # nodes the output depends on (an exported graph may keep unused reshapes)
+        for i in range(self.output, 0, -1):
+            if i in live:
+                live.update(self.nodes[i].parents)
         gridded = [i for i, node in enumerate(self.nodes)
-                   if conv_upstream[i] and native[i] and node.kind != AUX and shapes[i] is not None
+                   if i in live and conv_upstream[i] and native[i] and node.kind != AUX and shapes[i] is not None
                    and len(shapes[i]) == rank and _positions(shapes[i]) > 1]
         if not gridded:
             return None

@@ -12,6 +12,7 @@ import functools
 import inspect
 import math
 import operator
+import types
 
 import torch
 import torch.fx as fx
@@ -243,6 +244,13 @@ class Capture:
         return (node.op == "call_function" and node.target is getattr and len(node.args) > 1
                 and node.args[1] in SHAPE_ATTRIBUTES)
 
+    def shaped_like(self, node):
+        """``expand_as(c, x)`` (``view_as``, ``reshape_as``) of a value ``c`` that carries no signal: x gives only its
+        shape, so the result carries none either (Swin-V2's ``‖q‖`` expanded to q's shape)."""
+        return ((node.op == "call_function" and node.target is torch.ops.aten.expand_as.default)
+                or (node.op == "call_method" and node.target in ("expand_as", "view_as", "reshape_as"))) \
+            and bool(node.args) and not self.tensor_operand(node.args[0])
+
     @staticmethod
     def is_tuple_op(node):
         return ((node.op == "call_function" and node.target in TUPLE_FUNCTIONS)
@@ -270,6 +278,14 @@ class Capture:
         if not parents:  # a constant expression: evaluate once
             self.constants[node] = self.evaluate_constant(node)
             return
+        if node.op == "call_function" and node.target in NEW_FACTORIES and parents == [node.args[0]] \
+                and hasattr(node.args[0].meta.get("val"), "dtype"):
+            # ``x.new_zeros(size)`` reads only x's dtype and device: a constant (torchvision's Swin shift mask)
+            value = node.args[0].meta["val"]
+            self.constants[node] = self.call(node, (torch.empty(0, dtype=value.dtype, device=value.device),)
+                                             + tuple(self.substitute(node, parents, [None])[0][1:]),
+                                             self.substitute(node, parents, [None])[1])
+            return
         if node.op == "call_function" and node.target in SDPA_FUNCTIONS and not self.is_aux(parents[0]):
             self.attention(node, parents)  # several nodes (docs/transformers.md#capture)
             return
@@ -278,17 +294,19 @@ class Capture:
             source, item = tuple_source
             parents = list(self.tuple_parents[source])
             kind, extra = g.REINDEX, {"forward": self.tuple_item(source, parents, item)}
-        elif all(self.is_aux(p) for p in parents) or self.reads_metadata(node) or self.is_tuple_op(node):
+        elif all(self.is_aux(p) for p in parents) or self.reads_metadata(node) or self.is_tuple_op(node) \
+                or self.shaped_like(node):
             kind, extra = g.AUX, {}  # numbers computed from shapes, or a tuple that only its items consume
             if self.is_tuple_op(node):
                 self.tuple_parents[node] = tuple(parents)
         else:
             kind, extra = self.classify(node, parents)
+            parents = extra.pop("parents", parents)
         if kind == g.KERNEL and "forward" not in extra:
             extra["forward"] = extra["kernel"].apply
         forward = extra.pop("forward", None) or self.forward(node, parents)
         if kind not in (g.AUX, g.UNSUPPORTED) and tuple_source is None:
-            extra["reference"] = self.original(node, parents)
+            extra.setdefault("reference", self.original(node, parents))
         name = (node.target if node.op == "call_module"
                 else (_module_path(node) if self.exported else None) or node.name)
         layer_type = (type(self.modules[node.target]).__name__ if node.op == "call_module"
@@ -367,7 +385,19 @@ class Capture:
 
     def evaluate_constant(self, node):
         args, kwargs = self.substitute(node, [], [])
+        inplace = node.meta.get("inplace")  # an exported in-place operator on a constant built in the graph (the
+        if inplace is not None and args and isinstance(args[0], torch.Tensor) \
+                and not self.model_storage(args[0]):  # slices of Swin's shift mask filled in place) mutates it
+            return inplace(*args, **kwargs)
         return self.call(node, args, kwargs)
+
+    def model_storage(self, tensor):
+        """Whether ``tensor`` shares memory with a parameter, buffer or tensor attribute of the model (never
+        mutated)."""
+        owned = [*self.module.parameters(), *self.module.buffers(),
+                 *(self.constants[n] for n in self.module.graph.nodes if n.op == "get_attr" and n in self.constants)]
+        pointer = tensor.untyped_storage().data_ptr()
+        return any(isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == pointer for t in owned)
 
     def call(self, node, args, kwargs):
         if node.op == "call_module":
@@ -417,6 +447,8 @@ class Capture:
                 return _softmax_inside(getattr(target, "__name__", str(target)), self.softmax_axis(node))
             if target in LAYER_NORMS:
                 return self.layer_norm(node)
+            if target is F.normalize:
+                return self.l2_normalize(node)
             if target in BILINEAR_FUNCTIONS or target in BILINEAR_METHODS:
                 return self.bilinear(node, parents)
             if target in MASKED_FILLS:
@@ -444,6 +476,10 @@ class Capture:
                 return g.KERNEL, {"kernel": _kernel_from_function(target, args, kwargs)}
             kind = LAYER_TABLE.function_kind(target)
             what = f"the function {getattr(target, '__name__', target)}"
+            if kind is None and target not in ARITHMETIC and _opaque_to_fx(target) and not self.exported:
+                raise TraceError(f"torch.fx does not trace into {target.__module__}.{target.__name__} (wrapped "
+                                 f"with torch.fx.wrap); the model is captured with torch.export, which records "
+                                 f"what the function runs (docs/layers.md#export-capture)")
         else:
             if target in SOFTMAX_METHODS:
                 return _softmax_inside(target, self.softmax_axis(node))
@@ -455,11 +491,64 @@ class Capture:
                 return self.clamp(node)
             kind = LAYER_TABLE.method_kind(target)
             what = f"the tensor method .{target}()"
+        if target in ARITHMETIC and ARITHMETIC[target] == "divide":
+            normalised = self.normalisation(node)
+            if normalised is not None:
+                return normalised
         if target in ARITHMETIC:
             return self.classify_arithmetic(node, parents, ARITHMETIC[target])
         if kind is None:
             return g.UNSUPPORTED, {"reason": f"{what} has no rule"}
         return kind, self.out_of_place(node, parents, kind)
+
+    def l2_normalize(self, node):
+        """``F.normalize(x, p, dim, eps)``: a NORM node, the norm held constant by its rule
+        (docs/transformers.md#l2-norm)."""
+        p, dim, eps = (d if b is None else b for b, d in zip(self.bound(node, ("p", "dim", "eps")), (2.0, 1, 1e-12)))
+
+        def normalization(a):
+            held = torch.linalg.vector_norm(a.detach(), p, dim, keepdim=True).clamp_min(eps)
+            return lambda t: t / held
+        return g.NORM, {"normalization": normalization}
+
+    def normalisation(self, node):
+        """``x / d(‖x‖)`` — a division of ``x`` by a value computed from a norm of ``x`` alone (``F.normalize`` as
+        exported: Swin-V2's cosine attention) — is one NORM node of ``x``: its forward the model's own ops, its
+        relevance rule AttnLRP's with the norm held constant (docs/transformers.md#l2-norm). None for other
+        divisions."""
+        if len(node.args) != 2 or node.kwargs or not self.tensor_operand(node.args[0]) or not self.is_aux(node.args[1]):
+            return None
+        numerator, divisor = node.args
+        chain, stack = set(), [divisor]
+        while stack:
+            current = stack.pop()
+            if current is numerator or current in chain or not self.dependent(current):
+                continue  # (constants are looked up)
+            if not self.is_aux(current):
+                return None  # computed from another input-dependent tensor
+            chain.add(current)
+            stack.extend(current.all_input_nodes)
+        norms = [n for n in chain if self.reads_metadata(n) and n.target in NORMS]
+        if not norms or any(n.args[0] is not numerator for n in norms):
+            return None
+        order = [n for n in self.module.graph.nodes if n in chain]
+
+        def divisor_of(a):
+            values = {numerator: a}
+            for n in order:
+                args, kwargs = fx.node.map_arg((n.args, n.kwargs),
+                                               lambda v: values[v] if v in values else self.constants[v])
+                values[n] = self.call(n, args, kwargs)
+            return values[divisor]
+
+        def forward(a):  # the divisor recomputed from a: the exact Jacobian for the gradient-like passes
+            return node.target(a, divisor_of(a))
+
+        def normalization(a):
+            held = divisor_of(a).detach()
+            return lambda t: node.target(t, held)
+        return g.NORM, {"forward": forward, "normalization": normalization, "reference": forward,
+                        "parents": [numerator]}
 
     def softmax_axis(self, node):
         """The axis of ``F.softmax(x, dim)``, ``x.softmax(dim)``, ``aten.softmax.int(x, dim, …)``."""
@@ -655,7 +744,7 @@ class Capture:
         if isinstance(other, fx.Node):
             other = self.constants.get(other)
         if isinstance(other, torch.Tensor) and other.numel() == 1:
-            other = float(other)
+            other = float(other.detach())
         return scalar_affine(operation, other, first is operand)
 
     def out_of_place_arithmetic(self, node, parents, function):
@@ -736,7 +825,10 @@ def export(model, example):
     module = program.module()
     for node in module.graph.nodes:
         if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
-            node.target = _functional_overload(node.target)
+            functional = _functional_overload(node.target)
+            if functional is not node.target:
+                node.meta["inplace"] = node.target
+            node.target = functional
     return module
 
 
@@ -761,6 +853,13 @@ def _module_path(node):
     return path.replace("_modules['", "").replace("']", "") or None
 
 
+def _opaque_to_fx(target):
+    """A plain Python function outside torch that the fx trace kept as one call (``torch.fx.wrap``: torchvision's
+    ``shifted_window_attention``): what it computes is not seen, so torch.export captures the model instead."""
+    module = (getattr(target, "__module__", None) or "").split(".")[0]
+    return isinstance(target, types.FunctionType) and module not in ("torch", "operator", "builtins")
+
+
 def _fetch_attr(module, target):
     value = module
     for part in target.split("."):
@@ -768,6 +867,8 @@ def _fetch_attr(module, target):
     return value
 
 
+# ``x.new_zeros(size)`` and friends: a tensor of constants with x's dtype and device
+NEW_FACTORIES = (torch.ops.aten.new_zeros.default, torch.ops.aten.new_ones.default, torch.ops.aten.new_full.default)
 # norms held constant (docs/layers.md#clamp)
 NORMS = ("norm", torch.norm, torch.linalg.vector_norm, torch.linalg.norm, torch.ops.aten.linalg_vector_norm.default,
          torch.ops.aten.norm.ScalarOpt_dim)

@@ -122,10 +122,10 @@ LAYER_TABLE = LayerTable({
                                     F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                                     F.adaptive_max_pool3d, torch.amax, torch.squeeze, torch.unsqueeze, torch.permute,
                                     torch.transpose, operator.getitem, F.interpolate, torch.max, getattr,
-                                    torch.narrow, torch.flip, *ATEN_REINDEX),
+                                    torch.narrow, torch.flip, torch.roll, *ATEN_REINDEX),
                          methods=("view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose",
                                   "contiguous", "amax", "narrow", "view_as", "reshape_as", "expand_as", "expand",
-                                  "repeat", "clone", "__getitem__", "flip")),
+                                  "repeat", "clone", "__getitem__", "flip", "roll")),
 })
 
 # The identity at inference: the node's forward returns its input (the module's own forward may drop or not).
