@@ -265,6 +265,8 @@ def main():
     import torch  # noqa: F401  (before TensorFlow)
     import tensorflow  # noqa: F401
     for title, names, build in (("timm", TIMM_CNN + TIMM_MLP + TIMM_ATTENTION, timm_model),
+                                ("torchvision MaxViT", ["MaxVit (small)", "maxvit_t"],
+                                 lambda name: maxvit_model(small=name != "maxvit_t")),
                                 ("HuggingFace transformers", HF_MODELS, hf_model),
                                 ("keras_hub", KERAS_HUB_MODELS, keras_hub_model)):
         rows = []
