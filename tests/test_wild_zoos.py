@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import signxai
 import wild_zoo as zoo
 
 RULE_BASED = ("guided backprop", "DeconvNet", "LRP-z", "LRP-ε", "LRP-α1β0", "SIGN LRP-ε", "composite A")
@@ -78,11 +79,63 @@ def test_torchvision_vit_b_16_every_family():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", zoo.TIMM_ATTENTION)
+@pytest.mark.parametrize("name", [n for n in zoo.TIMM_ATTENTION if n not in zoo.TIMM_REVIVED
+                                  and n not in ("vit_tiny_patch16_224", "deit_tiny_patch16_224")])
 def test_timm_attention_models_gradient_family(name):
     model, shape = zoo.timm_model(name)
     x = np.random.RandomState(0).randn(2, *shape).astype(np.float32)
     assert _all_ok(zoo.check_families(model, x, zoo.GRADIENT_FAMILY)) == set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.TIMM_REVIVED)
+def test_timm_hybrid_attention_models_every_family(name):
+    """LeViT (attention biases added to the logits, strided-subsample attention, Hardswish), EfficientFormer (pooling
+    mixers, its last stage's attention with a bias table) and MobileViT (unfold/fold of patches around the
+    transformer): every family runs on the verified capture, Grad-CAM too (they keep a spatial map); weights
+    ``revive``d so that the maps are far above rounding (wild_zoo.TIMM_REVIVED)."""
+    assert _all_ok(_run(zoo.timm_model, name)) == set()
+
+
+@pytest.mark.slow
+def test_timm_levit_lrp_z_conserves_the_logit_without_biases():
+    """LeViT with every bias zero and its BatchNorms removed: LRP-z with CP-LRP conserves the explained logit in
+    float64 (its attention biases are a constant shift that CP-LRP routes no relevance to; the distilled heads' mean
+    is a sum and a constant scaling)."""
+    import copy
+    import torch
+    model, shape = zoo.timm_model("levit_128s")
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(getattr(module, "bias", None), torch.Tensor):
+                module.bias.zero_()
+            for name, child in module.named_children():
+                if type(child) in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d):
+                    setattr(module, name, torch.nn.Identity())
+    x = np.random.RandomState(0).randn(2, *shape).astype(np.float32)
+    targets = np.array([3, 7])
+    relevance = signxai.calculate_relevancemap(model, x, "lrp_z", target=targets, dtype="float64",
+                                               attention="cplrp")
+    with torch.no_grad():
+        logits = model.double()(torch.as_tensor(x, dtype=torch.float64))[np.arange(2), targets].numpy()
+    assert np.abs(logits).min() > 1e-2
+    np.testing.assert_allclose(relevance.reshape(2, -1).sum(1), logits, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_torchvision_maxvit_every_family():
+    """torchvision's MaxViT as the smallest ``MaxVit`` that runs maxvit_t's code (wild_zoo.maxvit_model): every
+    family runs on the verified capture (docs/transformers.md#partitions)."""
+    assert _all_ok(_run(lambda _: zoo.maxvit_model(small=True), None)) == set()
+
+
+@pytest.mark.slow
+def test_torchvision_maxvit_t():
+    """``maxvit_t`` itself at 224×224 (one sample): every family runs on the verified capture."""
+    model, shape = zoo.maxvit_model(small=False)
+    x = np.random.RandomState(0).randn(1, *shape).astype(np.float32)
+    assert _all_ok(zoo.check_families(model, x)) == set()
 
 
 @pytest.mark.slow

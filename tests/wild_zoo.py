@@ -40,10 +40,14 @@ TIMM_MLP = ["resmlp_12_224", "mixer_s32_224", "gmlp_ti16_224"]
 TIMM_ATTENTION = ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "levit_128s",
                   "efficientformer_l1", "mobilevit_xxs"]
 TIMM_SIZE = {"resmlp_12_224": 64, "mixer_s32_224": 64, "gmlp_ti16_224": 64, "vit_tiny_patch16_224": 64,
-             "deit_tiny_patch16_224": 64, "swin_tiny_patch4_window7_224": 224, "levit_128s": 224,
-             "efficientformer_l1": 224, "mobilevit_xxs": 64}
+             "deit_tiny_patch16_224": 64, "swin_tiny_patch4_window7_224": 224, "levit_128s": 64,
+             "efficientformer_l1": 224, "mobilevit_xxs": 64}  # (efficientformer's attention bias needs 224)
 TIMM_KWARGS = {name: {"img_size": 64} for name in ("resmlp_12_224", "mixer_s32_224", "gmlp_ti16_224",
-                                                   "vit_tiny_patch16_224", "deit_tiny_patch16_224")}
+                                                   "vit_tiny_patch16_224", "deit_tiny_patch16_224", "levit_128s")}
+# residual branches initialised to (almost) nothing: LeViT's and MobileViT's last BatchNorm γ = 0, EfficientFormer's
+# layer scale 1e-5, and linear weights of std 0.02. With them the attention branches add ~nothing and LeViT's maps are
+# ~1e-15 (rounding): ``revive`` sets γ to 1 and re-draws the weights, so that the maps test what attention computes
+TIMM_REVIVED = ("levit_128s", "efficientformer_l1", "mobilevit_xxs")
 HF_MODELS = ["resnet", "convnext", "mobilenetv2", "regnet", "vit", "swinv2"]
 # HF EfficientNet built from its config outputs logits of ~1e-29 with random weights (even after BatchNorm calibration
 # and a Kaiming re-initialisation): a degenerate model whose maps underflow; it is left out of the checks
@@ -62,6 +66,23 @@ def calibrate(model, shape, seed=0):
     return model.eval()
 
 
+def revive(model, seed=1):
+    """Residual scales initialised to a constant near 0 (a BatchNorm γ = 0, a layer scale 1e-5) set to 1, and every
+    linear and convolution weight re-drawn with std 1/√fan-in (timm's and torchvision's std 0.02 shrinks the signal
+    at every layer of a deep transformer: its maps fall towards rounding)."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+                torch.nn.init.normal_(module.weight, std=module.weight[0].numel() ** -0.5, generator=generator)
+        for name, parameter in model.named_parameters():
+            if (parameter.dim() == 1 and parameter.numel() > 1 and not name.endswith("bias")
+                    and bool((parameter == parameter[0]).all()) and abs(float(parameter[0])) < 1e-3):
+                parameter.fill_(1.0)
+    return model
+
+
 def timm_model(name):
     import timm
     import torch
@@ -70,8 +91,28 @@ def timm_model(name):
     head = model.get_classifier()
     if isinstance(head, torch.nn.Linear) and not head.weight.any():  # zero-initialised heads (MLP-mixers, ViTs)
         torch.nn.init.normal_(head.weight, std=0.02, generator=torch.Generator().manual_seed(1))
+    if name in TIMM_REVIVED:
+        revive(model)
     size = TIMM_SIZE.get(name, 64)
     return calibrate(model, (3, size, size)), (3, size, size)
+
+
+def maxvit_model(small=True):
+    """torchvision's MaxViT (random weights, ``revive``d, calibrated): ``maxvit_t`` at 224×224, or (``small``) the
+    smallest ``MaxVit`` that runs the same code — MBConv with and without its pooled projection, squeeze-excitation,
+    window and grid partitions of different sizes (a 6×6 grid in 2×2 windows and a 3×3 grid of strides: the grid
+    partition's ``swapaxes``), two heads with relative position bias, stochastic depth 0 and > 0 — at 24×24."""
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    if small:
+        model = torchvision.models.maxvit.MaxVit(input_size=(24, 24), stem_channels=8, partition_size=2,
+                                                 block_channels=[16], block_layers=[2], head_dim=8,
+                                                 stochastic_depth_prob=0.2, num_classes=10)
+    else:
+        model = torchvision.models.maxvit_t(weights=None, num_classes=10)
+    size = 24 if small else 224
+    return calibrate(revive(model), (3, size, size)), (3, size, size)
 
 
 def hf_model(kind):
@@ -224,6 +265,8 @@ def main():
     import torch  # noqa: F401  (before TensorFlow)
     import tensorflow  # noqa: F401
     for title, names, build in (("timm", TIMM_CNN + TIMM_MLP + TIMM_ATTENTION, timm_model),
+                                ("torchvision MaxViT", ["MaxVit (small)", "maxvit_t"],
+                                 lambda name: maxvit_model(small=name != "maxvit_t")),
                                 ("HuggingFace transformers", HF_MODELS, hf_model),
                                 ("keras_hub", KERAS_HUB_MODELS, keras_hub_model)):
         rows = []

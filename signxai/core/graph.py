@@ -198,7 +198,8 @@ class Graph:
         while self.nodes[index].kind in (REINDEX, AVGPOOL):
             parents = [p for p in self.nodes[index].parents if self.nodes[p].kind != AUX]
             if (len(parents) != 1 or _positions(shapes[parents[0]]) <= 1 or self.nodes[parents[0]].kind == INPUT
-                    or shapes[parents[0]][-1:] != shapes[index][-1:]):  # a layout move is not walked back over
+                    or shapes[parents[0]][-1:] != shapes[index][-1:]  # a layout move is not walked back over,
+                    or len(shapes[parents[0]]) != len(shapes[index])):  # nor a partition into windows (MaxViT)
                 break
             index = parents[0]
         return index

@@ -66,7 +66,8 @@ ATEN_REINDEX = (aten.view.default, aten.reshape.default, aten._unsafe_view.defau
                 aten.pad.default, aten.constant_pad_nd.default, aten.upsample_nearest2d.vec, aten.flip.default,
                 aten.roll.default, aten.narrow.default, aten.split.Tensor, aten.split_with_sizes.default,
                 aten.chunk.default, aten.unbind.int, aten.repeat.default, aten.pixel_shuffle.default,
-                aten.channel_shuffle.default, aten.index_select.default, aten.expand_as.default)
+                aten.channel_shuffle.default, aten.index_select.default, aten.expand_as.default,
+                aten.swapaxes.default, aten.swapdims.default, aten.movedim.int, aten.movedim.intlist)
 ATEN_TUPLES = (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default, aten.unbind.int)
 ATEN_SOFTMAX = (aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax.default)
 ATEN_SHAPE = (aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int)
@@ -122,10 +123,12 @@ LAYER_TABLE = LayerTable({
                                     F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                                     F.adaptive_max_pool3d, torch.amax, torch.squeeze, torch.unsqueeze, torch.permute,
                                     torch.transpose, operator.getitem, F.interpolate, torch.max, getattr,
-                                    torch.narrow, torch.flip, torch.roll, *ATEN_REINDEX),
+                                    torch.narrow, torch.flip, torch.roll, torch.swapaxes, torch.swapdims,
+                                    torch.movedim, torch.moveaxis, *ATEN_REINDEX),
                          methods=("view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose",
                                   "contiguous", "amax", "narrow", "view_as", "reshape_as", "expand_as", "expand",
-                                  "repeat", "clone", "__getitem__", "flip", "roll")),
+                                  "repeat", "clone", "__getitem__", "flip", "roll", "swapaxes", "swapdims", "movedim",
+                                  "moveaxis")),
 })
 
 # The identity at inference: the node's forward returns its input (the module's own forward may drop or not).
