@@ -216,13 +216,18 @@ def markdown_table(study: dict) -> str:
     localisation table: mean ± standard error over the sequences."""
     text = _faithfulness.markdown_table(study, METHODS[0][0], "sequence")
     chance = float(np.mean(study["evidence"].mean(axis=1)))
-    lines = ["", f"Localisation on the planted evidence (|R|; chance: mass {chance:.3f}, AUROC 0.5):", "",
-             "| method | evidence mass ↑ | evidence AUROC ↑ |", "|---|---|---|"]
+    reference = METHODS[0][0]
+    lines = ["", f"Localisation on the planted evidence (|R|; chance: mass {chance:.3f}, AUROC 0.5); Δ: paired "
+                 f"per-sequence difference, {reference} − method:", "",
+             "| method | evidence mass ↑ | evidence AUROC ↑ | Δ mass | Δ AUROC |", "|---|---|---|---|---|"]
     order = sorted(study["rows"], key=lambda k: -float(np.mean(study["rows"][k]["auroc"])))
     for label in order:
         r = study["rows"][label]
         name = "random map (baseline)" if label == RANDOM_ROW else label
-        lines.append(f"| {name} | {_faithfulness.mean_se(r['mass'])} | {_faithfulness.mean_se(r['auroc'])} |")
+        deltas = ["", ""] if label == reference or reference not in study["rows"] else [
+            _faithfulness.mean_se(study["rows"][reference][key] - r[key]) for key in ("mass", "auroc")]
+        lines.append(f"| {name} | {_faithfulness.mean_se(r['mass'])} | {_faithfulness.mean_se(r['auroc'])} | "
+                     f"{deltas[0]} | {deltas[1]} |")
     return text + "\n".join(lines) + "\n"
 
 
