@@ -173,3 +173,23 @@ def test_attnlrp_localises_the_evidence_and_is_faithful_on_100_sequences():
         mean, se = text_demo.paired_difference(study, label)
         assert mean > 2 * se, (label, mean, se)
     assert rows[ATTN]["morf"].mean() < rows[text_demo.RANDOM_ROW]["morf"].mean()
+
+
+def test_token_flipping_gives_the_same_curves_on_the_keras_and_pytorch_text_twins():
+    from text_twins import VOCAB, text_twin
+
+    keras_model, torch_model, ids = text_twin(n=3)
+    maps = np.random.RandomState(2).standard_normal(ids.shape)
+    for options in (dict(replacement=0), dict(replacement="random", vocabulary=VOCAB, seed=5)):
+        rt = token_flipping(torch_model, ids, maps, **options)
+        rk = token_flipping(keras_model, ids, maps, **options)
+        assert np.array_equal(rt.targets, rk.targets)
+        np.testing.assert_allclose(rk.curves, rt.curves, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(rk.random_curves, rt.random_curves, rtol=0, atol=1e-5)
+    # a method name is explained here, for the predicted class, as calculate_relevancemaps does for ids
+    from signxai.api import calculate_relevancemaps
+
+    by_name = token_flipping(torch_model, ids, "lrp_epsilon_0_1", random_baseline=False)
+    given = token_flipping(torch_model, ids, calculate_relevancemaps(torch_model, ids, "lrp_epsilon_0_1"),
+                           random_baseline=False)
+    np.testing.assert_array_equal(by_name.curves, given.curves)

@@ -37,7 +37,7 @@ def token_flipping(model, ids, R, *, target=None, steps: int | None = None, repl
     if isinstance(replacement, str) and replacement == "random":
         choices = _vocabulary(vocabulary)
     elif isinstance(replacement, numbers.Integral) and not isinstance(replacement, (bool, np.bool_)) \
-            and replacement >= 0:
+            and int(replacement) >= 0:
         if vocabulary is not None:
             raise ValueError("vocabulary applies only to replacement='random'; a constant replacement is one id")
         choices = None
