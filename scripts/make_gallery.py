@@ -25,6 +25,8 @@ It writes
 * ``transformer_faithfulness.png`` — the mean MoRF and LeRF pixel-flipping curves of AttnLRP, CP-LRP and the gradient
   methods on the digits ViT (:mod:`signxai.vit_demo`, docs/transformers.md#faithfulness; 500 held-out digits, five
   noise images, about a minute).
+* ``text_faithfulness.png`` — the same with token flipping (``PAD`` and random ids) on the evidence transformer
+  (:mod:`signxai.text_demo`, docs/transformers.md#text-faithfulness; 300 held-out sequences, 10–25 minutes on 2 cores).
 
 Every figure is drawn with ``matplotlib.figure.Figure`` (no pyplot state); PNGs carry no time stamp, so a second run
 on the same software writes the same files.
@@ -294,6 +296,13 @@ def transformer_faithfulness():
     plot_curves(faithfulness_study()).savefig(OUT / "transformer_faithfulness.png", **PNG)
 
 
+def text_faithfulness():
+    from signxai import text_demo
+
+    studies = [text_demo.faithfulness_study(replacement=kind) for kind in text_demo.REPLACEMENTS]
+    text_demo.figure(studies).savefig(OUT / "text_faithfulness.png", **{**PNG, "dpi": 80})  # ≤ 150 KB
+
+
 def main() -> int:
     from signxai.demo import load_demo
     from signxai.loading import import_keras
@@ -308,6 +317,7 @@ def main() -> int:
     frequency_window()
     ecg_12lead()
     transformer_faithfulness()
+    text_faithfulness()
     for path in sorted(OUT.glob("*.png")):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     return 0

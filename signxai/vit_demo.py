@@ -19,6 +19,9 @@ from importlib import resources
 
 import numpy as np
 
+from signxai import _faithfulness
+from signxai._faithfulness import RANDOM_ROW, score_methods  # noqa: F401  (RANDOM_ROW: public here)
+
 PATCH, WIDTH, HEADS, MLP, BLOCKS, CLASSES, EPS = 2, 32, 4, 64, 2, 10, 1e-5
 TOKENS = (8 // PATCH) ** 2
 SEED = 0
@@ -30,38 +33,15 @@ def build_model():
     """The untrained ViT (PyTorch, eval mode), with PyTorch's default initialisation from the global RNG."""
     import torch
     from torch import nn
-    from torch.nn import functional as F
 
-    class SelfAttention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.query, self.key, self.value = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
-            self.out = nn.Linear(WIDTH, WIDTH)
-
-        def forward(self, a):
-            n, t, _ = a.shape
-            q, k, v = (f(a).reshape(n, t, HEADS, WIDTH // HEADS).transpose(1, 2)
-                       for f in (self.query, self.key, self.value))
-            o = F.scaled_dot_product_attention(q, k, v)
-            return self.out(o.transpose(1, 2).reshape(n, t, WIDTH))
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(WIDTH, eps=EPS), nn.LayerNorm(WIDTH, eps=EPS)
-            self.attention = SelfAttention()
-            self.fc1, self.act, self.fc2 = nn.Linear(WIDTH, MLP), nn.GELU(), nn.Linear(MLP, WIDTH)
-
-        def forward(self, h):
-            h = h + self.attention(self.ln1(h))
-            return h + self.fc2(self.act(self.fc1(self.ln2(h))))
+    from signxai._faithfulness import encoder_blocks
 
     class DigitsViT(nn.Module):
         def __init__(self):
             super().__init__()
             self.patch = nn.Conv2d(1, WIDTH, PATCH, stride=PATCH)
             self.position = nn.Parameter(torch.zeros(TOKENS, WIDTH))
-            self.blocks = nn.Sequential(*[Block() for _ in range(BLOCKS)])
+            self.blocks = encoder_blocks(WIDTH, HEADS, MLP, BLOCKS, EPS)
             self.ln_f = nn.LayerNorm(WIDTH, eps=EPS)
             self.head = nn.Linear(WIDTH, CLASSES)
 
@@ -217,9 +197,6 @@ METHODS: tuple[tuple[str, str, dict], ...] = (
     ("integrated gradients (50 steps, reference 0)", "integrated_gradients", {}),
     ("gradient", "gradient", {}),
 )
-RANDOM_ROW = "random order (baseline)"
-
-
 def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, batch_size: int = 256,
                        replacement="uniform", framework: str = "torch") -> dict:
     """Explain the first ``n`` held-out digits (for each one's predicted class) with every method and score the maps
@@ -234,8 +211,6 @@ def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, bat
     arrays, "morf_curve", "lerf_curve": (n, 65) arrays}}}``, with the random-order baseline as the row
     ``RANDOM_ROW`` (its order is the same for both directions, so its ABPC is 0). ``framework="keras"`` runs the
     study on the Keras twin (:func:`build_keras_model`, channels-last digits): the same numbers to float32 rounding."""
-    import time
-
     from signxai.api import calculate_relevancemaps
     from signxai.metrics import pixel_flipping
 
@@ -251,84 +226,35 @@ def faithfulness_study(n: int = 500, seeds=(0, 1, 2, 3, 4), methods=METHODS, bat
     x = x[:int(n)]
     if framework == "keras":
         model, x = build_keras_model(model), np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    rows, seconds, fractions = {}, {}, None
-    for label, method, kwargs in methods:
-        start = time.perf_counter()
-        maps = np.asarray(calculate_relevancemaps(model, x, method, **kwargs), dtype=np.float64)
-        runs = []
-        for seed in seeds:
-            options = dict(steps=64, seed=seed, batch_size=batch_size, replacement=replacement)
-            morf = pixel_flipping(model, x, maps, random_baseline=RANDOM_ROW not in rows, **options)
-            lerf = pixel_flipping(model, x, -maps, random_baseline=False, **options)
-            runs.append((morf, lerf))
-        seconds[label] = time.perf_counter() - start
-        fractions = runs[0][0].fractions
-        rows[label] = {key: np.mean(values, axis=0) for key, values in dict(
-            morf=[1 - m.aoc for m, _ in runs], lerf=[1 - le.aoc for _, le in runs],
-            abpc=[m.aoc - le.aoc for m, le in runs], morf_curve=[m.curves for m, _ in runs],
-            lerf_curve=[le.curves for _, le in runs]).items()}
-        randoms = [(m.random_aoc, m.random_curves) for m, _ in runs
-                   if m.random_aoc is not None and m.random_curves is not None]
-        if randoms:
-            auc = 1 - np.mean([aoc for aoc, _ in randoms], axis=0)
-            curve = np.mean([c for _, c in randoms], axis=0)
-            rows[RANDOM_ROW] = dict(morf=auc, lerf=auc, abpc=np.zeros(len(x)), morf_curve=curve, lerf_curve=curve)
-    if RANDOM_ROW in rows:
-        rows[RANDOM_ROW] = rows.pop(RANDOM_ROW)  # last
+
+    def explain(method, kwargs):
+        return calculate_relevancemaps(model, x, method, **kwargs)
+
+    def flip(maps, seed, random_baseline):
+        return pixel_flipping(model, x, maps, steps=64, seed=seed, batch_size=batch_size, replacement=replacement,
+                              random_baseline=random_baseline)
+
+    rows, seconds, fractions = score_methods(explain, flip, methods, seeds)
     return dict(fractions=fractions, accuracy=accuracy, n=len(x), seeds=seeds, seconds=seconds, rows=rows,
                 framework=framework)
 
 
-def _mean_se(values) -> str:
-    values = np.asarray(values, dtype=np.float64)
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return f"{values.mean():.3f} ± {se:.3f}"
-
-
 def markdown_table(study: dict) -> str:
     """The study as a markdown table: mean ± standard error over the digits, sorted by ABPC."""
-    lines = ["| method | ABPC = AUC(LeRF) − AUC(MoRF) ↑ | AUC(MoRF) ↓ | AUC(LeRF) ↑ |", "|---|---|---|---|"]
-    order = sorted(study["rows"], key=lambda k: -float(np.mean(study["rows"][k]["abpc"])))
-    for label in order:
-        r = study["rows"][label]
-        lines.append(f"| {label} | {_mean_se(r['abpc'])} | {_mean_se(r['morf'])} | {_mean_se(r['lerf'])} |")
-    reference = METHODS[0][0]
-    if reference in study["rows"]:
-        lines += ["", f"Paired per-digit ABPC differences, {reference} − method (mean ± standard error; > 0: "
-                      f"{reference.split(' (')[0]} more faithful):", "", "| method | ΔABPC |", "|---|---|"]
-        for label in order:
-            if label not in (reference, RANDOM_ROW):
-                difference = study["rows"][reference]["abpc"] - study["rows"][label]["abpc"]
-                lines.append(f"| {label} | {_mean_se(difference)} |")
-    return "\n".join(lines) + "\n"
+    return _faithfulness.markdown_table(study, METHODS[0][0], "digit")
 
 
 def paired_difference(study: dict, label: str, reference: str | None = None) -> tuple[float, float]:
     """Mean and standard error of the per-digit ABPC of ``reference`` (default: AttnLRP ε) minus ``label``'s."""
-    difference = study["rows"][reference or METHODS[0][0]]["abpc"] - study["rows"][label]["abpc"]
-    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
+    return _faithfulness.paired_difference(study, label, reference or METHODS[0][0])
 
 
 def plot_curves(study: dict):
     """Mean MoRF (solid) and LeRF (dashed) softmax curves per method: a ``matplotlib.figure.Figure`` (no pyplot
     state is touched)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7.5, 4.2), dpi=100)
-    axes = figure.add_subplot(1, 1, 1)
-    colours = ("tab:red", "tab:orange", "tab:purple", "tab:blue", "tab:green", "tab:brown", "tab:gray")
-    for colour, (label, r) in zip(colours, study["rows"].items()):
-        axes.plot(study["fractions"], r["morf_curve"].mean(axis=0), color=colour, label=label)
-        if label != RANDOM_ROW:
-            axes.plot(study["fractions"], r["lerf_curve"].mean(axis=0), color=colour, linestyle="--")
-    axes.set_xlabel("fraction of pixels replaced by uniform noise")
-    axes.set_ylabel("softmax probability of the explained class")
-    axes.set_title(f"Digits ViT, {study['n']} held-out digits: MoRF (solid) and LeRF (dashed)", fontsize=10)
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1.02)
-    axes.legend(fontsize=7, loc="center right")
-    figure.tight_layout()
-    return figure
+    return _faithfulness.plot_curves(
+        study, "fraction of pixels replaced by uniform noise",
+        f"Digits ViT, {study['n']} held-out digits: MoRF (solid) and LeRF (dashed)")
 
 
 def main(argv=None) -> int:

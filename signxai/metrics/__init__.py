@@ -2,6 +2,8 @@
 
 * :func:`pixel_flipping` — features removed in order of relevance, replaced by uniform noise; the area over the
   softmax curve of the explained class (higher = more faithful) against a random-order baseline (SIGN paper).
+* :func:`token_flipping` — the same for models that take token ids: tokens replaced by a padding token or random
+  ids in order of relevance (docs/transformers.md#text-faithfulness).
 * :func:`input_bias_correlation` — Pearson and Spearman correlation between ``|x|`` and ``|R|`` per sample.
 * :func:`model_parameter_randomisation` — Adebayo et al.'s cascading randomisation sanity check (Spearman, SSIM).
 * :mod:`signxai.metrics.similarity` — the per-sample ``pearson``, ``spearman`` and ``ssim`` they use.
@@ -14,10 +16,11 @@ The caller's model and arrays are never modified.
 """
 from signxai.metrics.input_bias import InputBiasResult, input_bias_correlation
 from signxai.metrics.pixel_flipping import PixelFlippingResult, area_over_curve, pixel_flipping, removal_counts
+from signxai.metrics.token_flipping import token_flipping
 from signxai.metrics.randomisation import RandomisationResult, model_parameter_randomisation, randomised_copy
 from signxai.metrics.similarity import pearson, spearman, ssim
 
-__all__ = ["pixel_flipping", "PixelFlippingResult", "area_over_curve", "removal_counts",
+__all__ = ["pixel_flipping", "PixelFlippingResult", "area_over_curve", "removal_counts", "token_flipping",
            "input_bias_correlation", "InputBiasResult",
            "model_parameter_randomisation", "RandomisationResult", "randomised_copy",
            "pearson", "spearman", "ssim"]
