@@ -371,6 +371,15 @@ def _classify(op, node, kind, held=0):
         return kind, ({"affine": affine} if affine is not None else {})
     if is_op and type(op).__name__ == "Pad" and not _neutral_padding(op, node):
         return g.UNSUPPORTED, {"reason": "padding with a non-zero constant"}
+    if is_op and type(op).__name__ == "Power":  # ``x ** c``: an element-wise activation (docs/transformers.md#power)
+        args = node.arguments.args
+        exponent = node.arguments.kwargs.get("x2", args[1] if len(args) > 1 else None)
+        if isinstance(exponent, (np.ndarray, np.generic)) and np.size(exponent) == 1:
+            exponent = np.asarray(exponent).reshape(()).item()
+        if tensors == 1 and isinstance(args[0], keras.KerasTensor) and isinstance(exponent, (int, float)) \
+                and not isinstance(exponent, bool):
+            return g.ACTIVATION, {}
+        return g.UNSUPPORTED, {"reason": "a power with an input-dependent or tensor exponent has no rule"}
     if is_op and type(op).__name__ in OPERATIONS:  # ``keras.ops.tanh(x)`` … in a custom layer's call
         bounds = OPERATION_RANGES.get(type(op).__name__)
         return OPERATIONS[type(op).__name__], ({"value_range": bounds} if bounds is not None else {})
