@@ -205,8 +205,13 @@ class KerasBackend(Backend):
         """Per input (in input order), the rank of one sample as the model declares it."""
         return [len(t.shape) - 1 for t in self.view(model).inputs]
 
-    def token_view(self, model, ids):
-        """docs/transformers.md#text (signxai/tf_signxai/tokens.py)."""
+    #: token ids are explained also as one input of several (docs/transformers.md#text)
+    multi_input_tokens = True
+    #: a model whose sequence length is free gets one token view per length (tf_signxai/tokens.py)
+    token_views_per_length = True
+
+    def token_view(self, model, ids, position=0):
+        """docs/transformers.md#text (signxai/tf_signxai/tokens.py): the view for the model's input ``position``."""
         from signxai.tf_signxai.tokens import token_view
         try:
             functional_model = self.view(model)
@@ -215,7 +220,8 @@ class KerasBackend(Backend):
                 return None  # integers that are values, not token ids
             raise ValueError(f"x holds integers (token ids); their token view needs the model's layer graph: "
                              f"{error}") from error
-        return token_view(functional_model)
+        free = len(functional_model.inputs[position].shape) == 2 and functional_model.inputs[position].shape[1] is None
+        return token_view(functional_model, position, ids.shape[1] if free else None)
 
     def capture_bound(self, model):
         return Capture(self.view(model.model), explained=model.position).graph
