@@ -118,9 +118,32 @@ def _float64_copy(model):
         if getattr(activation, "__name__", None) in _FLOAT64_ACTIVATIONS and activation is getattr(
                 _ACT, activation.__name__, None):
             config["activation"] = _FLOAT64_ACTIVATIONS[activation.__name__]
-        return layer.__class__.from_config(config)
+        return _from_config(layer.__class__, config)
 
     return keras.models.clone_model(model, input_tensors=_float64_inputs(model), clone_function=clone_layer)
+
+
+_LAYER_KEYWORDS = ("name", "trainable", "dtype", "autocast", "activity_regularizer", "input_shape", "input_dim",
+                   "batch_input_shape", "batch_size")
+
+
+def _from_config(cls, config):
+    """``cls.from_config(config)``; for a layer whose config does not round-trip (keras_hub's
+    ViTPatchingAndEmbedding writes derived values its constructor refuses), again with only the keywords its
+    constructor and Keras's Layer take."""
+    try:
+        return cls.from_config(config)
+    except TypeError:
+        import inspect
+        try:
+            parameters = inspect.signature(cls.__init__).parameters
+        except (TypeError, ValueError):
+            raise
+        accepted = {k for k, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        trimmed = {k: v for k, v in config.items() if k in accepted or k in _LAYER_KEYWORDS}
+        if trimmed == config:
+            raise
+        return cls.from_config(trimmed)
 
 
 def _wrapped_float64(config):

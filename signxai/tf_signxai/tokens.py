@@ -76,7 +76,8 @@ def token_view(model, position: int = 0, length: Optional[int] = None) -> Option
             return None
         if any(o is ids for o in outputs):
             raise _fail(model, "its ids are also an output")
-        return keras.Model([found["vectors"], *others], outputs if len(outputs) > 1 else outputs[0],
+        return keras.Model([found["vectors"], *others] if others else found["vectors"],
+                           outputs if len(outputs) > 1 else outputs[0],
                            name=f"{model.name}_tokens")
     if not _reads_embedding(model, position):
         return None  # integers that are values (an 8-bit image), not token ids
