@@ -239,3 +239,48 @@ def test_gelu_new_is_the_identity_rule(method):
     b = signxai.calculate_relevancemap(fused, ids, method, target=LM_TARGET, dtype="float64")
     assert np.abs(b).max() > 0
     assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
+
+
+# --- cross-framework ViT twin from the real zoos --------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def twin():
+    from vit_twin import vit_twin
+    return vit_twin()
+
+
+def twin_maps(method, dtype, **kwargs):
+    keras_model, torch_model, xk, xt = twin()
+    a = signxai.calculate_relevancemap(keras_model, xk, method, target=3, dtype=dtype, **kwargs)
+    b = signxai.calculate_relevancemap(torch_model, torch.as_tensor(xt), method, target=3, dtype=dtype, **kwargs)
+    return a, b.transpose(0, 2, 3, 1)  # PyTorch's map channels-last, as Keras's
+
+
+def twin_agreement(method, **kwargs):
+    from signxai.common.agreement import check_agreement
+    tf32, pt32 = twin_maps(method, "float32", **kwargs)
+    tf64, pt64 = twin_maps(method, "float64", **kwargs)
+    return check_agreement(tf32, pt32, tf64, pt64)
+
+
+TWIN_DEFAULT = ("lrp_epsilon_0_1", "gradient")
+TWIN_METHODS = [m for m in ("gradient", "gradient_x_input", "gradient_x_sign", "integrated_gradients",
+                            "guided_backprop", "deconvnet", "lrp_z", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0",
+                            "lrpsign_epsilon_0_1", "lrp_sequential_composite_a")]
+
+
+def test_vit_twin_logits():
+    keras_model, torch_model, xk, xt = twin()
+    with torch.no_grad():
+        expected = torch_model(torch.as_tensor(xt)).logits.numpy()
+    assert np.abs(keras_model(xk).numpy() - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("method", [m if m in TWIN_DEFAULT else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in TWIN_METHODS])
+def test_vit_twin_gates(method):
+    """keras_hub ViTBackbone + Dense vs HF ViTForImageClassification, weights ported by keras_hub's recipe: gates 1
+    (float64) and 2 (float32) of docs/equivalence.md#agreement-gates (PyTorch's map taken channels-last)."""
+    from signxai.common.agreement import sweep_kwargs
+    agreement = twin_agreement(method, **sweep_kwargs(method, twin()[2]))
+    assert agreement.passed and agreement.peak > 0, f"{method}: {agreement.violations}"

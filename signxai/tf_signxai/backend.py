@@ -120,7 +120,13 @@ def _float64_copy(model):
             config["activation"] = _FLOAT64_ACTIVATIONS[activation.__name__]
         return _from_config(layer.__class__, config)
 
-    return keras.models.clone_model(model, input_tensors=_float64_inputs(model), clone_function=clone_layer)
+    copy = keras.models.clone_model(model, input_tensors=_float64_inputs(model), clone_function=clone_layer)
+    for layer in copy._flatten_layers(include_self=False, recursive=True):  # sublayers a custom layer built itself
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", None)
+        if name in _FLOAT64_ACTIVATIONS and activation is getattr(_ACT, name, None):
+            layer.activation = _FLOAT64_ACTIVATIONS[name]
+    return copy
 
 
 _LAYER_KEYWORDS = ("name", "trainable", "dtype", "autocast", "activity_regularizer", "input_shape", "input_dim",
