@@ -227,7 +227,8 @@ def hf_gpt2(activation):
         initializer_range=0.5, bos_token_id=0, eos_token_id=0)).eval()
 
 
-@pytest.mark.parametrize("method", ["lrp_z", "lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop"])
+@pytest.mark.parametrize("method", ["lrp_z", "guided_backprop", pytest.param("lrp_epsilon_0_1", marks=pytest.mark.slow),
+                                    pytest.param("lrp_alpha_1_beta_0", marks=pytest.mark.slow)])
 def test_gelu_new_is_the_identity_rule(method):
     """HF GPT-2's default ``gelu_new`` (``0.5·x·(1 + tanh(√(2/π)(x + 0.044715·x³)))``, ``pow`` an element-wise
     activation) gives the map of the same model with ``gelu_pytorch_tanh`` (one GELU node, identity rule) to float64

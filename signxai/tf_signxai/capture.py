@@ -83,7 +83,9 @@ class Capture:
         # recurrent layers on an input of free length (docs/layers.md#recurrent): ``steps`` is the input's T, valid
         # for the tensors in ``timed`` (the model input and recurrent sequences computed from it)
         self.steps, self.per_shape = steps, False
-        self.batch_arguments: dict = {}  # id(node) -> its arguments with the recording's batch size marked
+        # id(node) -> (node, its arguments with the recording's batch size marked); the node is held, so its id
+        # is not reused while the capture runs
+        self.batch_arguments: dict = {}
         self.timed = {id(t) for t in getattr(model, "inputs", None) or []}
         outputs = self.inline(model, [0] if explained is None else self.fixed_inputs(model, explained))
         self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
@@ -124,7 +126,8 @@ class Capture:
     def layer_node(self, op, node, parents):
         name, type_name = op.name, type(op).__name__
         # recorded on a concrete batch (docs/transformers.md#keras-hub): its batch-sized arguments follow x's batch
-        template = self.batch_arguments.get(id(node))
+        recorded = self.batch_arguments.get(id(node))
+        template = recorded[1] if recorded is not None and recorded[0] is node else None
         if parents and all(self.nodes[p].kind == g.AUX for p in parents):  # computed from fixed inputs alone
             return self.add(g.Node(name, g.AUX, tuple(parents), _layer_forward(op, node, template), type_name),
                             name)
@@ -623,7 +626,7 @@ def _batched_layer_graph(op, node):
         if template is None:
             return None
         if _marked(template) or attributes:
-            substitutions[id(first)] = (*template, attributes)
+            substitutions[id(first)] = (first, (*template, attributes))
     return models[0], substitutions
 
 
