@@ -285,3 +285,38 @@ def test_vit_twin_gates(method):
     from signxai.common.agreement import sweep_kwargs
     agreement = twin_agreement(method, **sweep_kwargs(method, twin()[2]))
     assert agreement.passed and agreement.peak > 0, f"{method}: {agreement.violations}"
+
+
+# --- refusals --------------------------------------------------------------------------------------------------------
+
+class _DoubledRows(keras.layers.Layer):
+    """Reads the batch size and uses twice it: the two recordings differ by 4 vs 6, not by the batch size."""
+
+    def call(self, x):
+        rows = keras.ops.reshape(x, (keras.ops.shape(x)[0] * 2, -1))
+        return keras.ops.reshape(rows, (keras.ops.shape(x)[0], 4))
+
+
+def test_batch_reading_layer_that_is_not_batch_sized_is_refused():
+    """Recordings on batches 2 and 3 that differ otherwise than by the batch size leave the layer unsupported, the
+    symbolic failure named; the gradient family still runs."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(_DoubledRows()(keras.layers.Dense(4)(inputs))))
+    x = np.random.RandomState(0).randn(2, 4).astype(np.float32)
+    with pytest.raises(ValueError, match=r"doubled_rows.*could not be recorded on symbolic inputs"):
+        signxai.calculate_relevancemap(model, x, "lrp_epsilon_0_1")
+    assert np.abs(signxai.calculate_relevancemap(model, x, "gradient")).max() > 0
+
+
+def test_power_with_a_tensor_exponent_is_refused():
+    class Power(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.linear(x)
+            return h ** torch.sigmoid(h)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="a power with an input-dependent or tensor exponent has no rule"):
+        signxai.calculate_relevancemap(Power().eval(), x, "lrp_epsilon_0_1")
