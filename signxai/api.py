@@ -9,7 +9,7 @@ import numpy as np
 from signxai.core.explain import explain
 from signxai.core.inputs import Bound
 from signxai.core.targets import Targets
-from signxai.core.tokens import explain_tokens, is_token_ids
+from signxai.core.tokens import explain_token_input, explain_tokens, is_token_ids
 from signxai.methods import resolve_method
 
 _ALIASES = {"neuron_selection": "target", "neuron_selection_mode": "target", "batchmode": "batched",
@@ -246,7 +246,10 @@ def _explain_inputs(backend, model, x, names, resolved, target, batched, dtype, 
         raise ValueError(f"x is a dict, but the model takes one input {names}: give the array itself")
     raw = _input_arrays(x, names)
     positions, single = _selected_inputs(inputs, names)
-    arrays = [_to_numpy(v, backend) if i in positions else _fixed_array(v, backend, dtype) for i, v in enumerate(raw)]
+    # token ids (integers an embedding reads) stay integers: explained at the embedding output when selected
+    tokens = {i for i in positions if is_token_ids(raw[i])}
+    arrays = [_to_numpy(v, backend) if i in positions and i not in tokens else _fixed_array(v, backend, dtype)
+              for i, v in enumerate(raw)]
     backend.check_multi(model)
     is_batched = _inputs_batched(backend, model, arrays, names, batched)
     if not is_batched:
@@ -260,12 +263,19 @@ def _explain_inputs(backend, model, x, names, resolved, target, batched, dtype, 
     work_model = backend.model_for(model, dtype)
     maps = {}
     for p in positions:
-        fixed = [a if a.dtype == np.int64 else a.astype(dtype) for j, a in enumerate(arrays) if j != p]
-        bound = Bound(work_model, p, names, fixed)
+        targets = Targets(target, unbatched=not is_batched)
         try:
-            with backend.computation():
-                result = explain(backend, bound, arrays[p].astype(dtype), resolved,
-                                 Targets(target, unbatched=not is_batched), batch_size=batch_size)
+            result = explain_token_input(backend, model, p, names, arrays, resolved, targets, dtype, batch_size) \
+                if p in tokens else None
+            if result is None:  # not token ids: values, explained with the others held fixed
+                explained = arrays[p] if p not in tokens else _to_numpy(raw[p], backend)
+                if not is_batched and p in tokens:
+                    explained = explained[None]
+                fixed = [a if a.dtype == np.int64 else a.astype(dtype) for j, a in enumerate(arrays) if j != p]
+                bound = Bound(work_model, p, names, fixed)
+                with backend.computation():
+                    result = explain(backend, bound, explained.astype(dtype), resolved, targets,
+                                     batch_size=batch_size)
         except ValueError as error:
             if type(error) is not ValueError or len(positions) == 1:
                 raise

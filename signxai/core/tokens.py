@@ -75,6 +75,32 @@ def explain_tokens(backend, model, x, resolved, target, batched: Optional[bool],
     if batched is not None and bool(batched) != is_batched:
         raise ValueError(f"batched={batched} contradicts token ids of shape {tuple(ids.shape)}: a batch of "
                          f"sequences is (N, T), one sequence is (T,)")
+    tokens = _explain_view(backend, view, batch, (), (), resolved, Targets(target, unbatched=not is_batched),
+                           dtype, batch_size)
+    return tokens if is_batched else tokens[0]
+
+
+def explain_token_input(backend, model, position: int, names, arrays, resolved, targets: Targets, dtype: str,
+                        batch_size: Optional[int]) -> Optional[np.ndarray]:
+    """One relevance per token of input ``position`` of a multi-input model (docs/transformers.md#multi-input-text):
+    its integer batch ``arrays[position]`` ``(N, T)`` explained at the embedding output, the model's other inputs
+    (``arrays`` in input order: a padding mask, segment ids) held fixed per sample. None where the backend or the
+    model gives that input no token view (its integers are then values)."""
+    ids = _ids_array(arrays[position])
+    if ids.ndim != 2 or ids.size == 0 or not getattr(backend, "multi_input_tokens", False):
+        return None
+    view = token_view(backend, model, ids, position)
+    if view is None:
+        return None
+    others = [a for i, a in enumerate(arrays) if i != position]
+    other_names = [n for i, n in enumerate(names) if i != position]
+    return _explain_view(backend, view, ids, others, other_names, resolved, targets, dtype, batch_size)
+
+
+def _explain_view(backend, view: TokenView, batch: np.ndarray, others, other_names, resolved, targets: Targets,
+                  dtype: str, batch_size: Optional[int]) -> np.ndarray:
+    """The token map ``(N, T)`` of the id batch ``batch`` through ``view``; ``others``: the model's other inputs,
+    held fixed after the vectors (and the ids, where the view takes them)."""
     for method in (resolved, *(getattr(resolved, "chain", ()) or ())):
         reference = dict(getattr(method, "params", {}) or {}).get("reference")
         if reference is not None and np.ndim(reference) > 0:
@@ -87,12 +113,12 @@ def explain_tokens(backend, model, x, resolved, target, batched: Optional[bool],
     # transposes back), so that layout-dependent draws (SmoothGrad's noise) agree across frameworks
     vectors = from_canonical(np.asarray(view.lookup(batch)).astype(dtype), backend.channels_first)
     work = backend.model_for(view.model, dtype)
-    explained = Bound(work, 0, ("embeddings", "ids"), [batch]) if view.takes_ids else work
+    fixed = ([batch] if view.takes_ids else []) + [a if a.dtype == np.int64 else a.astype(dtype) for a in others]
+    names = ("embeddings",) + (("ids",) if view.takes_ids else ()) + tuple(other_names)
+    explained = Bound(work, 0, names, fixed) if fixed else work
     with backend.computation():
-        result = explain(backend, explained, vectors, resolved, Targets(target, unbatched=not is_batched),
-                         batch_size=batch_size)
-    tokens = per_token(resolved, to_canonical(np.asarray(result), backend.channels_first))
-    return tokens if is_batched else tokens[0]
+        result = explain(backend, explained, vectors, resolved, targets, batch_size=batch_size)
+    return per_token(resolved, to_canonical(np.asarray(result), backend.channels_first))
 
 
 def is_attribution(resolved) -> bool:
@@ -112,9 +138,15 @@ def per_token(resolved, maps: np.ndarray) -> np.ndarray:
     return np.sqrt(np.square(maps).sum(axis=-1))
 
 
-def token_view(backend, model, ids: np.ndarray) -> Optional[TokenView]:
-    """The model's token view, built once per model by the backend (``ids``: an example batch to find the lookup
-    that reads them); None (remembered) for a model that does not look its input up in an embedding table."""
-    if model not in _VIEWS:
-        _VIEWS[model] = backend.token_view(model, np.maximum(ids[:1], 0)) or False
-    return _VIEWS[model] or None
+def token_view(backend, model, ids: np.ndarray, position: Optional[int] = None) -> Optional[TokenView]:
+    """The model's token view, built once per model (and explained input ``position`` of a multi-input model) by the
+    backend (``ids``: an example batch to find the lookup that reads them); None (remembered) for a model that does
+    not look that input up in an embedding table."""
+    views = _VIEWS.setdefault(model, {})
+    key = (position, ids.shape[-1] if getattr(backend, "token_views_per_length", False) else None)
+    if key not in views:
+        example = np.maximum(ids[:1], 0)
+        view = backend.token_view(model, example) if position is None else \
+            backend.token_view(model, example, position)
+        views[key] = view or False
+    return views[key] or None

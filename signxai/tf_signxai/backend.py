@@ -119,9 +119,38 @@ def _float64_copy(model):
         if getattr(activation, "__name__", None) in _FLOAT64_ACTIVATIONS and activation is getattr(
                 _ACT, activation.__name__, None):
             config["activation"] = _FLOAT64_ACTIVATIONS[activation.__name__]
-        return layer.__class__.from_config(config)
+        return _from_config(layer.__class__, config)
 
-    return keras.models.clone_model(model, input_tensors=_float64_inputs(model), clone_function=clone_layer)
+    copy = keras.models.clone_model(model, input_tensors=_float64_inputs(model), clone_function=clone_layer)
+    for layer in copy._flatten_layers(include_self=False, recursive=True):  # sublayers a custom layer built itself
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", None)
+        if name in _FLOAT64_ACTIVATIONS and activation is getattr(_ACT, name, None):
+            layer.activation = _FLOAT64_ACTIVATIONS[name]
+    return copy
+
+
+_LAYER_KEYWORDS = ("name", "trainable", "dtype", "autocast", "activity_regularizer", "input_shape", "input_dim",
+                   "batch_input_shape", "batch_size")
+
+
+def _from_config(cls, config):
+    """``cls.from_config(config)``; for a layer whose config does not round-trip (keras_hub's
+    ViTPatchingAndEmbedding writes derived values its constructor refuses), again with only the keywords its
+    constructor and Keras's Layer take."""
+    try:
+        return cls.from_config(config)
+    except TypeError:
+        import inspect
+        try:
+            parameters = inspect.signature(cls.__init__).parameters
+        except (TypeError, ValueError):
+            raise
+        accepted = {k for k, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        trimmed = {k: v for k, v in config.items() if k in accepted or k in _LAYER_KEYWORDS}
+        if trimmed == config:
+            raise
+        return cls.from_config(trimmed)
 
 
 def _wrapped_float64(config):
@@ -208,8 +237,13 @@ class KerasBackend(Backend):
         """Per input (in input order), the rank of one sample as the model declares it."""
         return [len(t.shape) - 1 for t in self.view(model).inputs]
 
-    def token_view(self, model, ids):
-        """docs/transformers.md#text (signxai/tf_signxai/tokens.py)."""
+    #: token ids are explained also as one input of several (docs/transformers.md#text)
+    multi_input_tokens = True
+    #: a model whose sequence length is free gets one token view per length (tf_signxai/tokens.py)
+    token_views_per_length = True
+
+    def token_view(self, model, ids, position=0):
+        """docs/transformers.md#text (signxai/tf_signxai/tokens.py): the view for the model's input ``position``."""
         from signxai.tf_signxai.tokens import token_view
         try:
             functional_model = self.view(model)
@@ -218,7 +252,8 @@ class KerasBackend(Backend):
                 return None  # integers that are values, not token ids
             raise ValueError(f"x holds integers (token ids); their token view needs the model's layer graph: "
                              f"{error}") from error
-        return token_view(functional_model)
+        free = len(functional_model.inputs[position].shape) == 2 and functional_model.inputs[position].shape[1] is None
+        return token_view(functional_model, position, ids.shape[1] if free else None)
 
     def capture_bound(self, model):
         return Capture(self.view(model.model), explained=model.position).graph

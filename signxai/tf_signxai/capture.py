@@ -2,6 +2,7 @@
 (docs/layers.md), each layer classified by the layer table of ``layer_table.py``."""
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -82,6 +83,9 @@ class Capture:
         # recurrent layers on an input of free length (docs/layers.md#recurrent): ``steps`` is the input's T, valid
         # for the tensors in ``timed`` (the model input and recurrent sequences computed from it)
         self.steps, self.per_shape = steps, False
+        # id(node) -> (node, its arguments with the recording's batch size marked); the node is held, so its id
+        # is not reused while the capture runs
+        self.batch_arguments: dict = {}
         self.timed = {id(t) for t in getattr(model, "inputs", None) or []}
         outputs = self.inline(model, [0] if explained is None else self.fixed_inputs(model, explained))
         self.graph = g.Graph(self.nodes, output=outputs[0], names=self.names)
@@ -121,8 +125,12 @@ class Capture:
 
     def layer_node(self, op, node, parents):
         name, type_name = op.name, type(op).__name__
+        # recorded on a concrete batch (docs/transformers.md#keras-hub): its batch-sized arguments follow x's batch
+        recorded = self.batch_arguments.get(id(node))
+        template = recorded[1] if recorded is not None and recorded[0] is node else None
         if parents and all(self.nodes[p].kind == g.AUX for p in parents):  # computed from fixed inputs alone
-            return self.add(g.Node(name, g.AUX, tuple(parents), _layer_forward(op, node), type_name), name)
+            return self.add(g.Node(name, g.AUX, tuple(parents), _layer_forward(op, node, template), type_name),
+                            name)
         attention = self.attention_node(op, node, parents)  # docs/transformers.md#capture
         if attention is not None:
             return attention
@@ -142,7 +150,7 @@ class Capture:
             # the layer's own call on the layer's inputs: the capture check's reference for its last node
             self.nodes[-1].reference, self.nodes[-1].reference_parents = _layer_forward(op, node), tuple(parents)
             return len(self.nodes) - 1
-        forward = _layer_forward(op, node)
+        forward = _layer_forward(op, node, template)
         if table_kind == g.BATCHNORM:
             kind, extra = g.BATCHNORM, {"batchnorm": _bn_stats(op, node)}
         else:
@@ -150,6 +158,13 @@ class Capture:
             kind, extra = _classify(op, node, table_kind, held)
         if kind == g.UNSUPPORTED and "reason" not in extra and _is_custom(op):
             inner = _layer_graph(op, node)  # a user's or keras_hub's layer: descend into its call
+            if isinstance(inner, Exception):  # shapes read from the batch axis: record on concrete batches
+                batched = _batched_layer_graph(op, node)
+                if batched is CONSTANT:  # its output is computed from shapes and weights alone: a constant source
+                    return self.add(g.Node(name, g.AUX, tuple(parents), forward, type_name), name)
+                if batched is not None:
+                    inner, substitutions = batched
+                    self.batch_arguments.update(substitutions)
             if not isinstance(inner, Exception):
                 outputs = self.inline(inner, parents)
                 if len(outputs) == 1:
@@ -234,12 +249,14 @@ class Capture:
         bound.update({k: v for k, v in node.arguments.kwargs.items() if k in names})
         position = {id(t): p for t, p in zip(node.input_tensors, parents)}
         tensors = [bound.get(n) for n in names[:3]]
-        extra = [bound.get(n) for n in ("bias", "mask")]
-        if not all(id(t) in position for t in tensors) or any(e is not None for e in extra) \
-                or getattr(op, "attn_logits_soft_cap", None) is not None:
+        mask = bound.get("mask")
+        # a mask computed from held-fixed inputs alone (a padding mask, docs/transformers.md#softmax): a constant
+        held_mask = mask is not None and id(mask) in position and self.nodes[position[id(mask)]].kind == g.AUX
+        if not all(id(t) in position for t in tensors) or bound.get("bias") is not None or \
+                (mask is not None and not held_mask) or getattr(op, "attn_logits_soft_cap", None) is not None:
             return self.add(g.Node(name, g.UNSUPPORTED, tuple(parents), _layer_forward(op, node), type(op).__name__,
-                                   reason="dot-product attention with a bias, a mask tensor or a logit soft cap has "
-                                          "no rule"), name)
+                                   reason="dot-product attention with a bias, an input-dependent mask tensor or a "
+                                          "logit soft cap has no rule"), name)
         scale, causal = bound.get("scale"), bool(getattr(op, "is_causal", False))
 
         def scores(query, key):
@@ -247,9 +264,13 @@ class Capture:
             factor = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
             return logits * tf.cast(factor, logits.dtype)
 
-        def masked(logits):
-            t, s = tf.shape(logits)[2], tf.shape(logits)[3]
-            keep = tf.linalg.band_part(tf.ones((t, s), "bool"), -1, 0)[None, None]
+        def masked(logits, *held):  # Keras's _apply_masks: the held mask and/or the causal mask
+            keep = tf.ones_like(logits, dtype="bool")
+            if held:
+                keep = tf.logical_and(keep, tf.cast(held[0], "bool"))
+            if causal:
+                t, s = tf.shape(logits)[2], tf.shape(logits)[3]
+                keep = tf.logical_and(keep, tf.linalg.band_part(tf.ones((t, s), "bool"), -1, 0)[None, None])
             return tf.where(keep, logits, tf.constant(-0.7 * 3.38953e38, logits.dtype))
 
         def node_(kind, suffix, parents_, forward, layer_type, **extra):
@@ -257,8 +278,8 @@ class Capture:
                                    **extra))
         i_q, i_k, i_v = (position[id(t)] for t in tensors)
         at = node_(g.BILINEAR, "scores", (i_q, i_k), scores, "einsum")
-        if causal:
-            at = node_(g.REINDEX, "mask", (at,), masked, "where")
+        if causal or held_mask:
+            at = node_(g.REINDEX, "mask", (at, position[id(mask)]) if held_mask else (at,), masked, "where")
         at = node_(g.SOFTMAX, "softmax", (at,), lambda t: tf.nn.softmax(t, axis=-1), "softmax",
                    value_range=(0.0, 1.0), axis=-1)
         at = node_(g.BILINEAR, "", (at, i_v), lambda a, v: tf.einsum("BNTS,BSNH->BTNH", a, v), "einsum",
@@ -317,11 +338,34 @@ def _symbolic(layers, record):
     """``record()`` with the node lists of ``layers`` restored afterwards: recording a graph by calling layers on
     symbolic tensors leaves the caller's layers as they were."""
     saved = [(layer, list(layer._inbound_nodes), list(layer._outbound_nodes)) for layer in layers]
+    specs = [layer for layer in layers if _narrow_output_spec(layer)]
+    for layer in specs:  # traced by the generic Layer.compute_output_spec while recording (removed afterwards)
+        layer.__dict__["compute_output_spec"] = functools.partial(keras.layers.Layer.compute_output_spec, layer)
     try:
         return record()
     finally:
+        for layer in specs:
+            layer.__dict__.pop("compute_output_spec", None)
         for layer, inbound, outbound in saved:
             layer._inbound_nodes[:], layer._outbound_nodes[:] = inbound, outbound
+
+
+def _narrow_output_spec(layer):
+    """Whether a layer's class overrides ``compute_output_spec`` with fewer keyword parameters than its ``call``
+    takes (keras_hub's CachedMultiHeadAttention: ``call(…, cache=None)`` on MultiHeadAttention's spec): called on
+    symbolic tensors with those keywords it fails, so a recording traces its ``call`` instead."""
+    import inspect
+    spec = type(layer).compute_output_spec
+    if spec is keras.layers.Layer.compute_output_spec or "compute_output_spec" in layer.__dict__:
+        return False
+    try:
+        taken = inspect.signature(spec).parameters
+        called = inspect.signature(type(layer).call).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken.values()):
+        return False
+    return any(name not in taken for name in called if name not in ("self", "args", "kwargs"))
 
 
 def _layer_graph(op, node):
@@ -371,6 +415,15 @@ def _classify(op, node, kind, held=0):
         return kind, ({"affine": affine} if affine is not None else {})
     if is_op and type(op).__name__ == "Pad" and not _neutral_padding(op, node):
         return g.UNSUPPORTED, {"reason": "padding with a non-zero constant"}
+    if is_op and type(op).__name__ == "Power":  # ``x ** c``: an element-wise activation (docs/transformers.md#power)
+        args = node.arguments.args
+        exponent = node.arguments.kwargs.get("x2", args[1] if len(args) > 1 else None)
+        if isinstance(exponent, (np.ndarray, np.generic)) and np.size(exponent) == 1:
+            exponent = np.asarray(exponent).reshape(()).item()
+        if tensors == 1 and isinstance(args[0], keras.KerasTensor) and isinstance(exponent, (int, float)) \
+                and not isinstance(exponent, bool):
+            return g.ACTIVATION, {}
+        return g.UNSUPPORTED, {"reason": "a power with an input-dependent or tensor exponent has no rule"}
     if is_op and type(op).__name__ in OPERATIONS:  # ``keras.ops.tanh(x)`` … in a custom layer's call
         bounds = OPERATION_RANGES.get(type(op).__name__)
         return OPERATIONS[type(op).__name__], ({"value_range": bounds} if bounds is not None else {})
@@ -430,16 +483,167 @@ def _scalar_affine(operation, node):
     return scalar_affine(operation, other, left)
 
 
-def _layer_forward(op, node):
+def _layer_forward(op, node, template=None):
+    """The layer's (operation's) own call on the node's input values; ``template``: the node's arguments recorded
+    on a concrete batch, with the batch-sized entries marked (:func:`_batched_layer_graph`)."""
     keras_inputs = node.input_tensors
     takes_training = getattr(op, "_call_has_training_arg", False)
 
     def forward(*values):
-        args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(keras_inputs, values)})
+        if template is None:
+            args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(keras_inputs, values)})
+        else:
+            batch = tf.shape(values[0])[0]
+            args, kwargs = _fill(template[:2], {id(t): v for t, v in zip(keras_inputs, values)}, batch)
+            if template[2]:  # the operation's own batch-sized constants: a copy holding this batch's
+                operation = copy.copy(op)
+                for key, value in template[2].items():
+                    vars(operation)[key] = _fill(([value], {}), {}, batch)[0][0]
+                return operation.call(*args, **kwargs)
         if takes_training:
             kwargs["training"] = False
         return op(*args, **kwargs)
     return forward
+
+
+# --- custom layers that read the batch size (docs/transformers.md#keras-hub) ---------------------------------------
+
+CONSTANT = object()  # a custom layer whose output is computed from its input's shape and its weights alone
+_RECORDING_BATCHES = (2, 3)
+
+
+class _Batch:
+    """An integer argument that was the recording's batch size."""
+
+
+class _Tiled:
+    """A constant argument stacked along its leading axis to the recording's batch size (one row, repeated)."""
+
+    def __init__(self, row):
+        self.row = row
+
+
+def _fill(template, values, batch):
+    """``template`` with its KerasTensors replaced by ``values`` (by id), :class:`_Batch` by ``batch`` and
+    :class:`_Tiled` rows repeated ``batch`` times."""
+    def fill(item):
+        if isinstance(item, keras.KerasTensor):
+            return values[id(item)]
+        if isinstance(item, _Batch):
+            return batch
+        if isinstance(item, _Tiled):
+            return tf.repeat(item.row, batch, axis=0)
+        if isinstance(item, (list, tuple)):
+            return type(item)(fill(i) for i in item)
+        if isinstance(item, dict):
+            return {k: fill(v) for k, v in item.items()}
+        return item
+    args, kwargs = template
+    return fill(list(args)), fill(dict(kwargs))
+
+
+def _record_on_batch(op, node, batch):
+    """The layer's call recorded on symbolic inputs of a concrete ``batch``: a Functional model, :data:`CONSTANT`
+    where no output is a symbolic tensor, or None where only some are."""
+    inputs = [keras.Input(batch_shape=(batch,) + tuple(t.shape)[1:], dtype=t.dtype) for t in node.input_tensors]
+
+    def record():
+        args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(node.input_tensors, inputs)})
+        if getattr(op, "_call_has_training_arg", False):
+            kwargs["training"] = False
+        outputs = keras.tree.flatten(op.call(*args, **kwargs))
+        symbolic = [isinstance(t, keras.KerasTensor) for t in outputs]
+        if not any(symbolic):
+            return CONSTANT
+        if not all(symbolic):
+            return None
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0])
+    return _symbolic(list(op._flatten_layers(include_self=True, recursive=True)), record)
+
+
+def _template(first, second, batches):
+    """``first`` (an argument structure of the recording on ``batches[0]``) with its batch-sized entries marked, by
+    comparison with ``second`` (the same argument recorded on ``batches[1]``); None where they differ otherwise."""
+    if isinstance(first, keras.KerasTensor) and isinstance(second, keras.KerasTensor):
+        return first
+    if isinstance(first, (bool, np.bool_)) or isinstance(second, (bool, np.bool_)):
+        return first if first is second or first == second else None
+    if isinstance(first, (int, np.integer)) and isinstance(second, (int, np.integer)):
+        if int(first) == int(second):
+            return first
+        return _Batch() if (int(first), int(second)) == batches else None
+    if isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)) and len(first) == len(second):
+        items = [_template(a, b, batches) for a, b in zip(first, second)]
+        return None if any(i is None and a is not None for i, a in zip(items, first)) else type(first)(items)
+    if isinstance(first, dict) and isinstance(second, dict) and first.keys() == second.keys():
+        items = {k: _template(first[k], second[k], batches) for k in first}
+        return None if any(items[k] is None and first[k] is not None for k in first) else items
+    if tf.is_tensor(first) or isinstance(first, (np.ndarray, tf.Variable)):
+        a, b = np.asarray(first), np.asarray(second)
+        if a.shape == b.shape:
+            return first if np.array_equal(a, b) else None
+        if a.ndim == b.ndim >= 1 and (a.shape[0], b.shape[0]) == batches and a.shape[1:] == b.shape[1:] and \
+                (a == a[:1]).all() and (b == a[:1]).all():
+            return _Tiled(tf.constant(a[:1]))
+        return None
+    return first if first is second or first == second else None
+
+
+def _batched_layer_graph(op, node):
+    """A custom layer whose call cannot run on a symbolic batch axis (it reads the batch size: a class token tiled
+    to the batch, a table broadcast to the input's shape), recorded on two concrete batch sizes: :data:`CONSTANT`
+    where its output is no symbolic tensor (computed from shapes and weights alone: a constant source); else the
+    Functional graph of the first recording and, per node whose arguments differ between the recordings, the
+    arguments with the batch size and the batch-tiled constants marked; None where the recordings differ otherwise
+    or cannot be made."""
+    try:
+        models = [_record_on_batch(op, node, b) for b in _RECORDING_BATCHES]
+    except Exception:  # symbolic execution reports unsupported code with many exception types
+        return None
+    if models[0] is CONSTANT and models[1] is CONSTANT:
+        return CONSTANT
+    if not all(isinstance(m, keras.Model) for m in models):
+        return None
+    from signxai._keras_torch import keras_operation_nodes
+    nodes = [keras_operation_nodes(m) for m in models]
+    if len(nodes[0]) != len(nodes[1]):
+        return None
+    substitutions = {}
+    for first, second in zip(*nodes):
+        if first.operation is not second.operation and type(first.operation) is not type(second.operation):
+            return None
+        pair = [(n.arguments.args, n.arguments.kwargs) for n in (first, second)]
+        template = _template(pair[0], pair[1], _RECORDING_BATCHES)
+        attributes = {}
+        if first.operation is not second.operation:  # a Keras op holds its constants (Reshape's shape) itself
+            a, b = (_op_attributes(n.operation) for n in (first, second))
+            if a.keys() != b.keys():
+                return None
+            attributes = {k: _template(a[k], b[k], _RECORDING_BATCHES) for k in a}
+            if any(attributes[k] is None and a[k] is not None for k in a):
+                return None
+            attributes = {k: v for k, v in attributes.items() if _marked(v)}
+        if template is None:
+            return None
+        if _marked(template) or attributes:
+            substitutions[id(first)] = (first, (*template, attributes))
+    return models[0], substitutions
+
+
+def _op_attributes(op):
+    """The public attributes of a Keras operation (its constants: a shape, an axis), without its name."""
+    return {k: v for k, v in vars(op).items() if not k.startswith("_") and k != "name"
+            and not isinstance(v, keras.layers.Layer)}
+
+
+def _marked(item):
+    if isinstance(item, (_Batch, _Tiled)):
+        return True
+    if isinstance(item, (list, tuple)):
+        return any(_marked(i) for i in item)
+    if isinstance(item, dict):
+        return any(_marked(i) for i in item.values())
+    return False
 
 
 def _kernel(layer, part=None):

@@ -460,6 +460,8 @@ class Capture:
                                                         "momentum", "eps"))
             if target in CLAMPS:
                 return self.clamp(node)
+            if target in POWERS:
+                return self.power(node, parents)
             if target is torch.addcmul:
                 return self.addcmul(node, parents)
             if target is torch.ops.aten.addmm.default and len(node.args) >= 3 and not node.kwargs:
@@ -489,6 +491,8 @@ class Capture:
                 return self.masked_fill(node, parents)
             if target in CLAMPS:
                 return self.clamp(node)
+            if target == "pow":
+                return self.power(node, parents)
             kind = LAYER_TABLE.method_kind(target)
             what = f"the tensor method .{target}()"
         if target in ARITHMETIC and ARITHMETIC[target] == "divide":
@@ -706,6 +710,17 @@ class Capture:
             return torch.clamp(t, low, high)
         return kind, {"forward": out_of_place, "value_range": bounds}
 
+    def power(self, node, parents):
+        """``x ** c`` of a signal by a constant number: an element-wise activation (the identity rule in LRP,
+        docs/transformers.md#power); a tensor exponent or base has no rule."""
+        exponent = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
+        exponent = self.constants.get(exponent, exponent) if isinstance(exponent, fx.Node) else exponent
+        base = node.args[0] if node.args else node.kwargs.get("input")
+        if len(parents) != 1 or not self.dependent(base) or isinstance(exponent, bool) or \
+                not isinstance(exponent, (int, float)):
+            return g.UNSUPPORTED, {"reason": "a power with an input-dependent or tensor exponent has no rule"}
+        return g.ACTIVATION, {}
+
     def functional_batchnorm(self, node, order=("running_mean", "running_var", "weight", "bias", "training",
                                                  "momentum", "eps")):
         """``F.batch_norm`` (or ATen's, arguments in ``order``) with constant running statistics in inference form
@@ -900,6 +915,8 @@ def _layer_normalization(shape, weight, bias, eps):
 
 # products of two tensors (docs/transformers.md#bilinear)
 SDPA_FUNCTIONS = (F.scaled_dot_product_attention, torch.ops.aten.scaled_dot_product_attention.default)
+# ``x ** c`` (docs/transformers.md#power): ``torch.pow``, the ``**`` operator, ATen's scalar-exponent overload
+POWERS = (torch.pow, operator.pow, torch.ops.aten.pow.Tensor_Scalar)
 BILINEAR_FUNCTIONS = (torch.matmul, operator.matmul, torch.bmm, torch.einsum, torch.ops.aten.matmul.default,
                       torch.ops.aten.bmm.default, torch.ops.aten.einsum.default)
 BILINEAR_METHODS = ("matmul", "bmm", "__matmul__")
