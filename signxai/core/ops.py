@@ -57,6 +57,16 @@ class TensorOps(Protocol):
         """``t⁻ = min(t, 0)``."""
         ...
 
+    def positive_kernel(self, w: Tensor) -> Tensor:
+        """``w⁺`` of a layer's kernel or bias (a parameter, not an activation), as :meth:`positive` bit for bit. The
+        result is only read, and only within the pass that asked for it: a backend may write it into memory it
+        keeps for ``w`` across calls (docs/performance.md#kernel-parts)."""
+        ...
+
+    def negative_kernel(self, w: Tensor) -> Tensor:
+        """``w⁻`` of a layer's kernel or bias, as :meth:`negative` bit for bit (see :meth:`positive_kernel`)."""
+        ...
+
     def all_nonnegative(self, t: Tensor) -> Any:
         """Whether no entry is negative: a Python bool, or a boolean scalar tensor inside a compiled pass."""
         ...

@@ -93,7 +93,7 @@ def zb_rule(low, high):
     def rule(ops, kernel, a, z, R):
         lo = ops.ones_like(a) * ops.constant(low, a)
         hi = ops.ones_like(a) * ops.constant(high, a)
-        positive, negative = _once(ops.positive), _once(ops.negative)
+        positive, negative = (_once(m) for m in kernel_maps(ops))
         denominator = (kernel.apply(a, identity, None) - kernel.apply(lo, positive, None)
                        - kernel.apply(hi, negative, None))
         s = ops.stabilized_ratio(R, denominator)
@@ -101,6 +101,12 @@ def zb_rule(low, high):
                 - lo * weighted_backward(ops, kernel, a, s, positive)
                 - hi * weighted_backward(ops, kernel, a, s, negative))
     return rule
+
+
+def kernel_maps(ops):
+    """``(w ↦ w⁺, w ↦ w⁻)`` for kernels and biases: the backend's ``positive_kernel``/``negative_kernel``, which may
+    write into memory kept across calls (docs/performance.md#kernel-parts), else ``positive``/``negative``."""
+    return getattr(ops, "positive_kernel", ops.positive), getattr(ops, "negative_kernel", ops.negative)
 
 
 def _once(kernel_map):
@@ -125,7 +131,7 @@ class AlphaBetaSplit:
     the same positive and negative products). ``pos_map``/``neg_map`` keep ``W⁺``/``W⁻`` for the backward."""
 
     def __init__(self, ops, kernel, a):
-        self.pos_map, self.neg_map = _once(ops.positive), _once(ops.negative)
+        self.pos_map, self.neg_map = (_once(m) for m in kernel_maps(ops))
         self.z_pos = kernel.apply(a, self.pos_map, None)
         self.z_neg = kernel.apply(a, self.neg_map, None)
         self.output = _plus(self.z_pos + self.z_neg, kernel.bias_term(identity))
@@ -177,10 +183,11 @@ def alpha_beta_rule(alpha, beta):
                 return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
-        activator = times(ops, alpha, part(ops.positive, ops.negative))
+        positive, negative = kernel_maps(ops)
+        activator = times(ops, alpha, part(positive, negative))
         if beta == 0:
             return activator
-        return activator - times(ops, beta, part(ops.negative, ops.positive))
+        return activator - times(ops, beta, part(negative, positive))
     return rule
 
 

@@ -49,6 +49,10 @@ class TensorOps:
     def negative(t):
         return tf.minimum(t, tf.zeros((), t.dtype))
 
+    # compiled passes: TensorFlow's executor allocates from its own pools (docs/performance.md#kernel-parts)
+    positive_kernel = positive
+    negative_kernel = negative
+
     @staticmethod
     def all_nonnegative(t):
         return tf.reduce_all(t >= 0)
