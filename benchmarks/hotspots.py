@@ -123,19 +123,16 @@ def _gradient_call(model, x, targets):
     return call
 
 
-def _parts(call, repeats):
-    """``{(region, part): ms per call}`` and the wall time per call (median) of ``call`` under torch.profiler."""
-    import statistics
+def _parts(call):
+    """``{(region, part): ms}`` of one call of ``call`` under torch.profiler, and its wall time in ms."""
     import time
 
     import torch.profiler
 
-    walls = []
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            call()
-            walls.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        call()
+        wall = 1000 * (time.perf_counter() - start)
     events = list(prof.events())
     ranges = sorted(((e.time_range.start, e.time_range.end, e.name) for e in events if e.name in REGIONS),
                     key=lambda r: r[1] - r[0])  # innermost (shortest) first
@@ -147,8 +144,22 @@ def _parts(call, repeats):
         region = next((name for lo, hi, name in ranges if lo <= start <= hi), "host (outside the passes)")
         part = "all" if region in ("verification forward", "kernel maps W⁺/W⁻", "std per sample") else \
             KERNEL_OPS.get(event.name, "elementwise and other")
-        parts[(region, part)] += event.self_cpu_time_total / 1000 / repeats
-    return parts, 1000 * statistics.median(walls)
+        parts[(region, part)] += event.self_cpu_time_total / 1000
+    return parts, wall
+
+
+def _paired(call, gradient, repeats):
+    """Per-part medians over ``repeats`` profiled calls of ``call``, each right after a profiled gradient call (so
+    that both see the same load), for both; and the median wall times."""
+    import statistics
+
+    runs = [(_parts(gradient), _parts(call)) for _ in range(repeats)]
+
+    def medians(which):
+        keys = set().union(*(run[which][0] for run in runs))
+        return ({key: statistics.median(run[which][0].get(key, 0.0) for run in runs) for key in keys},
+                statistics.median(run[which][1] for run in runs))
+    return medians(0), medians(1)
 
 
 def breakdown(model_name, batch, methods, size=None, repeats=3) -> str:
@@ -163,24 +174,22 @@ def breakdown(model_name, batch, methods, size=None, repeats=3) -> str:
     targets = bench.targets(model, x)
     gradient = _gradient_call(model, x, targets)
     gradient()
-    base, base_wall = _parts(gradient, repeats)
-    base_total = sum(base.values())
-    lines = [f"PyTorch, {model_name} at {bench.size}×{bench.size}, batch {batch}; torch.profiler self times, ms per "
-             f"call (mean of {repeats} profiled calls after one warm-up); ×grad: divided by the gradient's profiled "
-             f"total ({base_total:.0f} ms; wall {base_wall:.0f} ms). Gradient: forward "
-             + ", ".join(f"{part} {ms:.0f}" for (region, part), ms in sorted(base.items())
-                         if region == "gradient: forward")
-             + "; backward " + ", ".join(f"{part} {ms:.0f}" for (region, part), ms in sorted(base.items())
-                                         if region == "gradient: backward") + "."]
+    lines = [f"PyTorch, {model_name} at {bench.size}×{bench.size}, batch {batch}: torch.profiler self times in ms, "
+             f"medians of {repeats} profiled calls after one warm-up, each right after a profiled call of the "
+             f"gradient (`torch.autograd` on the module, forward and backward); ×grad: divided by the total of the "
+             f"paired gradient calls."]
+    order = {name: i for i, name in enumerate(REGIONS)}
     for method in methods:
         call = make_call("pytorch", method, model, x, targets)
         call()
-        parts, wall = _parts(call, repeats)
-        total = sum(parts.values())
-        lines += ["", f"**{method}**: {total:.0f} ms profiled ({total / base_total:.2f}× grad), wall {wall:.0f} ms "
-                      f"({wall / base_wall:.2f}× the gradient's wall time)", "",
+        (base, base_wall), (parts, wall) = _paired(call, gradient, repeats)
+        base_total, total = sum(base.values()), sum(parts.values())
+        grad_parts = ", ".join(f"{region.split(': ')[1]} {part} {ms:.0f}"
+                               for (region, part), ms in sorted(base.items(), key=lambda kv: (kv[0][0], -kv[1]))
+                               if ms >= 0.5)
+        lines += ["", f"**{method}**: {total:.0f} ms profiled, **{total / base_total:.2f}× the gradient** "
+                      f"({base_total:.0f} ms: {grad_parts}); wall {wall:.0f} ms against {base_wall:.0f} ms", "",
                   "| part | ms | ×grad |", "|---|---|---|"]
-        order = {name: i for i, name in enumerate(REGIONS)}
         for (region, part), ms in sorted(parts.items(), key=lambda kv: (order.get(kv[0][0], 99), -kv[1])):
             if ms >= 0.5:
                 label = region if part == "all" else f"{region}: {part}"
