@@ -37,6 +37,11 @@ class TensorOps(Protocol):
         used afterwards: a backend may write the product into ``t``'s storage."""
         ...
 
+    def add_into(self, t: Tensor, other: Tensor) -> Tensor:
+        """``t + other`` (bit for bit), where ``t`` is a temporary of the calling rule that is not used afterwards: a
+        backend may write the sum into ``t``'s storage."""
+        ...
+
     def stabilized_ratio(self, p: Tensor, q: Tensor, c: Any = None) -> Tensor:
         """``SD(p, q + c·sign0(q))`` (``SD(p, q)`` for ``c`` None), exactly as
         :func:`signxai.core.rules.stabilized_ratio` defines it; ``c`` a number or a tensor broadcastable against

@@ -134,11 +134,14 @@ class AlphaBetaSplit:
         self.pos_map, self.neg_map = (_once(m) for m in kernel_maps(ops))
         self.z_pos = kernel.apply(a, self.pos_map, None)
         self.z_neg = kernel.apply(a, self.neg_map, None)
-        self.output = _plus(self.z_pos + self.z_neg, kernel.bias_term(identity))
+        self.output = _plus(self.z_pos + self.z_neg, kernel.bias_term(identity), ops)
 
 
-def _plus(t, bias):
-    return t if bias is None else t + bias
+def _plus(t, bias, ops=None):
+    """``t + bias``; with ``ops``, ``t`` is the caller's own temporary and the sum may be written into it."""
+    if bias is None:
+        return t
+    return t + bias if ops is None else ops.add_into(t, bias)
 
 
 def alpha_beta_rule(alpha, beta):
@@ -154,7 +157,9 @@ def alpha_beta_rule(alpha, beta):
     def rule(ops, kernel, a, z, R, nonnegative=False, split=None):
         if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
             def share(z_part, part_map, other_map):  # denominator z± + b± + b∓, as the halves below
-                denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
+                # z± is used by this share only: its bias sums are written into it (bit for bit the same)
+                denominator = _plus(_plus(z_part, kernel.bias_term(part_map), ops), kernel.bias_term(other_map),
+                                    ops)
                 return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator),
                                                           part_map), a)
             activator = times(ops, alpha, share(split.z_pos, split.pos_map, split.neg_map))
@@ -176,8 +181,7 @@ def alpha_beta_rule(alpha, beta):
             def positive_half():
                 map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
-                bias = kernel.bias_term(map_for_neg)
-                s = ops.stabilized_ratio(R, denominator if bias is None else denominator + bias)
+                s = ops.stabilized_ratio(R, _plus(denominator, kernel.bias_term(map_for_neg), ops))
                 return ops.multiply_into(weighted_backward(ops, kernel, a, s, map_for_pos), a_pos)
             if nonnegative:
                 return positive_half()

@@ -35,6 +35,10 @@ class TensorOps:
     def multiply_into(t, other):
         return t * other
 
+    @staticmethod
+    def add_into(t, other):
+        return t + other
+
     def stabilized_ratio(self, p, q, c=None):
         return rules.stabilized_ratio(self, p, q, c)  # compiled passes: grappler fuses the elementwise chain
 

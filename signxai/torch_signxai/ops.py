@@ -104,6 +104,15 @@ class TensorOps:
         return t * other
 
     @staticmethod
+    def add_into(t, other):
+        if t.requires_grad or (0 in t.stride() and t.numel() > 1):  # (a broadcast view: elements share memory)
+            return t + other
+        if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.dtype == t.dtype
+                                               and torch.broadcast_shapes(t.shape, other.shape) == t.shape):
+            return t.add_(other)
+        return t + other
+
+    @staticmethod
     def stabilized_ratio(p, q, c=None):
         """``rules.stabilized_ratio`` in one buffer, bit for bit: ``(2c·[q ≥ 0] − c) + q`` is ``q + c·sign0(q)``
         (both products exact), and for ``c > 0`` that denominator is never zero (``q ≥ 0`` gives ``q + c ≥ c``,

@@ -138,3 +138,25 @@ def test_kernel_maps_fall_back_for_ops_without_kernel_parts():
         negative = staticmethod(lambda t: "negative")
     positive, negative = rules.kernel_maps(Minimal())
     assert (positive(0), negative(0)) == ("positive", "negative")
+
+
+def test_add_into_is_the_sum_and_writes_only_into_its_own_temporary():
+    """The α-β bias sums are written into the rule's own temporaries (``ops.add_into``), bit for bit ``t + other``."""
+    import tensorflow as tf
+
+    from signxai.tf_signxai.ops import OPS as TF_OPS
+
+    rng = np.random.RandomState(0)
+    t, bias = rng.normal(size=(2, 5, 4, 4)), rng.normal(size=(5, 1, 1))
+    for dtype in (torch.float32, torch.float64):
+        expected = torch.tensor(t, dtype=dtype) + torch.tensor(bias, dtype=dtype)
+        own = torch.tensor(t, dtype=dtype)
+        result = torch_ops.OPS.add_into(own, torch.tensor(bias, dtype=dtype))
+        assert result.data_ptr() == own.data_ptr() and torch.equal(result, expected)
+        view = torch.tensor(bias, dtype=dtype).expand(5, 4, 4)  # a broadcast view: never written into
+        before = view.clone()
+        assert torch.equal(torch_ops.OPS.add_into(view, 1.0), before + 1.0) and torch.equal(view, before)
+        small = torch.tensor(bias, dtype=dtype)  # the sum is larger than t: a new tensor
+        assert torch.equal(torch_ops.OPS.add_into(small, torch.tensor(t, dtype=dtype)), expected)
+    tf_sum = TF_OPS.add_into(tf.constant(t), tf.constant(bias))
+    assert np.array_equal(tf_sum.numpy(), t + bias)
