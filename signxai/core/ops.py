@@ -37,6 +37,11 @@ class TensorOps(Protocol):
         used afterwards: a backend may write the product into ``t``'s storage."""
         ...
 
+    def add_into(self, t: Tensor, other: Tensor) -> Tensor:
+        """``t + other`` (bit for bit), where ``t`` is a temporary of the calling rule that is not used afterwards: a
+        backend may write the sum into ``t``'s storage."""
+        ...
+
     def stabilized_ratio(self, p: Tensor, q: Tensor, c: Any = None) -> Tensor:
         """``SD(p, q + c·sign0(q))`` (``SD(p, q)`` for ``c`` None), exactly as
         :func:`signxai.core.rules.stabilized_ratio` defines it; ``c`` a number or a tensor broadcastable against
@@ -55,6 +60,16 @@ class TensorOps(Protocol):
 
     def negative(self, t: Tensor) -> Tensor:
         """``t⁻ = min(t, 0)``."""
+        ...
+
+    def positive_kernel(self, w: Tensor) -> Tensor:
+        """``w⁺`` of a layer's kernel or bias (a parameter, not an activation), as :meth:`positive` bit for bit. The
+        result is only read, and only within the pass that asked for it: a backend may write it into memory it
+        keeps for ``w`` across calls (docs/performance.md#kernel-parts)."""
+        ...
+
+    def negative_kernel(self, w: Tensor) -> Tensor:
+        """``w⁻`` of a layer's kernel or bias, as :meth:`negative` bit for bit (see :meth:`positive_kernel`)."""
         ...
 
     def all_nonnegative(self, t: Tensor) -> Any:

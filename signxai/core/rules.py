@@ -95,7 +95,7 @@ def zb_rule(low, high):
     def rule(ops, kernel, a, z, R):
         lo = ops.ones_like(a) * ops.constant(low, a)
         hi = ops.ones_like(a) * ops.constant(high, a)
-        positive, negative = _once(ops.positive), _once(ops.negative)
+        positive, negative = (_once(m) for m in kernel_maps(ops))
         denominator = (kernel.apply(a, identity, None) - kernel.apply(lo, positive, None)
                        - kernel.apply(hi, negative, None))
         s = ops.stabilized_ratio(R, denominator)
@@ -103,6 +103,12 @@ def zb_rule(low, high):
                 - lo * weighted_backward(ops, kernel, a, s, positive)
                 - hi * weighted_backward(ops, kernel, a, s, negative))
     return rule
+
+
+def kernel_maps(ops):
+    """``(w ↦ w⁺, w ↦ w⁻)`` for kernels and biases: the backend's ``positive_kernel``/``negative_kernel``, which may
+    write into memory kept across calls (docs/performance.md#kernel-parts), else ``positive``/``negative``."""
+    return getattr(ops, "positive_kernel", ops.positive), getattr(ops, "negative_kernel", ops.negative)
 
 
 def _once(kernel_map):
@@ -127,14 +133,17 @@ class AlphaBetaSplit:
     the same positive and negative products). ``pos_map``/``neg_map`` keep ``W⁺``/``W⁻`` for the backward."""
 
     def __init__(self, ops, kernel, a):
-        self.pos_map, self.neg_map = _once(ops.positive), _once(ops.negative)
+        self.pos_map, self.neg_map = (_once(m) for m in kernel_maps(ops))
         self.z_pos = kernel.apply(a, self.pos_map, None)
         self.z_neg = kernel.apply(a, self.neg_map, None)
-        self.output = _plus(self.z_pos + self.z_neg, kernel.bias_term(identity))
+        self.output = _plus(self.z_pos + self.z_neg, kernel.bias_term(identity), ops)
 
 
-def _plus(t, bias):
-    return t if bias is None else t + bias
+def _plus(t, bias, ops=None):
+    """``t + bias``; with ``ops``, ``t`` is the caller's own temporary and the sum may be written into it."""
+    if bias is None:
+        return t
+    return t + bias if ops is None else ops.add_into(t, bias)
 
 
 class AlphaBetaStructure(NamedTuple):
@@ -165,7 +174,9 @@ def alpha_beta_rule(alpha, beta, structure=None):
     def rule(ops, kernel, a, z, R, nonnegative=False, split=None):
         if split is not None:  # the forward computed z⁺ and z⁻ (AlphaBetaSplit; a is nonnegative)
             def share(z_part, part_map, other_map):  # denominator z± + b± + b∓, as the halves below
-                denominator = _plus(_plus(z_part, kernel.bias_term(part_map)), kernel.bias_term(other_map))
+                # z± is used by this share only: its bias sums are written into it (bit for bit the same)
+                denominator = _plus(_plus(z_part, kernel.bias_term(part_map), ops), kernel.bias_term(other_map),
+                                    ops)
                 return ops.multiply_into(weighted_backward(ops, kernel, a, ops.stabilized_ratio(R, denominator),
                                                           part_map), a)
             activator = times(ops, alpha, structure.alpha_one, share(split.z_pos, split.pos_map, split.neg_map))
@@ -187,17 +198,17 @@ def alpha_beta_rule(alpha, beta, structure=None):
             def positive_half():
                 map_for_pos, map_for_neg = _once(pos_map), _once(neg_map)
                 denominator = kernel.apply(a_pos, map_for_pos, map_for_pos)
-                bias = kernel.bias_term(map_for_neg)
-                s = ops.stabilized_ratio(R, denominator if bias is None else denominator + bias)
+                s = ops.stabilized_ratio(R, _plus(denominator, kernel.bias_term(map_for_neg), ops))
                 return ops.multiply_into(weighted_backward(ops, kernel, a, s, map_for_pos), a_pos)
             if nonnegative:
                 return positive_half()
             return ops.cond(ops.all_nonnegative(a), positive_half, both_halves)
 
-        activator = times(ops, alpha, structure.alpha_one, part(ops.positive, ops.negative))
+        positive, negative = kernel_maps(ops)
+        activator = times(ops, alpha, structure.alpha_one, part(positive, negative))
         if structure.beta_zero:
             return activator
-        return activator - times(ops, beta, structure.beta_one, part(ops.negative, ops.positive))
+        return activator - times(ops, beta, structure.beta_one, part(negative, positive))
     return rule
 
 

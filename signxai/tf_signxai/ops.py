@@ -37,6 +37,10 @@ class TensorOps:
     def multiply_into(t, other):
         return t * other
 
+    @staticmethod
+    def add_into(t, other):
+        return t + other
+
     def stabilized_ratio(self, p, q, c=None):
         return rules.stabilized_ratio(self, p, q, c)  # compiled passes: grappler fuses the elementwise chain
 
@@ -50,6 +54,10 @@ class TensorOps:
     @staticmethod
     def negative(t):
         return tf.minimum(t, tf.zeros((), t.dtype))
+
+    # compiled passes: TensorFlow's executor allocates from its own pools (docs/performance.md#kernel-parts)
+    positive_kernel = positive
+    negative_kernel = negative
 
     @staticmethod
     def all_nonnegative(t):

@@ -3,6 +3,9 @@ autograd graph of the recorded forward) and the autodiff :class:`signxai.core.op
 (docs/extending.md#backend-contract)."""
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 import torch
 
@@ -37,6 +40,40 @@ def _leaves(inputs):
 
 _RELATIONS = {"==": torch.eq, ">=": torch.ge, "<": torch.lt}
 
+#: kernels of at least this many bytes get their positive/negative parts written into kept memory
+#: (docs/performance.md#kernel-parts); smaller ones are cheap to allocate
+KERNEL_PART_BYTES = 1 << 20
+
+
+class _KernelParts(threading.local):
+    """Per thread: ``(id(w), positive) -> (weakref to w, buffer)``. Each thread writes only its own buffers, so
+    concurrent calls on one model never share one; an entry goes when its weight tensor is freed."""
+
+    def __init__(self):
+        self.buffers = {}
+
+
+_PARTS = _KernelParts()
+
+
+def _kernel_part(w, positive):
+    """``w⁺`` (``positive``) or ``w⁻`` of a kernel tensor, recomputed on every call (weights may change in place,
+    even through ``.data``, which does not count as a new version) but, for a large kernel, written into a buffer
+    kept for ``w``: a fresh allocation of that size is page-faulted on first touch, which costs several times the
+    clamp itself (docs/performance.md#kernel-parts). Bit for bit ``w.clamp(min=0)``/``w.clamp(max=0)``."""
+    bounds = {"min": 0} if positive else {"max": 0}
+    if w.numel() * w.element_size() < KERNEL_PART_BYTES or (w.requires_grad and torch.is_grad_enabled()):
+        return w.clamp(**bounds)
+    buffers, key = _PARTS.buffers, (id(w), positive)
+    entry = buffers.get(key)
+    if entry is None or entry[0]() is not w or entry[1].shape != w.shape or entry[1].dtype != w.dtype \
+            or entry[1].device != w.device or entry[1].stride() != w.stride():
+        def drop(ref, key=key, buffers=buffers):
+            if buffers.get(key, (None,))[0] is ref:
+                del buffers[key]
+        entry = buffers[key] = (weakref.ref(w, drop), torch.empty_like(w))
+    return torch.clamp(w.detach(), out=entry[1], **bounds)
+
 
 class TensorOps:
     """The tensor operations the framework-neutral rules need, for PyTorch."""
@@ -67,6 +104,15 @@ class TensorOps:
         return t * other
 
     @staticmethod
+    def add_into(t, other):
+        if t.requires_grad or (0 in t.stride() and t.numel() > 1):  # (a broadcast view: elements share memory)
+            return t + other
+        if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.dtype == t.dtype
+                                               and torch.broadcast_shapes(t.shape, other.shape) == t.shape):
+            return t.add_(other)
+        return t + other
+
+    @staticmethod
     def stabilized_ratio(p, q, c=None):
         """``rules.stabilized_ratio`` in one buffer, bit for bit: ``(2c·[q ≥ 0] − c) + q`` is ``q + c·sign0(q)``
         (both products exact), and for ``c > 0`` that denominator is never zero (``q ≥ 0`` gives ``q + c ≥ c``,
@@ -94,6 +140,14 @@ class TensorOps:
     @staticmethod
     def negative(t):
         return t.clamp(max=0)
+
+    @staticmethod
+    def positive_kernel(w):
+        return _kernel_part(w, True)
+
+    @staticmethod
+    def negative_kernel(w):
+        return _kernel_part(w, False)
 
     @staticmethod
     def all_nonnegative(t):
