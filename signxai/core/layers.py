@@ -164,6 +164,18 @@ def scalar_affine(operation: str, constant: Any, tensor_first: bool) -> Optional
     return (1.0 / constant, 0.0) if operation == "divide" and tensor_first and constant != 0 else None
 
 
+def constant_shift(operation: str, constant_size: Optional[int], tensor_first: bool) -> Optional[tuple]:
+    """The coefficient ``(c,)`` of the signal in ``x + C``, ``x − C`` (``c = 1``) or ``C − x`` (``c = −1``) where ``C``
+    is a constant **tensor** of more than one element (``constant_size``; None: not a tensor): a constant source
+    such as a positional table, a relative position bias or an additive mask. Such a sum is an ``ADD`` node with one
+    signal operand, whose Z rule ``R_x = c·x ⊙ SD(R, y)`` lets the constant absorb its share as a bias does
+    (docs/transformers.md#constant-sources). A scalar shift (hard sigmoid's ``x + 3``, ``Rescaling``'s offset) stays a
+    ``PASS`` node: it is part of an elementwise map. None where the operation is not such a sum."""
+    if constant_size is None or constant_size <= 1 or operation not in ("add", "subtract"):
+        return None
+    return (-1.0,) if operation == "subtract" and not tensor_first else (1.0,)
+
+
 # --- register_layer ----------------------------------------------------------------------------------------------
 
 # public kind name -> (node kind, forward is the identity)

@@ -21,7 +21,7 @@ from torch import nn
 from signxai.core import graph as g
 from signxai.core.inputs import fixed_value
 from signxai.core.outputs import select_output
-from signxai.core.layers import arithmetic_kind, is_registered, registered, scalar_affine
+from signxai.core.layers import arithmetic_kind, constant_shift, is_registered, registered, scalar_affine
 from signxai.core.rules import identity
 from signxai.torch_signxai.recurrent import RECURRENT_MODULES, unroll_module
 from signxai.torch_signxai.recurrent import refusal as recurrent_refusal
@@ -551,7 +551,8 @@ class Capture:
             at = add(g.REINDEX, "mask", (at, mask_index), masked, "masked_fill")
         elif causal or mask is not None:
             boolean = causal or mask.dtype == torch.bool
-            at = add(g.REINDEX if boolean else g.PASS, "mask", (at,), masked, "masked_fill" if boolean else "add")
+            at = add(g.REINDEX if boolean else g.ADD, "mask", (at,), masked, "masked_fill" if boolean else "add",
+                     **({} if boolean else {"coefficients": (1.0,)}))  # docs/transformers.md#constant-sources
         at = add(g.SOFTMAX, "softmax", (at,), lambda t: torch.softmax(t, -1), "softmax", value_range=(0.0, 1.0),
                  axis=-1)
         at = add(g.BILINEAR, "", (at, i_v), torch.matmul, "matmul", reference=self.original(node, parents),
@@ -575,6 +576,10 @@ class Capture:
         if kind == g.ADD and "alpha" in node.kwargs:  # a + alpha·b: no rule
             kind = g.UNSUPPORTED
         if kind == g.PASS:
+            shift = self.constant_shift(node, operation, tensor_operands[0])
+            if shift is not None:  # x + C with a constant tensor C: C absorbs (docs/transformers.md#constant-sources)
+                coefficients = tuple(shift[0] if p is tensor_operands[0] else None for p in parents)
+                return g.ADD, dict(forward, coefficients=coefficients)
             affine = self.scalar_affine(node, operation, tensor_operands[0])
             return g.PASS, dict(forward, **({"affine": affine} if affine is not None else {}))
         if kind == g.ADD and operation == "subtract":  # a − b: the weighted sum a·1 + b·(−1) (docs/layers.md)
@@ -645,6 +650,18 @@ class Capture:
         if len(parents) != 1 or sum(1 for a in operands if self.dependent(a)) != 1:
             return g.UNSUPPORTED, {"reason": "addcmul of several input-dependent tensors has no rule"}
         return g.PASS, {}
+
+    def constant_shift(self, node, operation, operand):
+        """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant tensor ``C`` of several elements
+        (signxai.core.layers.constant_shift), else None."""
+        if len(node.args) != 2 or node.kwargs:
+            return None
+        first, second = node.args
+        other = second if first is operand else first
+        if isinstance(other, fx.Node):  # a constant, or a tensor computed from shapes or held-fixed inputs alone
+            other = self.constants.get(other, other.meta.get("val") if self.is_aux(other) else None)
+        size = other.numel() if isinstance(other, torch.Tensor) else None
+        return constant_shift(operation, size, first is operand)
 
     def scalar_affine(self, node, operation, operand):
         """``(scale, shift)`` of ``x ∘ c`` for a scalar constant ``c`` (for gate detection), else None."""
