@@ -188,9 +188,7 @@ def work(framework: str, cfg: dict) -> dict:
             try:
                 record.update(measure(fresh, cfg["warmup"] if batch == 1 else 0, cfg["repeats"], cfg["budget"],
                                       min(2, cfg["repeats"]), pair))
-                call = fresh()
-                call()
-                record["memory"] = peak_mb(call, framework)  # a steady call: caches built, pools warm
+                record["memory"] = peak_mb(fresh(), framework)  # a steady call: the model's caches are built
             except Exception as error:  # noqa: BLE001 -- one failing case must not stop the run
                 record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
             record["load_after"] = _load()

@@ -142,7 +142,10 @@ def _kernel_from_function(function, args, kwargs):
     def apply(a, kernel_map=identity, bias_map=identity):
         return function(a, kernel_map(weight), _bias(bias, bias_map), *rest_args, **rest_kwargs)
     rank = FUNCTIONAL_KERNELS[function]
-    return g.Kernel(apply, rank == 0, rank, _bias_term(bias, rank))
+
+    def adjoint(a, s, kernel_map=identity):  # W'ᵀ s of a linear map without its forward (as nn.Linear's)
+        return s @ kernel_map(weight)
+    return g.Kernel(apply, rank == 0, rank, _bias_term(bias, rank), adjoint if rank == 0 else None)
 
 
 class Capture:
