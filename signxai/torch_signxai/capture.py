@@ -646,12 +646,25 @@ class Capture:
         return g.BATCHNORM, {"forward": forward, "batchnorm": statistics}
 
     def addcmul(self, node, parents):
-        """``addcmul(c, t1, t2, value=v) = c + v·t1·t2`` with one input-dependent operand and constant others: a
-        constant scaling and shift (PASS), as ResMLP's affine layer."""
+        """``addcmul(c, t1, t2, value=v) = c + v·t1·t2`` with one input-dependent operand and constant others, as
+        ResMLP's affine layer: a constant scaling (PASS), and with a constant tensor ``c`` a sum in which ``c``
+        absorbs its share (ADD with the coefficient ``v·α`` of the signal)."""
         operands = list(node.args[:3]) + [node.kwargs.get(k) for k in ("input", "tensor1", "tensor2")
                                           if k in node.kwargs]
         if len(parents) != 1 or sum(1 for a in operands if self.dependent(a)) != 1:
             return g.UNSUPPORTED, {"reason": "addcmul of several input-dependent tensors has no rule"}
+        bound = dict(zip(("input", "tensor1", "tensor2"), node.args[:3]))
+        bound.update({k: v for k, v in node.kwargs.items() if k in ("input", "tensor1", "tensor2")})
+        shift, factors = bound.get("input"), [bound.get("tensor1"), bound.get("tensor2")]
+        shift = self.constants.get(shift) if isinstance(shift, fx.Node) else shift
+        if (not self.dependent(bound.get("input")) and isinstance(shift, torch.Tensor) and shift.numel() > 1
+                and not node.kwargs.keys() - {"input", "tensor1", "tensor2", "value"}):
+            # c + v·α·x with a constant tensor c: the sum of v·α·x and a constant source, c absorbs its share as at
+            # x + C (docs/transformers.md#constant-sources); the plain form α·x + c gives the same map
+            other = next(f for f in factors if not self.dependent(f))
+            other = self.constants.get(other, other) if isinstance(other, fx.Node) else other
+            value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else 1)
+            return g.ADD, {"coefficients": (other * value,)}
         return g.PASS, {}
 
     def constant_shift(self, node, operation, operand):
