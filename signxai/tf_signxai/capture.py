@@ -422,8 +422,8 @@ def _neutral_padding(op, node):
 
 
 def _constant_shift(operation, node):
-    """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant tensor ``C`` of several elements (a weight,
-    an array; signxai.core.layers.constant_shift), else None."""
+    """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant table ``C`` (a weight, an array;
+    signxai.core.layers.constant_shift), else None."""
     args = node.arguments.args
     if len(args) != 2 or node.arguments.kwargs:
         return None
@@ -432,8 +432,7 @@ def _constant_shift(operation, node):
     if isinstance(other, keras.KerasTensor):
         return None
     shape = getattr(other, "shape", None)
-    size = int(np.prod(shape)) if shape is not None and not isinstance(other, (bool, int, float)) else None
-    return constant_shift(operation, size, left)
+    return constant_shift(operation, tuple(shape) if shape is not None else None, left)
 
 
 def _scalar_affine(operation, node):

@@ -647,8 +647,9 @@ class Capture:
 
     def addcmul(self, node, parents):
         """``addcmul(c, t1, t2, value=v) = c + v·t1·t2`` with one input-dependent operand and constant others, as
-        ResMLP's affine layer: a constant scaling (PASS), and with a constant tensor ``c`` a sum in which ``c``
-        absorbs its share (ADD with the coefficient ``v·α`` of the signal)."""
+        ResMLP's affine layer: a constant scaling and shift (PASS), and with a constant table ``c``
+        (signxai.core.layers.constant_shift) a sum in which ``c`` absorbs its share (ADD, the signal's coefficient
+        ``v·α``), as the plain form ``α·x + c`` gives."""
         operands = list(node.args[:3]) + [node.kwargs.get(k) for k in ("input", "tensor1", "tensor2")
                                           if k in node.kwargs]
         if len(parents) != 1 or sum(1 for a in operands if self.dependent(a)) != 1:
@@ -657,7 +658,8 @@ class Capture:
         bound.update({k: v for k, v in node.kwargs.items() if k in ("input", "tensor1", "tensor2")})
         shift, factors = bound.get("input"), [bound.get("tensor1"), bound.get("tensor2")]
         shift = self.constants.get(shift) if isinstance(shift, fx.Node) else shift
-        if (not self.dependent(bound.get("input")) and isinstance(shift, torch.Tensor) and shift.numel() > 1
+        if (not self.dependent(bound.get("input")) and isinstance(shift, torch.Tensor)
+                and constant_shift("add", tuple(shift.shape), True) is not None
                 and not node.kwargs.keys() - {"input", "tensor1", "tensor2", "value"}):
             # c + v·α·x with a constant tensor c: the sum of v·α·x and a constant source, c absorbs its share as at
             # x + C (docs/transformers.md#constant-sources); the plain form α·x + c gives the same map
@@ -668,7 +670,7 @@ class Capture:
         return g.PASS, {}
 
     def constant_shift(self, node, operation, operand):
-        """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant tensor ``C`` of several elements
+        """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant table ``C``
         (signxai.core.layers.constant_shift), else None."""
         if len(node.args) != 2 or node.kwargs:
             return None
@@ -676,8 +678,8 @@ class Capture:
         other = second if first is operand else first
         if isinstance(other, fx.Node):  # a constant, or a tensor computed from shapes or held-fixed inputs alone
             other = self.constants.get(other, other.meta.get("val") if self.is_aux(other) else None)
-        size = other.numel() if isinstance(other, torch.Tensor) else None
-        return constant_shift(operation, size, first is operand)
+        shape = tuple(other.shape) if isinstance(other, torch.Tensor) else None
+        return constant_shift(operation, shape, first is operand)
 
     def scalar_affine(self, node, operation, operand):
         """``(scale, shift)`` of ``x ∘ c`` for a scalar constant ``c`` (for gate detection), else None."""
