@@ -117,6 +117,51 @@ def test_conservation_on_the_bias_free_twin(attention, framework):
         assert np.abs(absorbed).max() > 1e-6  # the softmax's bias term is real here
 
 
+class _Constants(_Absorbed):
+    """Also records, per sample, what each sum with a constant operand (``x + P``: an ADD node whose constant is no
+    parent, docs/transformers.md#constant-sources) absorbs, and checks it is ``Σ P ⊙ SD(R, y)`` with ``P = y − x``."""
+
+    def __init__(self, lrp, to_numpy):
+        super().__init__(lrp, to_numpy)
+        self.constant, self.constant_nodes = 0.0, 0
+
+    def __call__(self, ops, index, node, inputs, output, R):
+        shares = super().__call__(ops, index, node, inputs, output, R)
+        if node.kind == g.ADD and len(node.parents) == 1:
+            x, y, r = (self.to_numpy(t).reshape(len(self.to_numpy(t)), -1) for t in (inputs[0], output, R))
+            taken = r.sum(1) - self.to_numpy(shares[0]).reshape(len(r), -1).sum(1)
+            np.testing.assert_allclose(taken, ((y - x) * r / y).sum(1), rtol=1e-9, atol=1e-12)
+            self.constant, self.constant_nodes = self.constant + taken, self.constant_nodes + 1
+        return shares
+
+
+@pytest.mark.parametrize("attention", ["attnlrp", "cplrp"])
+def test_the_positional_table_absorbs_relevance(attention):
+    """On the bias-free twin with a random positional table (float64, LRP-z): the table absorbs its Z-rule share
+    ``P ⊙ SD(R, h + P)`` at ``h + P`` (docs/transformers.md#constant-sources), so Σ input relevance + what the table
+    absorbed (+ the softmax's bias term for AttnLRP) = the logit; the table's share is real, and the same number on
+    both frameworks."""
+    t = transformer_twin(blocks=2, bias=False, attention="sdpa", position=True)
+    composite = compile_method(resolve_method("lrp_z", attention=attention))
+    target, absorbed = 2, []
+    for backend, model, x in ((KERAS, t.keras_model, t.x), (TORCH, t.torch_model, torch_input(t.x))):
+        model64, x64 = backend.model_for(model, "float64"), x.astype(np.float64)
+        mappings = []
+
+        def factory(graph, mappings=mappings, to_numpy=backend.to_numpy):
+            mappings.append(_Constants(LRP(composite, graph), to_numpy))
+            return mappings[-1]
+        relevance = backend.graph_backward(model64, x64, np.array([target] * len(x)), factory, lrp_head=True)
+        logits = backend.logits(model64, x64)[:, target]
+        mapping = mappings[-1]
+        assert mapping.constant_nodes == 1  # the positional table; nothing else in the twin is a constant shift
+        total = relevance.reshape(len(x), -1).sum(1) + mapping.absorbed + mapping.constant
+        np.testing.assert_allclose(total, logits, rtol=1e-6, atol=1e-9)
+        assert np.abs(mapping.constant).min() > 1e-3 * np.abs(logits).max()
+        absorbed.append(mapping.constant)
+    np.testing.assert_allclose(absorbed[0], absorbed[1], rtol=1e-9)
+
+
 def test_rule_map_targets_the_attention_kinds():
     """The selectors "bilinear", "softmax", "norm" reach the new kinds: the identity rule at every layer norm and
     CP-LRP's values-only rule written as a rule map equal the catalog name with attention="cplrp"."""

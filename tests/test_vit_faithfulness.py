@@ -82,16 +82,19 @@ def test_bad_framework_and_empty_seeds_are_refused():
 
 @pytest.mark.slow
 def test_attnlrp_is_faithful_on_100_digits():
-    """What holds robustly (docs/transformers.md#faithfulness): AttnLRP-ε's ABPC is positive and above the
-    gradient's and LRP-z's, each by more than 2 standard errors of the paired per-digit difference. Its ranking
-    against input×gradient and integrated gradients does NOT hold on this model (measured, documented), so it is
-    not asserted."""
+    """What holds robustly (docs/transformers.md#faithfulness; measured on 100 digits: +0.23 ± 0.026 against the
+    gradient, +0.052 ± 0.019 against input×gradient, −0.035 ± 0.010 against AttnLRP with LRP-z): AttnLRP-ε's ABPC is
+    positive and above the gradient's and input×gradient's, each by more than 2 standard errors of the paired per-digit
+    difference, and AttnLRP with LRP-z scores higher still. Its ranking against integrated gradients is a tie on this
+    model (measured, documented), so it is not asserted."""
     study = vit_demo.faithfulness_study(100)
     abpc = study["rows"][ATTN]["abpc"]
     assert abpc.mean() > 3 * abpc.std(ddof=1) / np.sqrt(len(abpc))
-    for other in ("gradient", "AttnLRP (LRP-z)"):
+    for other in ("gradient", "input × gradient"):
         mean, se = vit_demo.paired_difference(study, other)
         assert mean > 2 * se, (other, mean, se)
+    mean, se = vit_demo.paired_difference(study, "AttnLRP (LRP-z)")
+    assert mean < -2 * se, (mean, se)
     random_row = study["rows"][vit_demo.RANDOM_ROW]
     assert study["rows"][ATTN]["morf"].mean() < random_row["morf"].mean()
 

@@ -190,11 +190,18 @@ class _TokensFirst(nn.Module):
         return self.encoder(x.transpose(1, 2))
 
 
-def transformer_twin(blocks: int = 2, bias: bool = True, seed: int = 0, n: int = 2, attention: str = "mha") -> Twin:
+def transformer_twin(blocks: int = 2, bias: bool = True, seed: int = 0, n: int = 2, attention: str = "mha",
+                     position: bool = False) -> Twin:
     """``attention``: the PyTorch side's attention, ``"mha"`` (``nn.MultiheadAttention``, captured by torch.export)
-    or ``"sdpa"`` (``F.scaled_dot_product_attention``, captured by torch.fx)."""
+    or ``"sdpa"`` (``F.scaled_dot_product_attention``, captured by torch.fx). ``position``: a random positional
+    table even where ``bias=False`` zeroes the biases (a constant source on an otherwise bias-free twin)."""
     keras_model, encoder = keras_encoder(blocks), TorchEncoder(blocks, attention).eval()
     set_weights(keras_model, encoder, blocks, seed, bias)
+    if position and not bias:
+        table = np.random.RandomState(seed + 200).normal(0, 0.5, (TOKENS, WIDTH)).astype(np.float32)
+        keras_model.get_layer("position").set_weights([table])
+        _copy(encoder.position, table)
     x = np.random.RandomState(seed + 100).normal(0, 1, size=(n, TOKENS, FEATURES)).astype(np.float32)
-    return Twin(f"transformer{blocks}_{attention}{'' if bias else '_nobias'}", keras_model,
+    return Twin(f"transformer{blocks}_{attention}{'' if bias else '_nobias'}{'_position' if position else ''}",
+                keras_model,
                 _TokensFirst(encoder).eval(), x, 0)

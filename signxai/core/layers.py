@@ -164,6 +164,21 @@ def scalar_affine(operation: str, constant: Any, tensor_first: bool) -> Optional
     return (1.0 / constant, 0.0) if operation == "divide" and tensor_first and constant != 0 else None
 
 
+def constant_shift(operation: str, constant_shape: Optional[tuple], tensor_first: bool) -> Optional[tuple]:
+    """The coefficient ``(c,)`` of the signal in ``x + C``, ``x − C`` (``c = 1``) or ``C − x`` (``c = −1``) where ``C``
+    is a constant **table** (``constant_shape``; None: not a tensor) that varies along at least two axes: a positional
+    table (tokens × width), a relative position bias or an additive mask (queries × keys). Such a sum is an ``ADD``
+    node with one signal operand, whose Z rule ``R_x = c·x ⊙ SD(R, y)`` lets the constant absorb its share as a bias
+    does (docs/transformers.md#constant-sources). A scalar or per-channel shift (hard sigmoid's ``x + 3``,
+    ``Rescaling``'s offset, a normalisation's mean, ResMLP's β) stays a ``PASS`` node: an affine re-centring of the
+    features. None where the operation is not such a sum."""
+    if constant_shape is None or operation not in ("add", "subtract"):
+        return None
+    if sum(1 for n in constant_shape if n is not None and int(n) > 1) < 2:
+        return None
+    return (-1.0,) if operation == "subtract" and not tensor_first else (1.0,)
+
+
 # --- register_layer ----------------------------------------------------------------------------------------------
 
 # public kind name -> (node kind, forward is the identity)

@@ -222,11 +222,18 @@ def batchnorm_rule(ops, node, a, y, R):
 
 
 def add_rule(ops, inputs, y, R, coefficients=None):
-    """The Z rule of a sum ``y = Σ c_k a_k``: ``R_k = c_k a_k ⊙ SD(R, y)`` (all ``c_k = 1`` for a plain Add)."""
+    """The Z rule of a sum ``y = Σ c_k a_k (+ C)``: ``R_k = c_k a_k ⊙ SD(R, y)`` (all ``c_k = 1`` for a plain Add;
+    ``c_k`` None for a parent that carries no signal).
+    A constant term ``C`` (a positional table, a bias, a mask: docs/transformers.md#constant-sources) is not an input:
+    it absorbs ``C ⊙ SD(R, y)``. An operand broadcast to ``y``'s shape receives its share summed over the broadcast
+    axes."""
     s = ops.stabilized_ratio(R, y)
     if coefficients is None:  # the last share is computed into s, which is not needed after it
-        return [a * s for a in inputs[:-1]] + [ops.multiply_into(s, inputs[-1])]
-    return [(a * c) * s for a, c in zip(inputs, coefficients)]
+        shares = [a * s for a in inputs[:-1]] + [ops.multiply_into(s, inputs[-1])]
+    else:  # a None coefficient: a parent that is no signal (a tensor computed from shapes alone, itself a constant)
+        shares = [None if c is None else (a * c) * s for a, c in zip(inputs, coefficients)]
+    return [share if share is None or tuple(a.shape) == tuple(share.shape)
+            else ops.vjp(lambda t: t + ops.zeros_like(y), [a], share)[0] for a, share in zip(inputs, shares)]
 
 
 def avgpool_rule(ops, node, a, y, R):

@@ -14,7 +14,7 @@ from keras import layers as L
 from signxai._keras_torch import replay_keras_graph
 from signxai.core import graph as g
 from signxai.core.inputs import fixed_value
-from signxai.core.layers import arithmetic_kind, registered, scalar_affine
+from signxai.core.layers import arithmetic_kind, constant_shift, registered, scalar_affine
 from signxai.core.rules import identity
 from signxai.tf_signxai.recurrent import is_recurrent, unroll_layer
 from signxai.tf_signxai.recurrent import refusal as recurrent_refusal
@@ -409,6 +409,9 @@ def _classify(op, node, kind, held=0):
     operation = ARITHMETIC.get(type(op).__name__) if is_op else None
     if operation is not None:  # ``x + y``, ``x * 3.0`` …
         kind = arithmetic_kind(operation, tensors)
+        shift = _constant_shift(operation, node) if kind == g.PASS else None
+        if shift is not None:  # x + C with a constant tensor C: C absorbs (docs/transformers.md#constant-sources)
+            return g.ADD, {"coefficients": shift}
         affine = _scalar_affine(operation, node) if kind == g.PASS else None
         if kind == g.ADD and operation == "subtract":
             return g.ADD, {"coefficients": (1.0, -1.0)}
@@ -469,6 +472,20 @@ def _neutral_padding(op, node):
     readers = [n.operation for n in op._outbound_nodes]
     return value == -math.inf and bool(readers) and all(
         isinstance(r, (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D)) for r in readers)
+
+
+def _constant_shift(operation, node):
+    """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant table ``C`` (a weight, an array;
+    signxai.core.layers.constant_shift), else None."""
+    args = node.arguments.args
+    if len(args) != 2 or node.arguments.kwargs:
+        return None
+    left = isinstance(args[0], keras.KerasTensor)
+    other = args[1] if left else args[0]
+    if isinstance(other, keras.KerasTensor):
+        return None
+    shape = getattr(other, "shape", None)
+    return constant_shift(operation, tuple(shape) if shape is not None else None, left)
 
 
 def _scalar_affine(operation, node):

@@ -22,7 +22,7 @@ from torch import nn
 from signxai.core import graph as g
 from signxai.core.inputs import fixed_value
 from signxai.core.outputs import select_output
-from signxai.core.layers import arithmetic_kind, is_registered, registered, scalar_affine
+from signxai.core.layers import arithmetic_kind, constant_shift, is_registered, registered, scalar_affine
 from signxai.core.rules import identity
 from signxai.torch_signxai.recurrent import RECURRENT_MODULES, unroll_module
 from signxai.torch_signxai.recurrent import refusal as recurrent_refusal
@@ -143,7 +143,10 @@ def _kernel_from_function(function, args, kwargs):
     def apply(a, kernel_map=identity, bias_map=identity):
         return function(a, kernel_map(weight), _bias(bias, bias_map), *rest_args, **rest_kwargs)
     rank = FUNCTIONAL_KERNELS[function]
-    return g.Kernel(apply, rank == 0, rank, _bias_term(bias, rank))
+
+    def adjoint(a, s, kernel_map=identity):  # W'ᵀ s of a linear map without its forward (as nn.Linear's)
+        return s @ kernel_map(weight)
+    return g.Kernel(apply, rank == 0, rank, _bias_term(bias, rank), adjoint if rank == 0 else None)
 
 
 class Capture:
@@ -644,7 +647,8 @@ class Capture:
             at = add(g.REINDEX, "mask", (at, mask_index), masked, "masked_fill")
         elif causal or mask is not None:
             boolean = causal or mask.dtype == torch.bool
-            at = add(g.REINDEX if boolean else g.PASS, "mask", (at,), masked, "masked_fill" if boolean else "add")
+            at = add(g.REINDEX if boolean else g.ADD, "mask", (at,), masked, "masked_fill" if boolean else "add",
+                     **({} if boolean else {"coefficients": (1.0,)}))  # docs/transformers.md#constant-sources
         at = add(g.SOFTMAX, "softmax", (at,), lambda t: torch.softmax(t, -1), "softmax", value_range=(0.0, 1.0),
                  axis=-1)
         at = add(g.BILINEAR, "", (at, i_v), torch.matmul, "matmul", reference=self.original(node, parents),
@@ -668,6 +672,10 @@ class Capture:
         if kind == g.ADD and "alpha" in node.kwargs:  # a + alpha·b: no rule
             kind = g.UNSUPPORTED
         if kind == g.PASS:
+            shift = self.constant_shift(node, operation, tensor_operands[0])
+            if shift is not None:  # x + C with a constant tensor C: C absorbs (docs/transformers.md#constant-sources)
+                coefficients = tuple(shift[0] if p is tensor_operands[0] else None for p in parents)
+                return g.ADD, dict(forward, coefficients=coefficients)
             affine = self.scalar_affine(node, operation, tensor_operands[0])
             return g.PASS, dict(forward, **({"affine": affine} if affine is not None else {}))
         if kind == g.ADD and operation == "subtract":  # a − b: the weighted sum a·1 + b·(−1) (docs/layers.md)
@@ -742,13 +750,40 @@ class Capture:
         return g.BATCHNORM, {"forward": forward, "batchnorm": statistics}
 
     def addcmul(self, node, parents):
-        """``addcmul(c, t1, t2, value=v) = c + v·t1·t2`` with one input-dependent operand and constant others: a
-        constant scaling and shift (PASS), as ResMLP's affine layer."""
+        """``addcmul(c, t1, t2, value=v) = c + v·t1·t2`` with one input-dependent operand and constant others, as
+        ResMLP's affine layer: a constant scaling and shift (PASS), and with a constant table ``c``
+        (signxai.core.layers.constant_shift) a sum in which ``c`` absorbs its share (ADD, the signal's coefficient
+        ``v·α``), as the plain form ``α·x + c`` gives."""
         operands = list(node.args[:3]) + [node.kwargs.get(k) for k in ("input", "tensor1", "tensor2")
                                           if k in node.kwargs]
         if len(parents) != 1 or sum(1 for a in operands if self.dependent(a)) != 1:
             return g.UNSUPPORTED, {"reason": "addcmul of several input-dependent tensors has no rule"}
+        bound = dict(zip(("input", "tensor1", "tensor2"), node.args[:3]))
+        bound.update({k: v for k, v in node.kwargs.items() if k in ("input", "tensor1", "tensor2")})
+        shift, factors = bound.get("input"), [bound.get("tensor1"), bound.get("tensor2")]
+        shift = self.constants.get(shift) if isinstance(shift, fx.Node) else shift
+        if (not self.dependent(bound.get("input")) and isinstance(shift, torch.Tensor)
+                and constant_shift("add", tuple(shift.shape), True) is not None
+                and not node.kwargs.keys() - {"input", "tensor1", "tensor2", "value"}):
+            # c + v·α·x with a constant tensor c: the sum of v·α·x and a constant source, c absorbs its share as at
+            # x + C (docs/transformers.md#constant-sources); the plain form α·x + c gives the same map
+            other = next(f for f in factors if not self.dependent(f))
+            other = self.constants.get(other, other) if isinstance(other, fx.Node) else other
+            value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else 1)
+            return g.ADD, {"coefficients": (other * value,)}
         return g.PASS, {}
+
+    def constant_shift(self, node, operation, operand):
+        """The signal's coefficient of ``x ± C`` / ``C − x`` with a constant table ``C``
+        (signxai.core.layers.constant_shift), else None."""
+        if len(node.args) != 2 or node.kwargs:
+            return None
+        first, second = node.args
+        other = second if first is operand else first
+        if isinstance(other, fx.Node):  # a constant, or a tensor computed from shapes or held-fixed inputs alone
+            other = self.constants.get(other, other.meta.get("val") if self.is_aux(other) else None)
+        shape = tuple(other.shape) if isinstance(other, torch.Tensor) else None
+        return constant_shift(operation, shape, first is operand)
 
     def scalar_affine(self, node, operation, operand):
         """``(scale, shift)`` of ``x ∘ c`` for a scalar constant ``c`` (for gate detection), else None."""
