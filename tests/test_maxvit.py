@@ -62,7 +62,7 @@ def test_swapaxes_and_movedim_are_permutations(form):
 def test_maxvit_capture_sees_partitions_bias_and_gates(maxvit):
     """What the capture makes of MaxViT: the grid partition's ``swapaxes`` re-indexes, each of the 4 attentions is
     two einsum products around a softmax whose input is the scores plus the relative position bias (a constant
-    shift, PASS), and squeeze-excitation multiplies by a sigmoid gate."""
+    table that absorbs its share: ADD with one parent, docs/transformers.md#constant-sources), and squeeze-excitation multiplies by a sigmoid gate."""
     model, x = maxvit
     graph = TORCH.graph_for(model, torch.as_tensor(x))
     nodes = graph.nodes
@@ -72,7 +72,8 @@ def test_maxvit_capture_sees_partitions_bias_and_gates(maxvit):
     assert len(softmaxes) == 4 and len([n for n in nodes if n.kind == g.BILINEAR]) == 8
     for softmax in softmaxes:
         shift = nodes[softmax.parents[0]]
-        assert (shift.kind, shift.layer_type) == (g.PASS, "add") and nodes[shift.parents[0]].kind == g.BILINEAR
+        assert (shift.kind, shift.layer_type, len(shift.parents)) == (g.ADD, "add", 1)
+        assert nodes[shift.parents[0]].kind == g.BILINEAR
     gated = [n for n in nodes if n.kind == g.PRODUCT]
     assert len(gated) == 2 and all(any(graph.value_range(p) == (0.0, 1.0) for p in n.parents) for n in gated)
 

@@ -137,10 +137,13 @@ def test_in_place_fills_of_constants_built_in_the_graph():
 
 
 class _Absorbed:
-    """An LRP mapping that records, per sample, the relevance the softmax rule does not pass on (its Taylor bias)."""
+    """An LRP mapping that records, per sample, the relevance the softmax rule does not pass on (its Taylor bias) and
+    what each sum with a constant table absorbs (``s + C``, the relative position bias and the shift mask: an ADD
+    node whose constant is no parent, docs/transformers.md#constant-sources), checked to be ``Σ C ⊙ R / y``."""
 
     def __init__(self, lrp_, samples):
         self.lrp, self.forward, self.absorbed, self.samples = lrp_, lrp_.forward, 0.0, samples
+        self.constant, self.constant_nodes = 0.0, 0
         self.softmax = []  # (probabilities, relevance at the logits) per softmax
 
     def __call__(self, ops, index, node, inputs, output, R):
@@ -151,6 +154,11 @@ class _Absorbed:
                 # (windows are batch-major: (N·windows, heads, tokens, tokens))
                 return t.detach().numpy().reshape(self.samples, -1).sum(1)
             self.absorbed = self.absorbed + per_sample(R) - per_sample(shares[0])
+        if node.kind == g.ADD and len(node.parents) == 1:
+            x, y, r = (t.detach().numpy().reshape(self.samples, -1) for t in (inputs[0], output, R))
+            taken = r.sum(1) - shares[0].detach().numpy().reshape(self.samples, -1).sum(1)
+            np.testing.assert_allclose(taken, ((y - x) * r / y).sum(1), rtol=1e-9, atol=1e-12)
+            self.constant, self.constant_nodes = self.constant + taken, self.constant_nodes + 1
         return shares
 
 
@@ -177,15 +185,19 @@ def _conserved(model, attention="attnlrp", target=3):
         return mappings[-1]
     relevance = TORCH.graph_backward(model64, x64, np.array([target] * len(x64)), factory, lrp_head=True)
     logits = TORCH.logits(model64, x64)[:, target]
-    return relevance.reshape(len(x64), -1).sum(1), mappings[-1].absorbed, logits, mappings[-1].softmax
+    mapping = mappings[-1]
+    return relevance.reshape(len(x64), -1).sum(1), mapping.absorbed, logits, mapping.softmax, mapping
 
 
 def test_conservation_on_a_bias_free_swin():
     """torchvision Swin with its shifted block (roll, the −100 shift mask, the relative position bias): LRP-z with
-    AttnLRP conserves the logit in float64 once the softmax's Taylor bias is counted; CP-LRP conserves it alone."""
+    AttnLRP conserves the logit in float64 once the softmax's Taylor bias and the constant tables' shares (position
+    bias, shift mask) are counted; CP-LRP conserves it alone."""
     model = _bias_free(torchvision_swin())
-    total, absorbed, logits, softmax = _conserved(model)
-    np.testing.assert_allclose(total + absorbed, logits, rtol=1e-9, atol=1e-12)
+    total, absorbed, logits, softmax, mapping = _conserved(model)
+    np.testing.assert_allclose(total + absorbed + mapping.constant, logits, rtol=1e-9, atol=1e-12)
+    # the position bias of both blocks and the shifted block's mask are constant tables added to the scores
+    assert mapping.constant_nodes >= 2 and np.abs(mapping.constant).max() > 0
     # the softmax's bias term is real here (measured: 6e-4 of the larger logit; attention of random weights is flat)
     assert np.abs(absorbed).max() > 1e-4 * np.abs(logits).max()
     assert not np.allclose(total, logits, rtol=1e-6, atol=0)
@@ -195,8 +207,8 @@ def test_conservation_on_a_bias_free_swin():
     masked = probabilities < 1e-30
     assert masked.sum() == 2 * 2 * 16 * 8 + 2 * 16 * 12 and not (softmax[1][0] < 1e-30).any()
     assert np.abs(shares[masked]).max() < 1e-38 * np.abs(shares).max()
-    total, absorbed, logits, _ = _conserved(model, attention="cplrp")
-    assert np.all(absorbed == 0)
+    total, absorbed, logits, _, mapping = _conserved(model, attention="cplrp")
+    assert np.all(absorbed == 0) and np.all(mapping.constant == 0)  # no relevance reaches the scores
     np.testing.assert_allclose(total, logits, rtol=1e-9, atol=1e-12)
 
 
@@ -288,8 +300,8 @@ def test_every_family_runs(name):
 def test_conservation_on_bias_free_two_stage_swins(name):
     """Two stages (patch merging), timm's buffer mask and Swin-V2's cosine attention, logit scale and continuous
     position bias (constants w.r.t. the input)."""
-    total, absorbed, logits, _ = _conserved(_bias_free(SLOW_MODELS[name]()))
-    np.testing.assert_allclose(total + absorbed, logits, rtol=1e-9, atol=1e-12)
+    total, absorbed, logits, _, mapping = _conserved(_bias_free(SLOW_MODELS[name]()))
+    np.testing.assert_allclose(total + absorbed + mapping.constant, logits, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow
