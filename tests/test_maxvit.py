@@ -62,7 +62,8 @@ def test_swapaxes_and_movedim_are_permutations(form):
 def test_maxvit_capture_sees_partitions_bias_and_gates(maxvit):
     """What the capture makes of MaxViT: the grid partition's ``swapaxes`` re-indexes, each of the 4 attentions is
     two einsum products around a softmax whose input is the scores plus the relative position bias (a constant
-    table that absorbs its share: ADD with one parent, docs/transformers.md#constant-sources), and squeeze-excitation multiplies by a sigmoid gate."""
+    table that absorbs its share: ADD with one parent, docs/transformers.md#constant-sources), and
+    squeeze-excitation multiplies by a sigmoid gate."""
     model, x = maxvit
     graph = TORCH.graph_for(model, torch.as_tensor(x))
     nodes = graph.nodes
