@@ -246,3 +246,20 @@ def test_hf_every_family(name, method):
     r64 = signxai.calculate_relevancemap(model, ids, method, target=target, dtype="float64", **kwargs)
     assert r32.shape == (2, 6) and np.isfinite(r64).all() and np.abs(r64).max() > 0
     assert np.abs(r32 - r64).max() <= 1e-3 * np.abs(r64).max()
+
+
+def test_hf_gpt2_eager_attention_is_the_sdpa_model():
+    """HF's eager attention (matmul, softmax, matmul, with ``aten._assert_tensor_metadata`` checks in the exported
+    graph: no signal) gives the maps of the same weights under SDPA (float64), and its input×gradient is autograd."""
+    models, ids = hf_models()
+    sdpa, target, select = models["gpt2"]
+    eager = copy.deepcopy(sdpa)
+    eager.set_attn_implementation("eager")
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation != "eager"
+    for method in ("lrp_epsilon_0_1", "lrp_alpha_1_beta_0", "guided_backprop"):
+        a = signxai.calculate_relevancemap(eager, ids, method, target=target, dtype="float64")
+        b = signxai.calculate_relevancemap(sdpa, ids, method, target=target, dtype="float64")
+        assert np.abs(b).max() > 0 and np.abs(a - b).max() <= 1e-12 * np.abs(b).max(), method
+    grad, e = _hf_embedding_grad(eager, ids, select)
+    mine = signxai.calculate_relevancemap(eager, ids, "gradient_x_input", target=target, dtype="float64")
+    assert np.abs(mine - (grad * e).sum(-1)).max() <= 1e-10 * np.abs(grad * e).sum(-1).max()

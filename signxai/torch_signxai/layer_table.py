@@ -70,7 +70,8 @@ ATEN_REINDEX = (aten.view.default, aten.reshape.default, aten._unsafe_view.defau
                 aten.swapaxes.default, aten.swapdims.default, aten.movedim.int, aten.movedim.intlist)
 ATEN_TUPLES = (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default, aten.unbind.int)
 ATEN_SOFTMAX = (aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax.default)
-ATEN_SHAPE = (aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int)
+# metadata reads and checks (`_assert_tensor_metadata`: dtype/device asserts in exported graphs) carry no signal
+ATEN_SHAPE = (aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int, aten._assert_tensor_metadata.default)
 
 # Arithmetic (functions and tensor methods) -> the neutral operation of signxai.core.layers.arithmetic_kind: the
 # kind follows from the number of input-dependent tensor operands (one: a constant shift or scaling, PASS).
