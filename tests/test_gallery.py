@@ -14,7 +14,7 @@ def _written_by_script() -> set[str]:
 def test_every_picture_the_script_writes_is_committed_and_small():
     names = _written_by_script()
     assert names == {"methods.png", "keras_vs_pytorch.png", "sign_vs_input_bias.png", "eeg.png", "frequency.png",
-                     "ecg_12lead.png", "ecg_lstm.png", "transformer_faithfulness.png"}
+                     "ecg_12lead.png", "ecg_lstm.png", "transformer_faithfulness.png", "text_faithfulness.png"}
     assert {p.name for p in GALLERY.glob("*.png")} == names  # no stale picture either
     for name in names:
         data = (GALLERY / name).read_bytes()
