@@ -233,6 +233,22 @@ def _assert_zero_cams_are_right(model, x, targets, result):
     np.testing.assert_array_equal(zero, evidence <= 0)
 
 
+def assert_cplrp_conserves(model, x, targets=(3, 7)):
+    """LRP-z with CP-LRP on a bias-free ``model`` (float64): the input relevance of each sample sums to its explained
+    logit (docs/transformers.md#cp-lrp: relevance flows through the values only, so softmaxes and constant tables
+    absorb nothing)."""
+    import torch
+
+    import signxai
+    targets = np.asarray(targets)
+    relevance = signxai.calculate_relevancemap(model, x, "lrp_z", target=targets, dtype="float64",
+                                               attention="cplrp")
+    with torch.no_grad():
+        logits = model.double()(torch.as_tensor(x, dtype=torch.float64))[np.arange(len(x)), targets].numpy()
+    assert np.abs(logits).min() > 1e-2
+    np.testing.assert_allclose(relevance.reshape(len(x), -1).sum(1), logits, rtol=1e-12)
+
+
 def capture_seconds(model, x):
     """Seconds to capture the model's graph for ``x`` (torch.fx, torch.export or the Keras walk), or the reason
     there is none."""
