@@ -782,7 +782,10 @@ class Capture:
         other = second if first is operand else first
         if isinstance(other, fx.Node):  # a constant, or a tensor computed from shapes or held-fixed inputs alone
             other = self.constants.get(other, other.meta.get("val") if self.is_aux(other) else None)
-        shape = tuple(other.shape) if isinstance(other, torch.Tensor) else None
+        # a symbolic (batch) size counts as no axis: comparing it with 1 would make torch.export's shape environment
+        # specialise the batch axis of every later value to the example's
+        shape = tuple(d if isinstance(d, int) else None for d in other.shape) if isinstance(other, torch.Tensor) \
+            else None
         return constant_shift(operation, shape, first is operand)
 
     def scalar_affine(self, node, operation, operand):
