@@ -139,6 +139,13 @@ def test_hf_image_classifiers_every_family(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.HF_TRANSFORMERS)
+def test_hf_vision_transformers_every_family(name):
+    """HuggingFace ViT, DeiT, Swin and Swin-V2 (small random configs): every family runs, none is refused."""
+    assert _all_ok(_run(zoo.hf_model, name)) == set()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.KERAS_HUB_MODELS)
 def test_keras_hub_backbones_every_family(name):
     refused = _all_ok(_run(zoo.keras_hub_model, name))

@@ -49,6 +49,7 @@ TIMM_KWARGS = {name: {"img_size": 64} for name in ("resmlp_12_224", "mixer_s32_2
 # ~1e-15 (rounding): ``revive`` sets γ to 1 and re-draws the weights, so that the maps test what attention computes
 TIMM_REVIVED = ("levit_128s", "efficientformer_l1", "mobilevit_xxs")
 HF_MODELS = ["resnet", "convnext", "mobilenetv2", "regnet", "vit", "swinv2"]
+HF_TRANSFORMERS = ["vit", "deit", "swin", "swinv2"]  # every family runs on each (docs/transformers.md)
 # HF EfficientNet built from its config outputs logits of ~1e-29 with random weights (even after BatchNorm calibration
 # and a Kaiming re-initialisation): a degenerate model whose maps underflow; it is left out of the checks
 HF_DEGENERATE = ["efficientnet"]
@@ -138,13 +139,20 @@ def hf_model(kind):
         model = T.ViTForImageClassification(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32,
                                                         num_hidden_layers=2, num_attention_heads=2,
                                                         intermediate_size=64, **small))
+    elif kind == "deit":
+        model = T.DeiTForImageClassification(T.DeiTConfig(image_size=32, patch_size=8, hidden_size=32,
+                                                          num_hidden_layers=2, num_attention_heads=2,
+                                                          intermediate_size=64, **small))
+    elif kind == "swin":
+        model = T.SwinForImageClassification(T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                          num_heads=[1, 2], window_size=4, **small))
     elif kind == "swinv2":
         model = T.Swinv2ForImageClassification(T.Swinv2Config(image_size=32, patch_size=4, embed_dim=16,
                                                               depths=[1, 1], num_heads=[1, 2], window_size=4,
                                                               **small))
     else:
         raise KeyError(kind)
-    size = 32 if kind in ("vit", "swinv2") else 64
+    size = 32 if kind in ("vit", "deit", "swin", "swinv2") else 64
     return calibrate(model, (3, size, size)), (3, size, size)
 
 
