@@ -430,25 +430,27 @@ class SignalTakeAll(Rule):
         return r.product_rule(ops, layer.signal, inputs, output, R)
 
 
-def _optional_epsilon(rule, epsilon):
-    return None if epsilon is None else _number(rule, "epsilon", epsilon, lambda v: v > 0, "None or a number > 0")
+class _OptionalEpsilonRule(Rule):
+    """A rule whose one parameter is an optional stabiliser ``epsilon`` (None or a number > 0); None-ness is its
+    structure, the number a tensor input of a compiled pass (docs/api.md#compiled-passes)."""
+
+    epsilon: Optional[float]
+    numeric = ("epsilon",)
+
+    def __init__(self, epsilon=None):
+        super().__init__(epsilon=None if epsilon is None else _number(
+            type(self).__name__, "epsilon", epsilon, lambda v: v > 0, "None or a number > 0"))
+
+    def structure(self):
+        return (self.epsilon is None,)
 
 
-class Uniform(Rule):
+class Uniform(_OptionalEpsilonRule):
     """AttnLRP's uniform rule at a product of two input-dependent tensors (matmul, einsum, elementwise): each
     operand receives half of ``x ⊙ (∂z/∂x)ᵀ SD(R, z + ε·sign0(z))`` (``SD(R, z)`` for ε None; Achtibat et al.
     2024, Prop. 3.3, Eq. 7; docs/transformers.md#bilinear). The default at bilinear layers."""
 
     kinds = ("bilinear", "product")
-    epsilon: Optional[float]
-    numeric = ("epsilon",)
-
-    def __init__(self, epsilon=None):
-        super().__init__(epsilon=_optional_epsilon("Uniform", epsilon))
-
-    def structure(self):
-        return (self.epsilon is None,)
-
     def relevance(self, ops, layer, inputs, output, R):
         return r.uniform_rule(ops, layer.node, inputs, output, R, self.epsilon)
 
@@ -465,21 +467,12 @@ class GateOrUniform(Rule):
         return r.uniform_rule(ops, layer.node, inputs, output, R)
 
 
-class ValuesOnly(Rule):
+class ValuesOnly(_OptionalEpsilonRule):
     """CP-LRP (Ali et al. 2022) at a product with exactly one gate operand (the attention weights, a softmax output):
     the gate is held constant and the signal operand (the values) receives ``x ⊙ (∂z/∂x)ᵀ SD(R, z + ε·sign0(z))``,
     the gate nothing; the uniform rule where no single operand is a gate (docs/transformers.md#cp-lrp)."""
 
     kinds = ("bilinear", "product")
-    epsilon: Optional[float]
-    numeric = ("epsilon",)
-
-    def __init__(self, epsilon=None):
-        super().__init__(epsilon=_optional_epsilon("ValuesOnly", epsilon))
-
-    def structure(self):
-        return (self.epsilon is None,)
-
     def relevance(self, ops, layer, inputs, output, R):
         if layer.signal is None:
             return r.uniform_rule(ops, layer.node, inputs, output, R, self.epsilon)
@@ -496,20 +489,11 @@ class SoftmaxRule(Rule):
         return [r.softmax_rule(ops, layer.node, inputs[0], output, R)]
 
 
-class LayerNormRule(Rule):
+class LayerNormRule(_OptionalEpsilonRule):
     """The ε rule through a layer normalisation with σ held constant (AttnLRP Prop. 3.4; CP-LRP's LayerNorm rule):
     ``R_in = a ⊙ Jᵀ SD(R, y + ε·sign0(y))`` (docs/transformers.md#layer-norm). The default at norm layers."""
 
     kinds = ("norm",)
-    epsilon: Optional[float]
-    numeric = ("epsilon",)
-
-    def __init__(self, epsilon=None):
-        super().__init__(epsilon=_optional_epsilon("LayerNormRule", epsilon))
-
-    def structure(self):
-        return (self.epsilon is None,)
-
     def relevance(self, ops, layer, inputs, output, R):
         return [r.layer_norm_rule(ops, layer.node, inputs[0], output, R, self.epsilon)]
 
